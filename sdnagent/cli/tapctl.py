@@ -1,0 +1,300 @@
+"""tapctl: the operator's command line for tapdb, in the manner of ovn-nbctl."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from sdnagent import model
+from sdnagent.tapdb import client, server
+
+DEFAULT_DB = server.TapdbServer().remote
+
+
+def _status_text(status: tuple[tuple[str, str], ...]) -> str:
+    """The agent-written status: active, an error with its reason, or pending."""
+    st = dict(status)
+    if not st:
+        return "pending"
+    text = st.get("state", "pending")
+    if st.get("reason"):
+        text += f": {st['reason']}"
+    if st.get("chassis"):
+        text += f" (on {st['chassis']})"
+    return text
+
+
+def _onoff(enabled: bool) -> str:
+    return "enabled" if enabled else "disabled"
+
+
+def _source_line(src: model.Source) -> str:
+    what = f"port {src.key} direction {src.direction}" if src.type == "port" else f"vswitch {src.key}"
+    return f"{what}, {_onoff(src.enabled)}, status {_status_text(src.status)}"
+
+
+def _target_line(t: model.Target) -> str:
+    return f"{t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}, status {_status_text(t.status)}"
+
+
+def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
+    lines = []
+    for direction in model.RULE_DIRECTIONS:
+        rules = flt.rules(direction)
+        if not rules:
+            lines.append(f"{indent}{direction}: no rules (mirrors nothing)")
+            continue
+        lines.append(f"{indent}{direction}:")
+        lines += [f"{indent}  {r.describe()}" for r in rules]
+    return lines
+
+
+def format_show(intent: model.Intent) -> str:
+    """A tree: each session (by priority) with its target, filter rules and sources."""
+    lines = []
+    for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
+        length = f"packet length {sess.packet_length}" if sess.packet_length else "whole frames"
+        lines.append(f"session {sess.name}: priority {sess.priority}, vni {sess.vni}, {length}, "
+                     f"{_onoff(sess.enabled)}")
+        target = intent.targets.get(sess.target)
+        lines.append(f"  target {sess.target}: " + (_target_line(target) if target else "missing"))
+        if sess.filter is None:
+            lines.append("  filter: none (mirrors every frame in each source's direction)")
+        else:
+            lines.append(f"  filter {sess.filter}")
+            lines += _filter_lines(intent.filters[sess.filter], "    ")
+        if not sess.sources:
+            lines.append("  sources: none")
+        else:
+            lines.append("  sources:")
+            lines += [f"    {_source_line(s)}" for s in sess.sources]
+    for t in sorted(intent.targets.values(), key=lambda t: t.name):
+        if not intent.sessions_using("target", t.name):
+            lines.append(f"target {t.name} (no session): {_target_line(t)}")
+    for f in sorted(intent.filters.values(), key=lambda f: f.name):
+        if not intent.sessions_using("filter", f.name):
+            lines.append(f"filter {f.name} (no session)")
+            lines += _filter_lines(f, "  ")
+    return "\n".join(lines) if lines else "(tapdb is empty)"
+
+
+def _range_json(rng: Optional[model.PortRange]) -> Optional[dict]:
+    return None if rng is None else {"min": rng.lo, "max": rng.hi}
+
+
+def _rule_json(r: model.Rule) -> dict:
+    return {"priority": r.priority, "action": r.action, "protocol": model.protocol_name(r.protocol),
+            "ethertype": r.ethertype, "src": r.src, "dst": r.dst,
+            "src_port": _range_json(r.src_port), "dst_port": _range_json(r.dst_port)}
+
+
+def intent_json(intent: model.Intent) -> dict:
+    """The whole intent as plain JSON, sorted by name (sessions by priority)."""
+    return {
+        "targets": [dict(dataclasses_dict(t), status=dict(t.status))
+                    for t in sorted(intent.targets.values(), key=lambda t: t.name)],
+        "filters": [{"name": f.name, "inbound": [_rule_json(r) for r in f.inbound],
+                     "outbound": [_rule_json(r) for r in f.outbound]}
+                    for f in sorted(intent.filters.values(), key=lambda f: f.name)],
+        "sessions": [dict(name=s.name, priority=s.priority, vni=s.vni, packet_length=s.packet_length,
+                          enabled=s.enabled, filter=s.filter, target=s.target,
+                          sources=[dict(dataclasses_dict(src), status=dict(src.status))
+                                   for src in s.sources])
+                     for s in sorted(intent.sessions.values(), key=lambda s: s.priority)],
+    }
+
+
+def dataclasses_dict(obj: Any) -> dict:
+    return {k: v for k, v in vars(obj).items() if k != "status"}
+
+
+def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
+    cells = [list(map(str, header))] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+
+
+def format_list(intent: model.Intent) -> str:
+    """Every object, one line each, in three tables."""
+    targets = sorted(intent.targets.values(), key=lambda t: t.name)
+    lines = _table(("TARGET", "WHERE", "KEY", "ENABLED", "STATUS"),
+                   [(t.name, t.where(), t.tunnel_key, t.enabled, _status_text(t.status))
+                    for t in targets])
+    rules = []
+    for f in sorted(intent.filters.values(), key=lambda f: f.name):
+        for direction in model.RULE_DIRECTIONS:
+            rules += [(f.name, direction, r.describe()) for r in f.rules(direction)]
+        if not f.inbound and not f.outbound:
+            rules.append((f.name, "-", "(no rules)"))
+    lines += [""] + _table(("FILTER", "DIRECTION", "RULE"), rules)
+    sessions = sorted(intent.sessions.values(), key=lambda s: s.priority)
+    lines += [""] + _table(("SESSION", "PRIORITY", "VNI", "LENGTH", "ENABLED", "TARGET", "FILTER",
+                            "SOURCES"),
+                           [(s.name, s.priority, s.vni, s.packet_length, s.enabled, s.target,
+                             s.filter, ", ".join(f"{src.key}({src.direction})" for src in s.sources)
+                             or None) for s in sessions])
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tapctl", description="Configure traffic mirroring in tapdb.")
+    p.add_argument("--db", default=os.environ.get("TAPDB", DEFAULT_DB),
+                   help="tapdb connection, comma-separated for a cluster (default: $TAPDB, else "
+                        f"{DEFAULT_DB})")
+    p.add_argument("--timeout", type=float, default=client.DEFAULT_TIMEOUT,
+                   help="seconds to wait for tapdb (default %(default)s)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, aliases=list(aliases))
+
+    c = cmd("target-add", "add a mirror target (created disabled)", ["tap-service-add"])
+    c.add_argument("name")
+    where = c.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", metavar="IFACE_ID", help="a VM vNIC, by its iface-id")
+    where.add_argument("--nic", metavar="CHASSIS:IFNAME", help="a host NIC on a chassis")
+    where.add_argument("--vxlan", metavar="IP", help="any IP, reached by VXLAN with the session VNI")
+    c.add_argument("--enable", action="store_true", help="create it enabled")
+
+    c = cmd("filter-add", "add an empty filter")
+    c.add_argument("name")
+
+    c = cmd("rule-add", "add a rule to a filter direction")
+    c.add_argument("filter")
+    c.add_argument("direction", metavar="{inbound|outbound}")
+    c.add_argument("--priority", required=True, metavar="N", help="1..16777216, 1 is evaluated first")
+    c.add_argument("--action", required=True, metavar="{accept|reject}")
+    c.add_argument("--protocol", default="all", metavar="all|tcp|udp|icmp|icmpv6|NUMBER")
+    c.add_argument("--ethertype", metavar="ipv4|ipv6",
+                   help="default: the family of --src/--dst, else ipv4")
+    c.add_argument("--src", metavar="CIDR")
+    c.add_argument("--dst", metavar="CIDR")
+    c.add_argument("--src-port", metavar="RANGE", help="1234, 1000-2000, 1/200, -1/-1 or all")
+    c.add_argument("--dst-port", metavar="RANGE", help="1234, 1000-2000, 1/200, -1/-1 or all")
+
+    c = cmd("rule-del", "delete a rule by filter, direction and priority")
+    c.add_argument("filter")
+    c.add_argument("direction", metavar="{inbound|outbound}")
+    c.add_argument("priority")
+
+    c = cmd("session-add", "add a mirror session (created disabled)")
+    c.add_argument("name")
+    c.add_argument("--target", required=True)
+    c.add_argument("--filter")
+    c.add_argument("--priority", required=True, metavar="N", help="1..32766, unique, 1 is first")
+    c.add_argument("--vni", metavar="N", help="0..16777215 (default: the lowest unused from 1)")
+    c.add_argument("--packet-length", metavar="N", help="truncate copies to 64..8500 bytes")
+    c.add_argument("--enable", action="store_true", help="create it enabled")
+
+    c = cmd("source-add", "add a source to a session (created enabled)", ["tap-flow-add"])
+    c.add_argument("session")
+    what = c.add_mutually_exclusive_group(required=True)
+    what.add_argument("--port", metavar="IFACE_ID")
+    what.add_argument("--vswitch", metavar="CHASSIS:BRIDGE[:VLAN]")
+    c.add_argument("--direction", metavar="in|out|both", help="for --port; default both")
+
+    c = cmd("source-del", "delete a source from a session", ["tap-flow-del"])
+    c.add_argument("session")
+    c.add_argument("source", metavar="IFACE_ID|CHASSIS:BRIDGE[:VLAN]")
+
+    for kind, alias in (("target", "tap-service"), ("session", None)):
+        for verb in ("enable", "disable"):
+            c = cmd(f"{kind}-{verb}", f"{verb} a {kind}", [f"{alias}-{verb}"] if alias else [])
+            c.add_argument("name")
+    for verb in ("enable", "disable"):
+        c = cmd(f"source-{verb}", f"{verb} a session's source", [f"tap-flow-{verb}"])
+        c.add_argument("session")
+        c.add_argument("source", metavar="IFACE_ID|CHASSIS:BRIDGE[:VLAN]")
+    for kind, alias in (("target", "tap-service"), ("filter", None), ("session", None)):
+        c = cmd(f"{kind}-del", f"delete a {kind}", [f"{alias}-del"] if alias else [])
+        c.add_argument("name")
+
+    for name, help in (("show", "the sessions as a tree, with status"),
+                       ("list", "every object in tables")):
+        c = cmd(name, help)
+        c.add_argument("--format", choices=("text", "json"), default="text")
+    return p
+
+
+_ALIASES = {"tap-service-add": "target-add", "tap-flow-add": "source-add",
+            "tap-flow-del": "source-del", "tap-service-enable": "target-enable",
+            "tap-service-disable": "target-disable", "tap-flow-enable": "source-enable",
+            "tap-flow-disable": "source-disable", "tap-service-del": "target-del"}
+
+
+def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
+    """Carry out one parsed command; returns what to print."""
+    cmd = _ALIASES.get(args.cmd, args.cmd)
+    if cmd in ("show", "list"):
+        intent = api.snapshot().intent
+        if args.format == "json":
+            return json.dumps(intent_json(intent), indent=2, sort_keys=True)
+        return format_show(intent) if cmd == "show" else format_list(intent)
+    if cmd == "target-add":
+        t = api.target_add(args.name, port=args.port, nic=args.nic, vxlan=args.vxlan,
+                           enabled=args.enable)
+        return f"target {t.name}: {t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}"
+    if cmd == "filter-add":
+        api.filter_add(args.name)
+        return ""
+    if cmd == "rule-add":
+        api.rule_add(args.filter, args.direction, priority=args.priority, action=args.action,
+                     protocol=args.protocol, ethertype=args.ethertype, src=args.src, dst=args.dst,
+                     src_port=args.src_port, dst_port=args.dst_port)
+        return ""
+    if cmd == "rule-del":
+        api.rule_del(args.filter, args.direction, args.priority)
+        return ""
+    if cmd == "session-add":
+        s = api.session_add(args.name, target=args.target, filter=args.filter,
+                            priority=args.priority, vni=args.vni,
+                            packet_length=args.packet_length, enabled=args.enable)
+        return f"session {s.name}: priority {s.priority}, vni {s.vni}, {_onoff(s.enabled)}"
+    if cmd == "source-add":
+        api.source_add(args.session, port=args.port, direction=args.direction,
+                       vswitch=args.vswitch)
+        return ""
+    if cmd == "source-del":
+        api.source_del(args.session, args.source)
+        return ""
+    kind, _, verb = cmd.partition("-")
+    if verb in ("enable", "disable"):
+        if kind == "source":
+            api.set_enabled("source", args.session, verb == "enable", key=args.source)
+        else:
+            api.set_enabled(kind, args.name, verb == "enable")
+        return ""
+    assert verb == "del", cmd
+    api.delete(kind, args.name)
+    return ""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        api = client.connect(args.db, timeout=args.timeout)
+    except client.TapdbError as exc:
+        print(f"tapctl: {exc}", file=sys.stderr)
+        return 1
+    try:
+        out = run(args, api)
+    except model.IntentError as exc:
+        print(f"tapctl: error: {exc}", file=sys.stderr)
+        return 1
+    except client.TapdbError as exc:
+        print(f"tapctl: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+    if out:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

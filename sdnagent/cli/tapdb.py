@@ -1,0 +1,48 @@
+"""sdnagent-tapdb: create, run, convert, stop and inspect a tapdb server."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from sdnagent.tapdb import server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdnagent-tapdb",
+                                description="Run the tapdb controller database (ovsdb-server).")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--dir", default=str(server.DEFAULT_DIR),
+                   help="where the database, sockets, pid file and log live (default %(default)s)")
+    p.add_argument("--remote", action="append", default=[], metavar="ptcp:PORT[:ADDR]",
+                   help="also listen here (repeatable); the unix socket DIR/tapdb.sock is always on")
+    p.add_argument("--cluster", choices=("create", "join"),
+                   help="make the new database a Raft cluster member (only when it is created)")
+    p.add_argument("--local", metavar="tcp:IP:PORT", help="this member's Raft address")
+    p.add_argument("--member", action="append", default=[], metavar="tcp:IP:PORT",
+                   help="an existing member's Raft address, for --cluster join (repeatable)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    srv = server.TapdbServer(args.dir)
+    try:
+        if args.action == "start":
+            for line in srv.start(args.remote, args.cluster, args.local, args.member):
+                print(f"sdnagent-tapdb: {line}")
+        elif args.action == "stop":
+            print("sdnagent-tapdb: " + ("stopped" if srv.stop() else "not running"))
+        else:
+            info = srv.status()
+            for key, value in info.items():
+                print(f"{key}: {value}")
+            return 0 if info["state"] == "running" else 3
+    except server.TapdbServerError as exc:
+        print(f"sdnagent-tapdb: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

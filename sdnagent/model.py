@@ -1,0 +1,498 @@
+"""Mirroring intent and its rules, in one place for tapctl and the agent.
+
+Everything here is pure: parsers turn an operator's strings into values, and
+the ``new_*``/``check_*`` functions judge a change against the whole current
+intent.  They raise :class:`IntentError`, whose text is the one line a person
+sees, naming the field and what is allowed.  The tapdb layer calls them inside
+the writing transaction, so the rules hold for what is actually committed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Optional
+
+SESSION_PRIORITY = (1, 32766)
+RULE_PRIORITY = (1, 16777216)
+VNI = (0, 16777215)
+PACKET_LENGTH = (64, 8500)
+TUNNEL_KEY = (1, 16777215)
+PORT = (0, 65535)
+VLAN = (0, 4095)
+MAX_RULES_PER_DIRECTION = 10
+MAX_SOURCES_PER_SESSION = 10
+MAX_SESSIONS_PER_SOURCE_PORT = 3
+
+DIRECTIONS = ("in", "out", "both")
+RULE_DIRECTIONS = ("inbound", "outbound")
+ACTIONS = ("accept", "reject")
+ETHERTYPES = ("ipv4", "ipv6")
+TARGET_TYPES = ("port", "nic", "vxlan")
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_NUMBERS.items()}
+PORT_PROTOCOLS = (6, 17)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFACE_ID_RE = re.compile(r"^[!-~]{1,255}$")  # printable, no blanks
+
+
+class IntentError(ValueError):
+    """An operator's input breaks a rule; the text names the field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class NotFound(IntentError):
+    """A named object does not exist."""
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class PortRange:
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    priority: int
+    action: str
+    protocol: Optional[int] = None  # None: any IP protocol of the ethertype
+    ethertype: str = "ipv4"
+    src: Optional[str] = None  # normalised CIDR
+    dst: Optional[str] = None
+    src_port: Optional[PortRange] = None  # None: any port
+    dst_port: Optional[PortRange] = None
+
+    def describe(self) -> str:
+        """The rule as one readable line, the way tapctl shows it."""
+        parts = [str(self.priority), self.action, protocol_name(self.protocol), self.ethertype]
+        for label, value in (("src", self.src), ("dst", self.dst),
+                             ("src-port", self.src_port), ("dst-port", self.dst_port)):
+            if value is not None:
+                parts.append(f"{label} {value}")
+        return " ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Filter:
+    name: str
+    inbound: tuple[Rule, ...] = ()  # ascending priority: evaluation order
+    outbound: tuple[Rule, ...] = ()
+
+    def rules(self, direction: str) -> tuple[Rule, ...]:
+        assert direction in RULE_DIRECTIONS, direction
+        return self.inbound if direction == "inbound" else self.outbound
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    type: str
+    tunnel_key: int
+    iface_id: Optional[str] = None  # type port
+    chassis: Optional[str] = None  # type nic
+    nic: Optional[str] = None  # type nic
+    remote_ip: Optional[str] = None  # type vxlan
+    enabled: bool = False
+    status: tuple[tuple[str, str], ...] = ()
+
+    def where(self) -> str:
+        if self.type == "port":
+            return f"port {self.iface_id}"
+        if self.type == "nic":
+            return f"nic {self.chassis}:{self.nic}"
+        return f"vxlan {self.remote_ip}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    type: str  # port or vswitch
+    direction: str = "both"
+    iface_id: Optional[str] = None
+    chassis: Optional[str] = None
+    bridge: Optional[str] = None
+    vlan: Optional[int] = None
+    enabled: bool = True
+    status: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """How tapctl names the source within its session."""
+        if self.type == "port":
+            return self.iface_id or ""
+        key = f"{self.chassis}:{self.bridge}"
+        return key if self.vlan is None else f"{key}:{self.vlan}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    name: str
+    priority: int
+    vni: int
+    target: str
+    filter: Optional[str] = None
+    packet_length: Optional[int] = None
+    enabled: bool = False
+    sources: tuple[Source, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Intent:
+    """A consistent view of the whole tapdb, keyed by name."""
+
+    targets: Mapping[str, Target] = dataclasses.field(default_factory=dict)
+    filters: Mapping[str, Filter] = dataclasses.field(default_factory=dict)
+    sessions: Mapping[str, Session] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "filters", "sessions"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @classmethod
+    def of(cls, targets: Iterable[Target] = (), filters: Iterable[Filter] = (),
+           sessions: Iterable[Session] = ()) -> "Intent":
+        return cls({t.name: t for t in targets}, {f.name: f for f in filters},
+                   {s.name: s for s in sessions})
+
+    def target(self, name: str) -> Target:
+        return _get(self.targets, "target", name)
+
+    def filter(self, name: str) -> Filter:
+        return _get(self.filters, "filter", name)
+
+    def session(self, name: str) -> Session:
+        return _get(self.sessions, "session", name)
+
+    def sessions_using(self, attr: str, name: str) -> list[str]:
+        return sorted(s.name for s in self.sessions.values() if getattr(s, attr) == name)
+
+    def sessions_of_port(self, iface_id: str) -> list[str]:
+        return sorted(s.name for s in self.sessions.values()
+                      if any(src.type == "port" and src.iface_id == iface_id for src in s.sources))
+
+
+def _get(table: Mapping, kind: str, name: str):
+    try:
+        return table[name]
+    except KeyError:
+        raise NotFound(kind, f"no {kind} named {name!r}") from None
+
+
+# ---------------------------------------------------------------- parsers
+
+
+def parse_int(field: str, text: object, bounds: tuple[int, int]) -> int:
+    lo, hi = bounds
+    try:
+        value = int(str(text), 10)
+    except ValueError:
+        raise IntentError(field, f"{text!r} is not an integer; allowed {lo}..{hi}") from None
+    if not lo <= value <= hi:
+        raise IntentError(field, f"{value} is out of range; allowed {lo}..{hi}")
+    return value
+
+
+def parse_name(kind: str, text: str) -> str:
+    if not _NAME_RE.match(text or ""):
+        raise IntentError(f"{kind} name", f"{text!r} is not allowed; use 1 to 64 letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def parse_choice(field: str, text: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    value = (text or "").lower()
+    if value not in choices:
+        raise IntentError(field, f"{text!r} is not allowed; use one of {', '.join(choices)}")
+    return value
+
+
+def parse_iface_id(field: str, text: str) -> str:
+    if not _IFACE_ID_RE.match(text or ""):
+        raise IntentError(field, f"{text!r} is not an iface-id; use 1 to 255 printable "
+                          "characters without blanks")
+    return text
+
+
+def parse_protocol(text: str) -> Optional[int]:
+    """'all' -> None, names -> IP protocol numbers, numbers 0..255 as given."""
+    value = (text or "").lower()
+    if value == "all":
+        return None
+    if value in PROTOCOL_NUMBERS:
+        return PROTOCOL_NUMBERS[value]
+    if value.isdigit():
+        return parse_int("protocol", value, (0, 255))
+    raise IntentError("protocol", f"{text!r} is not allowed; use all, tcp, udp, icmp, icmpv6 "
+                      "or an IP protocol number 0..255")
+
+
+def protocol_name(number: Optional[int]) -> str:
+    return "all" if number is None else PROTOCOL_NAMES.get(number, str(number))
+
+
+_RANGE_RE = re.compile(r"^(-?\d+)(?:\s*[/-]\s*(-?\d+))?$")
+
+
+def parse_port_range(field: str, text: str) -> Optional[PortRange]:
+    """Accept 1234, 1000-2000, 1/200; -1/-1 and all mean any port (None)."""
+    value = (text or "").strip().lower()
+    if value in ("all", "-1/-1", "-1"):
+        return None
+    m = _RANGE_RE.match(value)
+    if not m:
+        raise IntentError(field, f"{text!r} is not a port range; use PORT, MIN-MAX, MIN/MAX "
+                          "(0..65535) or -1/-1 or all for any port")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) is not None else lo
+    for port in (lo, hi):
+        if not PORT[0] <= port <= PORT[1]:
+            raise IntentError(field, f"port {port} in {text!r} is out of range; allowed 0..65535, "
+                              "or -1/-1 for any port")
+    if lo > hi:
+        raise IntentError(field, f"{text!r} has its minimum {lo} above its maximum {hi}")
+    return PortRange(lo, hi)
+
+
+def parse_cidr(field: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR or a bare address (a host route); host bits must be clear."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise IntentError(field, f"{text!r} is not a CIDR; use ADDRESS/PREFIX such as "
+                          "192.168.0.0/24 or 2001:db8::/64") from None
+    if net.network_address != ipaddress.ip_interface(text.strip()).ip and "/" in text:
+        raise IntentError(field, f"{text!r} has host bits set; did you mean {net}?")
+    return net
+
+
+def parse_ip(field: str, text: str) -> str:
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise IntentError(field, f"{text!r} is not an IP address; use an IPv4 or IPv6 "
+                          "unicast address") from None
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        raise IntentError(field, f"{text!r} is not a unicast address; use an IPv4 or IPv6 "
+                          "unicast address")
+    return str(addr)
+
+
+def parse_nic(text: str) -> tuple[str, str]:
+    """CHASSIS:IFNAME."""
+    chassis, sep, ifname = (text or "").rpartition(":")
+    if not sep or not _HOST_RE.match(chassis) or not _IFNAME_RE.match(ifname):
+        raise IntentError("nic", f"{text!r} is not CHASSIS:IFNAME; the chassis is a host name "
+                          "and IFNAME 1 to 15 letters, digits, '.', '_' or '-'")
+    return chassis, ifname
+
+
+def parse_vswitch(text: str) -> tuple[str, str, Optional[int]]:
+    """CHASSIS:BRIDGE[:VLAN]."""
+    parts = (text or "").split(":")
+    if len(parts) not in (2, 3) or not _HOST_RE.match(parts[0]) or not _IFNAME_RE.match(parts[1]):
+        raise IntentError("vswitch", f"{text!r} is not CHASSIS:BRIDGE[:VLAN]; the chassis is a "
+                          "host name, BRIDGE 1 to 15 letters, digits, '.', '_' or '-', "
+                          "VLAN 0..4095")
+    vlan = parse_int("vlan", parts[2], VLAN) if len(parts) == 3 else None
+    return parts[0], parts[1], vlan
+
+
+# ---------------------------------------------------------------- rules
+
+
+def new_target(intent: Intent, name: str, *, port: Optional[str] = None,
+               nic: Optional[str] = None, vxlan: Optional[str] = None,
+               enabled: bool = False) -> Target:
+    name = parse_name("target", name)
+    if name in intent.targets:
+        raise IntentError("target name", f"a target named {name!r} already exists")
+    given = [opt for opt, v in (("--port", port), ("--nic", nic), ("--vxlan", vxlan)) if v is not None]
+    if len(given) != 1:
+        raise IntentError("target type", "give exactly one of --port IFACE_ID, --nic CHASSIS:IFNAME "
+                          "or --vxlan IP")
+    key = free_number("tunnel key", (t.tunnel_key for t in intent.targets.values()),
+                      TUNNEL_KEY)
+    if port is not None:
+        iface = parse_iface_id("port", port)
+        for t in intent.targets.values():
+            if t.type == "port" and t.iface_id == iface:
+                raise IntentError("port", f"iface {iface} is already target {t.name!r}")
+        using = intent.sessions_of_port(iface)
+        if using:
+            raise IntentError("port", f"iface {iface} is a source of session {using[0]!r}; a port "
+                              "cannot be both a source and a target")
+        return Target(name, "port", key, iface_id=iface, enabled=enabled)
+    if nic is not None:
+        chassis, ifname = parse_nic(nic)
+        for t in intent.targets.values():
+            if t.type == "nic" and (t.chassis, t.nic) == (chassis, ifname):
+                raise IntentError("nic", f"{chassis}:{ifname} is already target {t.name!r}")
+        return Target(name, "nic", key, chassis=chassis, nic=ifname, enabled=enabled)
+    return Target(name, "vxlan", key, remote_ip=parse_ip("vxlan", vxlan), enabled=enabled)
+
+
+def new_filter(intent: Intent, name: str) -> Filter:
+    name = parse_name("filter", name)
+    if name in intent.filters:
+        raise IntentError("filter name", f"a filter named {name!r} already exists")
+    return Filter(name)
+
+
+def new_rule(flt: Filter, direction: str, *, priority: str, action: str,
+             protocol: str = "all", ethertype: Optional[str] = None,
+             src: Optional[str] = None, dst: Optional[str] = None,
+             src_port: Optional[str] = None, dst_port: Optional[str] = None) -> Rule:
+    """A rule for ``flt``'s ``direction``; ethertype defaults to the CIDRs' family, else ipv4."""
+    direction = parse_choice("direction", direction, RULE_DIRECTIONS)
+    prio = parse_int("priority", priority, RULE_PRIORITY)
+    act = parse_choice("action", action, ACTIONS)
+    proto = parse_protocol(protocol)
+    nets = {f: parse_cidr(f, v) for f, v in (("src", src), ("dst", dst)) if v is not None}
+    if ethertype is not None:
+        etype = parse_choice("ethertype", ethertype, ETHERTYPES)
+    elif nets:
+        etype = "ipv%d" % next(iter(nets.values())).version
+    else:
+        etype = "ipv6" if proto == 58 else "ipv4"
+    for field, net in nets.items():
+        if "ipv%d" % net.version != etype:
+            raise IntentError(field, f"{net} is an IPv{net.version} CIDR but the rule's ethertype "
+                              f"is {etype}; use an {etype} CIDR")
+    if proto == 1 and etype == "ipv6":
+        raise IntentError("protocol", "icmp is IPv4 only; use icmpv6 for ethertype ipv6")
+    if proto == 58 and etype == "ipv4":
+        raise IntentError("protocol", "icmpv6 is IPv6 only; use icmp for ethertype ipv4")
+    ranges = {f: parse_port_range(f, v) for f, v in (("src-port", src_port), ("dst-port", dst_port))
+              if v is not None}
+    for field, rng in ranges.items():
+        if rng is not None and proto not in PORT_PROTOCOLS:
+            raise IntentError(field, f"port ranges need protocol tcp or udp, not "
+                              f"{protocol_name(proto)}")
+    rules = flt.rules(direction)
+    for r in rules:
+        if r.priority == prio:
+            raise IntentError("priority", f"filter {flt.name!r} already has an {direction} rule "
+                              f"with priority {prio}; priorities are unique per filter direction")
+    if len(rules) >= MAX_RULES_PER_DIRECTION:
+        raise IntentError("rules", f"filter {flt.name!r} already has {len(rules)} {direction} "
+                          f"rules; allowed at most {MAX_RULES_PER_DIRECTION} per direction")
+    return Rule(prio, act, proto, etype,
+                str(nets["src"]) if "src" in nets else None,
+                str(nets["dst"]) if "dst" in nets else None,
+                ranges.get("src-port"), ranges.get("dst-port"))
+
+
+def find_rule(flt: Filter, direction: str, priority: str) -> Rule:
+    direction = parse_choice("direction", direction, RULE_DIRECTIONS)
+    prio = parse_int("priority", priority, RULE_PRIORITY)
+    for r in flt.rules(direction):
+        if r.priority == prio:
+            return r
+    raise NotFound("priority", f"filter {flt.name!r} has no {direction} rule with priority {prio}")
+
+
+def new_session(intent: Intent, name: str, *, target: str, priority: str,
+                filter: Optional[str] = None, vni: Optional[str] = None,
+                packet_length: Optional[str] = None, enabled: bool = False) -> Session:
+    name = parse_name("session", name)
+    if name in intent.sessions:
+        raise IntentError("session name", f"a session named {name!r} already exists")
+    prio = parse_int("priority", priority, SESSION_PRIORITY)
+    for s in intent.sessions.values():
+        if s.priority == prio:
+            raise IntentError("priority", f"session {s.name!r} already has priority {prio}; "
+                              "session priorities are unique")
+    if vni is None:
+        vni_value = free_number("vni", (s.vni for s in intent.sessions.values()), (1, VNI[1]))
+    else:
+        vni_value = parse_int("vni", vni, VNI)
+    length = None if packet_length is None else parse_int("packet-length", packet_length,
+                                                          PACKET_LENGTH)
+    intent.target(target)
+    if filter is not None:
+        intent.filter(filter)
+    return Session(name, prio, vni_value, target, filter, length, enabled)
+
+
+def new_source(intent: Intent, session: str, *, port: Optional[str] = None,
+               direction: Optional[str] = None, vswitch: Optional[str] = None) -> Source:
+    sess = intent.session(session)
+    if (port is None) == (vswitch is None):
+        raise IntentError("source", "give exactly one of --port IFACE_ID or "
+                          "--vswitch CHASSIS:BRIDGE[:VLAN]")
+    if port is not None:
+        iface = parse_iface_id("port", port)
+        src = Source("port", parse_choice("direction", direction or "both", DIRECTIONS),
+                     iface_id=iface)
+        for t in intent.targets.values():
+            if t.type == "port" and t.iface_id == iface:
+                raise IntentError("port", f"iface {iface} is target {t.name!r}; a port cannot be "
+                                  "both a source and a target")
+        using = intent.sessions_of_port(iface)
+        if sess.name not in using and len(using) >= MAX_SESSIONS_PER_SOURCE_PORT:
+            raise IntentError("port", f"iface {iface} is already a source of "
+                              f"{len(using)} sessions ({', '.join(using)}); allowed at most "
+                              f"{MAX_SESSIONS_PER_SOURCE_PORT}")
+    else:
+        if direction is not None:
+            raise IntentError("direction", "applies to --port sources only; a --vswitch source "
+                              "takes everything the bridge (or VLAN) carries")
+        chassis, bridge, vlan = parse_vswitch(vswitch)
+        src = Source("vswitch", "both", chassis=chassis, bridge=bridge, vlan=vlan)
+    for existing in sess.sources:
+        if existing.key == src.key:
+            raise IntentError("source", f"{src.key} is already a source of session {sess.name!r}")
+    if len(sess.sources) >= MAX_SOURCES_PER_SESSION:
+        raise IntentError("sources", f"session {sess.name!r} already has {len(sess.sources)} "
+                          f"sources; allowed at most {MAX_SOURCES_PER_SESSION}")
+    return src
+
+
+def find_source(intent: Intent, session: str, key: str) -> Source:
+    """A source by iface-id, else by CHASSIS:BRIDGE[:VLAN]."""
+    sess = intent.session(session)
+    for src in sess.sources:
+        if src.key == key:
+            return src
+    raise NotFound("source", f"session {sess.name!r} has no source {key!r}")
+
+
+def check_target_del(intent: Intent, name: str) -> Target:
+    target = intent.target(name)
+    using = intent.sessions_using("target", name)
+    if using:
+        raise IntentError("target", f"target {name!r} is used by session(s) {', '.join(using)}; "
+                          "delete those sessions first")
+    return target
+
+
+def check_filter_del(intent: Intent, name: str) -> Filter:
+    flt = intent.filter(name)
+    using = intent.sessions_using("filter", name)
+    if using:
+        raise IntentError("filter", f"filter {name!r} is used by session(s) {', '.join(using)}; "
+                          "delete those sessions first")
+    return flt
+
+
+def free_number(field: str, used: Iterable[int], bounds: tuple[int, int]) -> int:
+    """The lowest value in ``bounds`` that ``used`` does not hold."""
+    taken = set(used)
+    for value in range(bounds[0], bounds[1] + 1):
+        if value not in taken:
+            return value
+    raise IntentError(field, f"every value in {bounds[0]}..{bounds[1]} is in use")

@@ -1,0 +1,1 @@
+"""tapdb, the controller database: its schema, server and client."""

@@ -1,0 +1,313 @@
+"""The tapdb client: an ovsdbapp backend and one command class per verb.
+
+Every write command runs in one OVSDB transaction that (1) reads the whole
+intent from the IDL, (2) judges the change with the pure rules of
+:mod:`sdnagent.model`, (3) verifies and bumps ``Tap_Global.generation``.  The
+verify is an OVSDB "wait" operation: when another writer committed in
+between, the server answers "try again" and ovsdbapp re-runs the command on
+the fresh data, so racing writers cannot break a rule the schema cannot
+express (quotas across sessions, a port that is both source and target).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+from ovsdbapp import api as ovsdbapp_api
+from ovsdbapp.backend import ovs_idl as ovsdbapp_idl
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+
+from sdnagent import model
+from sdnagent.tapdb import schema
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class TapdbError(RuntimeError):
+    """tapdb cannot be reached, is too old, or refused a change."""
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _opt(row: Any, column: str) -> Any:
+    value = getattr(row, column)
+    return value[0] if value else None
+
+
+def _range(row: Any, prefix: str) -> Optional[model.PortRange]:
+    lo, hi = _opt(row, prefix + "_min"), _opt(row, prefix + "_max")
+    if lo is None and hi is None:
+        return None
+    return model.PortRange(lo if lo is not None else hi, hi if hi is not None else lo)
+
+
+def _status(row: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(row.status.items()))
+
+
+def rule_from_row(row: Any) -> model.Rule:
+    return model.Rule(row.priority, row.action, _opt(row, "protocol"), row.ethertype,
+                      _opt(row, "src_cidr"), _opt(row, "dst_cidr"),
+                      _range(row, "src_port"), _range(row, "dst_port"))
+
+
+def source_from_row(row: Any) -> model.Source:
+    return model.Source(row.type, row.direction, _opt(row, "iface_id"), _opt(row, "chassis"),
+                        _opt(row, "bridge"), _opt(row, "vlan"), row.enabled, _status(row))
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The intent read from the IDL, and the row behind each object."""
+
+    intent: model.Intent
+    rows: dict  # ("target"|"filter"|"session", name) / ("rule", filter, dir, prio) / ("source", session, key)
+
+
+def read_snapshot(idl: Any) -> Snapshot:
+    rows: dict = {}
+    targets, filters, sessions = [], [], []
+    for row in idl.tables["Mirror_Target"].rows.values():
+        rows["target", row.name] = row
+        targets.append(model.Target(row.name, row.type, row.tunnel_key, _opt(row, "iface_id"),
+                                    _opt(row, "chassis"), _opt(row, "nic"),
+                                    _opt(row, "remote_ip"), row.enabled, _status(row)))
+    for row in idl.tables["Mirror_Filter"].rows.values():
+        rows["filter", row.name] = row
+        by_dir = {}
+        for direction in model.RULE_DIRECTIONS:
+            rules = []
+            for rrow in getattr(row, direction + "_rules"):
+                rule = rule_from_row(rrow)
+                rows["rule", row.name, direction, rule.priority] = rrow
+                rules.append(rule)
+            by_dir[direction] = tuple(sorted(rules, key=lambda r: r.priority))
+        filters.append(model.Filter(row.name, by_dir["inbound"], by_dir["outbound"]))
+    for row in idl.tables["Mirror_Session"].rows.values():
+        rows["session", row.name] = row
+        sources = []
+        for srow in row.sources:
+            src = source_from_row(srow)
+            rows["source", row.name, src.key] = srow
+            sources.append(src)
+        flt = _opt(row, "filter")
+        sessions.append(model.Session(
+            row.name, row.priority, row.vni, row.target.name,
+            flt.name if flt is not None else None, _opt(row, "packet_length"), row.enabled,
+            tuple(sorted(sources, key=lambda s: (s.type, s.key)))))
+    return Snapshot(model.Intent.of(targets, filters, sessions), rows)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _set_opt(row: Any, column: str, value: Any) -> None:
+    setattr(row, column, [] if value is None else [value])
+
+
+def _write_target(row: Any, t: model.Target) -> None:
+    row.name, row.type, row.tunnel_key, row.enabled = t.name, t.type, t.tunnel_key, t.enabled
+    for column in ("iface_id", "chassis", "nic", "remote_ip"):
+        _set_opt(row, column, getattr(t, column))
+
+
+def _write_rule(row: Any, r: model.Rule) -> None:
+    row.priority, row.action, row.ethertype = r.priority, r.action, r.ethertype
+    _set_opt(row, "protocol", r.protocol)
+    _set_opt(row, "src_cidr", r.src)
+    _set_opt(row, "dst_cidr", r.dst)
+    for prefix, rng in (("src_port", r.src_port), ("dst_port", r.dst_port)):
+        _set_opt(row, prefix + "_min", rng.lo if rng else None)
+        _set_opt(row, prefix + "_max", rng.hi if rng else None)
+
+
+def _write_source(row: Any, s: model.Source) -> None:
+    row.type, row.direction, row.enabled = s.type, s.direction, s.enabled
+    for column in ("iface_id", "chassis", "bridge", "vlan"):
+        _set_opt(row, column, getattr(s, column))
+
+
+class IntentCommand(command.BaseCommand):
+    """A change to the intent, judged on the data of its own transaction."""
+
+    def run_idl(self, txn: Any) -> None:
+        snap = read_snapshot(self.api.idl)
+        globals_ = list(self.api.tables["Tap_Global"].rows.values())
+        if globals_:
+            glob = globals_[0]
+            glob.verify("generation")
+            glob.generation = glob.generation + 1
+        else:
+            glob = txn.insert(self.api.tables["Tap_Global"])
+            glob.generation = 1
+        self.result = self.apply(txn, snap)
+
+    def apply(self, txn: Any, snap: Snapshot) -> Any:
+        raise NotImplementedError
+
+    def insert(self, txn: Any, table: str) -> Any:
+        return txn.insert(self.api.tables[table])
+
+
+class _Call(IntentCommand):
+    """A command given as a function of (command, txn, snapshot)."""
+
+    def __init__(self, api: Any, func: Callable, description: str):
+        super().__init__(api)
+        self.func = func
+        self.description = description
+
+    def apply(self, txn: Any, snap: Snapshot) -> Any:
+        return self.func(self, txn, snap)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
+    """One connection per instance (ovsdbapp caches one per class by default)."""
+
+    schema = schema.NAME
+
+    def __init__(self, conn: connection.Connection):
+        self._conn = conn
+        super().__init__(conn, start=True, auto_index=False)
+
+    @property
+    def ovsdb_connection(self) -> connection.Connection:
+        return self._conn
+
+    @ovsdb_connection.setter
+    def ovsdb_connection(self, conn: connection.Connection) -> None:
+        self._conn = conn
+
+    def close(self) -> None:
+        self._conn.stop(timeout=5)
+
+    def snapshot(self) -> Snapshot:
+        with self._conn.lock:
+            return read_snapshot(self.idl)
+
+    def execute(self, func: Callable, description: str) -> Any:
+        """Run ``func(cmd, txn, snapshot)`` as one verified transaction."""
+        try:
+            return _Call(self, func, description).execute(check_error=True, log_errors=False)
+        except model.IntentError:
+            raise
+        except RuntimeError as exc:
+            raise TapdbError(f"tapdb refused the change: {exc}") from exc
+
+    # ---------------------------------------------------- the verbs
+
+    def target_add(self, name: str, *, port=None, nic=None, vxlan=None, enabled=False) -> model.Target:
+        def run(cmd, txn, snap):
+            target = model.new_target(snap.intent, name, port=port, nic=nic, vxlan=vxlan,
+                                      enabled=enabled)
+            _write_target(cmd.insert(txn, "Mirror_Target"), target)
+            return target
+        return self.execute(run, f"target-add {name}")
+
+    def filter_add(self, name: str) -> model.Filter:
+        def run(cmd, txn, snap):
+            flt = model.new_filter(snap.intent, name)
+            cmd.insert(txn, "Mirror_Filter").name = flt.name
+            return flt
+        return self.execute(run, f"filter-add {name}")
+
+    def rule_add(self, filter_name: str, direction: str, **fields: Optional[str]) -> model.Rule:
+        def run(cmd, txn, snap):
+            flt = snap.intent.filter(filter_name)
+            rule = model.new_rule(flt, direction, **fields)
+            row = cmd.insert(txn, "Filter_Rule")
+            _write_rule(row, rule)
+            frow = snap.rows["filter", flt.name]
+            column = direction.lower() + "_rules"
+            setattr(frow, column, list(getattr(frow, column)) + [row])
+            return rule
+        return self.execute(run, f"rule-add {filter_name} {direction}")
+
+    def rule_del(self, filter_name: str, direction: str, priority: str) -> model.Rule:
+        def run(cmd, txn, snap):
+            flt = snap.intent.filter(filter_name)
+            rule = model.find_rule(flt, direction, priority)
+            rrow = snap.rows["rule", flt.name, direction.lower(), rule.priority]
+            frow = snap.rows["filter", flt.name]
+            column = direction.lower() + "_rules"
+            setattr(frow, column, [r for r in getattr(frow, column) if r.uuid != rrow.uuid])
+            return rule
+        return self.execute(run, f"rule-del {filter_name} {direction} {priority}")
+
+    def session_add(self, name: str, **fields: Any) -> model.Session:
+        def run(cmd, txn, snap):
+            sess = model.new_session(snap.intent, name, **fields)
+            row = cmd.insert(txn, "Mirror_Session")
+            row.name, row.priority, row.vni, row.enabled = sess.name, sess.priority, sess.vni, sess.enabled
+            _set_opt(row, "packet_length", sess.packet_length)
+            row.target = snap.rows["target", sess.target]
+            row.filter = [snap.rows["filter", sess.filter]] if sess.filter else []
+            return sess
+        return self.execute(run, f"session-add {name}")
+
+    def source_add(self, session: str, *, port=None, direction=None, vswitch=None) -> model.Source:
+        def run(cmd, txn, snap):
+            src = model.new_source(snap.intent, session, port=port, direction=direction,
+                                   vswitch=vswitch)
+            row = cmd.insert(txn, "Mirror_Source")
+            _write_source(row, src)
+            srow = snap.rows["session", session]
+            srow.sources = list(srow.sources) + [row]
+            return src
+        return self.execute(run, f"source-add {session}")
+
+    def source_del(self, session: str, key: str) -> model.Source:
+        def run(cmd, txn, snap):
+            src = model.find_source(snap.intent, session, key)
+            victim = snap.rows["source", session, src.key]
+            srow = snap.rows["session", session]
+            srow.sources = [r for r in srow.sources if r.uuid != victim.uuid]
+            return src
+        return self.execute(run, f"source-del {session} {key}")
+
+    def set_enabled(self, kind: str, name: str, enabled: bool, key: Optional[str] = None) -> None:
+        """Enable or disable a target, a session or (with ``key``) a session's source."""
+        def run(cmd, txn, snap):
+            if kind == "source":
+                src = model.find_source(snap.intent, name, key)
+                row = snap.rows["source", name, src.key]
+            else:
+                getattr(snap.intent, kind)(name)
+                row = snap.rows[kind, name]
+            if row.enabled != enabled:
+                row.enabled = enabled
+        verb = "enable" if enabled else "disable"
+        self.execute(run, f"{kind}-{verb} {name}" + (f" {key}" if key else ""))
+
+    def delete(self, kind: str, name: str) -> None:
+        """Delete a target, filter or session; sources and rules go with their owner."""
+        check = {"target": model.check_target_del, "filter": model.check_filter_del,
+                 "session": lambda intent, n: intent.session(n)}[kind]
+
+        def run(cmd, txn, snap):
+            check(snap.intent, name)
+            snap.rows[kind, name].delete()
+        self.execute(run, f"{kind}-del {name}")
+
+
+def connect(remote: str, timeout: float = DEFAULT_TIMEOUT) -> TapdbApi:
+    """Connect to tapdb at ``remote`` (comma-separated for a Raft cluster)."""
+    try:
+        helper = idlutils.get_schema_helper(remote, schema.NAME)
+    except Exception as exc:  # the ovs library raises plain Exception here
+        raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+    found = helper.schema_json.get("version", "0")
+    if schema.version_tuple(found) < schema.version_tuple(schema.version()):
+        raise TapdbError(f"tapdb at {remote} has schema version {found}, older than "
+                         f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
+    helper.register_all()
+    idl = connection.OvsdbIdl(remote, helper, leader_only=True)
+    conn = connection.Connection(idl, timeout)
+    try:
+        return TapdbApi(conn)
+    except Exception as exc:
+        raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc

@@ -1,0 +1,191 @@
+"""Run the tapdb: an ovsdb-server holding the packaged Tap schema.
+
+One directory holds everything of one member: the database file, its unix
+socket, control socket, pid file and log.  ``start`` creates the database
+when missing (standalone, or as a Raft cluster member), starts the server and
+converts the data online when the packaged schema is newer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sdnagent.tapdb import schema
+
+DEFAULT_DIR = Path("/var/lib/sdnagent/tapdb")
+
+
+class TapdbServerError(RuntimeError):
+    """The server could not be created, started, stopped or converted."""
+
+
+def _run(args: Sequence[str], timeout: float = 30) -> str:
+    try:
+        proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise TapdbServerError(f"{args[0]} is not installed (Debian package openvswitch-switch)") from None
+    except subprocess.TimeoutExpired:
+        raise TapdbServerError(f"{' '.join(args)} did not finish within {timeout:g} s") from None
+    if proc.returncode != 0:
+        raise TapdbServerError(f"{' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+class TapdbServer:
+    """One tapdb member living in ``directory``."""
+
+    def __init__(self, directory: os.PathLike | str = DEFAULT_DIR):
+        self.dir = Path(directory).absolute()
+        self.db = self.dir / "tapdb.db"
+        self.sock = self.dir / "tapdb.sock"
+        self.ctl = self.dir / "tapdb.ctl"
+        self.pidfile = self.dir / "tapdb.pid"
+        self.log = self.dir / "tapdb.log"
+
+    @property
+    def remote(self) -> str:
+        """The local connection string clients use."""
+        return f"unix:{self.sock}"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def create(self, cluster: Optional[str] = None, local: Optional[str] = None,
+               members: Sequence[str] = ()) -> bool:
+        """Create the database file if missing; True when it was created."""
+        if self.db.exists():
+            return False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if cluster is None:
+            _run(["ovsdb-tool", "create", str(self.db), str(schema.SCHEMA_PATH)])
+            _run(["ovsdb-tool", "transact", str(self.db), json.dumps(schema.initial_transaction())])
+        elif cluster == "create":
+            if not local:
+                raise TapdbServerError("--cluster create needs --local tcp:IP:PORT")
+            seed = self.dir / "seed.db"
+            seed.unlink(missing_ok=True)
+            _run(["ovsdb-tool", "create", str(seed), str(schema.SCHEMA_PATH)])
+            _run(["ovsdb-tool", "transact", str(seed), json.dumps(schema.initial_transaction())])
+            _run(["ovsdb-tool", "create-cluster", str(self.db), str(seed), local])
+            seed.unlink()
+        elif cluster == "join":
+            if not local or not members:
+                raise TapdbServerError("--cluster join needs --local tcp:IP:PORT and at least one "
+                                       "--member tcp:IP:PORT of the cluster")
+            _run(["ovsdb-tool", "join-cluster", str(self.db), schema.NAME, local, *members])
+        else:
+            raise TapdbServerError(f"--cluster: {cluster!r} is not allowed; use create or join")
+        return True
+
+    def start(self, remotes: Sequence[str] = (), cluster: Optional[str] = None,
+              local: Optional[str] = None, members: Sequence[str] = (),
+              timeout: float = 30) -> list[str]:
+        """Create if needed, run, and convert; returns what was done, for people."""
+        done = []
+        if self.create(cluster, local, members):
+            done.append(f"created {self.db}" + (f" ({cluster} cluster at {local})" if cluster else ""))
+        if self.pid() is not None:
+            done.append(f"already running (pid {self.pid()})")
+        else:
+            args = ["ovsdb-server", str(self.db), f"--remote=punix:{self.sock}",
+                    f"--unixctl={self.ctl}", f"--pidfile={self.pidfile}",
+                    f"--log-file={self.log}", "--detach", "--no-chdir"]
+            args += [f"--remote={r}" for r in remotes]
+            _run(args, timeout)
+            done.append(f"started ovsdb-server (pid {self.pid()}) on {self.remote}"
+                        + "".join(f", {r}" for r in remotes))
+        if cluster != "join" or not self._is_new_member():
+            converted = self.convert_if_needed(timeout)
+            if converted:
+                done.append(converted)
+        return done
+
+    def _is_new_member(self) -> bool:
+        return not self.is_connected(timeout=0.5)
+
+    def is_connected(self, timeout: float = 5) -> bool:
+        try:
+            _run(["ovsdb-client", f"--timeout={max(1, int(timeout))}", "wait", self.remote,
+                  schema.NAME, "connected"], timeout + 1)
+            return True
+        except TapdbServerError:
+            return False
+
+    def convert_if_needed(self, timeout: float = 30) -> Optional[str]:
+        """Convert online (works for standalone and clustered) when the schema is newer."""
+        _run(["ovsdb-client", f"--timeout={int(timeout)}", "wait", self.remote, schema.NAME,
+              "connected"], timeout + 1)
+        current = _run(["ovsdb-client", "get-schema-version", self.remote, schema.NAME]).strip()
+        packaged = schema.version()
+        if schema.version_tuple(current) > schema.version_tuple(packaged):
+            raise TapdbServerError(f"the database has schema version {current}, newer than this "
+                                   f"package's {packaged}; upgrade sdnagent")
+        if current == packaged:
+            return None
+        _run(["ovsdb-client", "convert", self.remote, str(schema.SCHEMA_PATH)], timeout)
+        return f"converted the database from schema {current} to {packaged}"
+
+    def pid(self) -> Optional[int]:
+        """The running server's pid, or None."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def stop(self, timeout: float = 10) -> bool:
+        """Stop the server; False when it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                return True
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+    def status(self) -> dict[str, str]:
+        """What a person asks first: running, where, which schema, cluster role."""
+        pid = self.pid()
+        info = {"directory": str(self.dir), "database": str(self.db),
+                "state": "running" if pid else "stopped"}
+        if not self.db.exists():
+            info["state"] = "no database"
+            return info
+        if pid:
+            info["pid"] = str(pid)
+            info["socket"] = self.remote
+            try:
+                info["schema"] = _run(["ovsdb-client", "--timeout=5", "get-schema-version",
+                                       self.remote, schema.NAME]).strip()
+            except TapdbServerError as exc:
+                info["schema"] = f"unavailable ({exc})"
+            if self._is_clustered():
+                try:
+                    out = _run(["ovs-appctl", "-t", str(self.ctl), "cluster/status", schema.NAME])
+                    for line in out.splitlines():
+                        key, sep, value = line.partition(":")
+                        if sep and key.strip() in ("Role", "Status", "Leader", "Term"):
+                            info["cluster " + key.strip().lower()] = value.strip()
+                except TapdbServerError as exc:
+                    info["cluster"] = f"unavailable ({exc})"
+        return info
+
+    def _is_clustered(self) -> bool:
+        try:
+            return _run(["ovsdb-tool", "db-is-clustered", str(self.db)]) is not None
+        except TapdbServerError:
+            return False
