@@ -1,0 +1,247 @@
+"""A private lab: a tapdb and several OVS "hosts" on the dummy datapath.
+
+Each host is its own ovsdb-server + ovs-vswitchd (``--enable-dummy``) in its
+own directory, with a ``br-int`` doing NORMAL switching and a ``br-ul``
+underlay bridge whose uplink is a dummy port streamed over a unix socket to a
+"fabric" OVS instance, so GRE and VXLAN really cross between hosts.  Nothing
+touches the kernel's network.  Used by the test fixtures, ``tools/sandbox``
+and the demo; everything it starts is found again by its pid files, so
+:func:`stop_all` can clean a directory from another process.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sdnagent.tapdb.server import TapdbServer
+
+VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+OVS_BINARIES = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl",
+                "ovs-appctl", "ovsdb-client")
+UNDERLAY_PREFIX = "10.255.0."
+
+
+def missing_ovs() -> Optional[str]:
+    """Why OVS cannot run here, or None."""
+    for binary in OVS_BINARIES:
+        if shutil.which(binary) is None:
+            return f"{binary} not found: install the Debian package openvswitch-switch (tools/setup)"
+    if not VSWITCH_SCHEMA.exists():
+        return f"{VSWITCH_SCHEMA} not found: install openvswitch-switch (tools/setup)"
+    return None
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+def _run(args: Sequence[str], env: Optional[dict] = None, timeout: float = 30) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise CommandError(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+class Ovs:
+    """One private Open vSwitch (database + switch daemon) in ``directory``."""
+
+    def __init__(self, name: str, directory: Path):
+        self.name = name
+        self.dir = Path(directory)
+        self.sock = self.dir / "db.sock"
+        self.env = dict(os.environ, OVS_RUNDIR=str(self.dir), OVS_DBDIR=str(self.dir),
+                        OVS_LOGDIR=str(self.dir), OVS_SYSCONFDIR=str(self.dir))
+
+    @property
+    def remote(self) -> str:
+        return f"unix:{self.sock}"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        db = self.dir / "conf.db"
+        if not db.exists():
+            _run(["ovsdb-tool", "create", str(db), str(VSWITCH_SCHEMA)])
+        d = self.dir
+        _run(["ovsdb-server", str(db), f"--remote=punix:{self.sock}",
+              f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
+              f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"], self.env)
+        self.vsctl("--no-wait", "init")
+        _run(["ovs-vswitchd", self.remote, "--enable-dummy", "--disable-system",
+              "--disable-system-route", f"--pidfile={d}/ovs-vswitchd.pid",
+              f"--unixctl={d}/ovs-vswitchd.ctl", f"--log-file={d}/ovs-vswitchd.log",
+              "--detach", "--no-chdir"], self.env)
+
+    def stop(self) -> None:
+        stop_all(self.dir, recursive=False)
+
+    # ------------------------------------------------------------ the CLIs
+
+    def vsctl(self, *args: str) -> str:
+        return _run(["ovs-vsctl", f"--db={self.remote}", "--timeout=30", *args], self.env)
+
+    def ofctl(self, *args: str) -> str:
+        return _run(["ovs-ofctl", "-O", "OpenFlow13", *args], self.env)
+
+    def appctl(self, *args: str) -> str:
+        return _run(["ovs-appctl", "-t", str(self.dir / "ovs-vswitchd.ctl"), *args], self.env)
+
+    def add_bridge(self, bridge: str, *settings: str) -> None:
+        self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=dummy",
+                   *settings)
+
+    def add_dummy_port(self, bridge: str, port: str, *options: str,
+                       iface_id: Optional[str] = None, capture: bool = True) -> Optional[Path]:
+        """A dummy port; when ``capture``, what the switch sends on it lands in a pcap file."""
+        pcap = self.dir / f"{port}.pcap" if capture else None
+        settings = ["type=dummy", *options]
+        if pcap is not None:
+            settings.append(f"options:tx_pcap={pcap}")
+        if iface_id is not None:
+            settings.append(f"external_ids:iface-id={iface_id}")
+        self.vsctl("add-port", bridge, port, "--", "set", "interface", port, *settings)
+        return pcap
+
+    def inject(self, port: str, frame: bytes) -> None:
+        """Make ``frame`` arrive on dummy ``port`` as if from the wire."""
+        self.appctl("netdev-dummy/receive", port, frame.hex())
+
+    def ofport(self, port: str) -> int:
+        return int(self.vsctl("get", "interface", port, "ofport").strip())
+
+
+class Host(Ovs):
+    """A hypervisor: br-int for VMs (NORMAL switching) and br-ul for the underlay."""
+
+    def __init__(self, name: str, directory: Path, index: int):
+        super().__init__(name, directory)
+        self.index = index
+        self.ip = f"{UNDERLAY_PREFIX}{index}"
+        self.mac = f"aa:55:aa:00:00:{index:02x}"
+
+    def start(self) -> None:
+        super().start()
+        self.add_bridge("br-int", "fail_mode=standalone")
+
+    def plug_underlay(self, fabric_socket: Path, peers: Sequence["Host"]) -> None:
+        self.add_bridge("br-ul", f"other-config:hwaddr={self.mac}", "fail_mode=standalone")
+        self.add_dummy_port("br-ul", "ul0", f"options:stream=unix:{fabric_socket}", capture=False)
+        self.appctl("netdev-dummy/ip4addr", "br-ul", f"{self.ip}/24")
+        self.appctl("ovs/route/add", f"{self.ip}/24", "br-ul")
+        for peer in peers:
+            if peer is not self:
+                self.appctl("tnl/neigh/set", "br-ul", peer.ip, peer.mac)
+
+    def wait_underlay(self, timeout: float = 10) -> None:
+        """Block until the uplink's stream to the fabric is connected."""
+        deadline = time.monotonic() + timeout
+        while "connected" not in self.appctl("netdev-dummy/conn-state", "ul0"):
+            if time.monotonic() > deadline:
+                raise CommandError(f"{self.name}: underlay ul0 not connected after {timeout:g} s")
+            time.sleep(0.02)
+
+    def add_vm_port(self, port: str, iface_id: str, bridge: str = "br-int") -> Path:
+        pcap = self.add_dummy_port(bridge, port, iface_id=iface_id)
+        assert pcap is not None
+        return pcap
+
+
+class Lab:
+    """A tapdb and ``hosts`` hosts joined by an underlay fabric, under one directory."""
+
+    def __init__(self, hosts: Sequence[str] = ("host-a", "host-b"),
+                 directory: Optional[os.PathLike | str] = None, tapdb: bool = True):
+        # unix socket paths must stay short (108 bytes), so not under pytest's tmp_path
+        self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sdn-"))
+        self.tapdb = TapdbServer(self.dir / "tapdb") if tapdb else None
+        self.fabric = Ovs("fabric", self.dir / "fabric")
+        self.hosts = {name: Host(name, self.dir / name, i + 1) for i, name in enumerate(hosts)}
+
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def start(self) -> "Lab":
+        try:
+            if self.tapdb:
+                self.tapdb.start()
+            self.fabric.start()
+            self.fabric.add_bridge("br-fabric", "fail_mode=standalone")
+            for host in self.hosts.values():
+                sock = self.dir / f"ul{host.index}.sock"
+                self.fabric.add_dummy_port("br-fabric", f"f{host.index}",
+                                           f"options:pstream=punix:{sock}", capture=False)
+                host.start()
+                host.plug_underlay(sock, list(self.hosts.values()))
+            for host in self.hosts.values():
+                host.wait_underlay()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        stop_all(self.dir)
+
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_all(directory: Path, recursive: bool = True, timeout: float = 10) -> list[int]:
+    """Stop every daemon whose pid file lies in ``directory``; returns their pids."""
+    pattern = "**/*.pid" if recursive else "*.pid"
+    pids = []
+    for pidfile in sorted(Path(directory).glob(pattern)):
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+        except (OSError, ValueError):
+            continue
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def read_pcap(path: Path) -> list[bytes]:
+    """The frames of a classic pcap file (what OVS writes for tx_pcap)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    if len(data) < 24:
+        return []
+    magic = data[:4]
+    order = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    frames, off = [], 24
+    while off + 16 <= len(data):
+        _, _, incl, _ = struct.unpack(order + "IIII", data[off:off + 16])
+        off += 16
+        if off + incl > len(data):
+            break
+        frames.append(data[off:off + incl])
+        off += incl
+    return frames
