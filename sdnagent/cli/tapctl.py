@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -111,7 +112,13 @@ def dataclasses_dict(obj: Any) -> dict:
 
 
 def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
-    cells = [list(map(str, header))] + [["-" if c is None else str(c) for c in r] for r in rows]
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+    cells = [list(map(str, header))] + [[cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
 
@@ -276,6 +283,8 @@ def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    # failures reach the operator as one line from us, not as library log records
+    logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
     try:
         api = client.connect(args.db, timeout=args.timeout)
     except client.TapdbError as exc:

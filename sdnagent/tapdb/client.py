@@ -11,6 +11,7 @@ express (quotas across sessions, a port that is both source and target).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Optional
 
 from ovsdbapp import api as ovsdbapp_api
@@ -296,6 +297,9 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
 
 def connect(remote: str, timeout: float = DEFAULT_TIMEOUT) -> TapdbApi:
     """Connect to tapdb at ``remote`` (comma-separated for a Raft cluster)."""
+    if remote.startswith("unix:") and "," not in remote and not os.path.exists(remote[5:]):
+        raise TapdbError(f"cannot reach tapdb at {remote}: no such socket "
+                         "(is sdnagent-tapdb running?)")
     try:
         helper = idlutils.get_schema_helper(remote, schema.NAME)
     except Exception as exc:  # the ovs library raises plain Exception here
