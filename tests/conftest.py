@@ -57,6 +57,9 @@ def tapctl(tapdb, capsys):
 def lab():
     """A tapdb and two hosts (host-a, host-b) on the dummy datapath, joined by an underlay."""
     require_ovs()
-    with sandbox.Lab() as lab:
-        yield lab
-    shutil.rmtree(lab.dir, ignore_errors=True)
+    lab = sandbox.Lab()
+    try:
+        with lab:
+            yield lab
+    finally:
+        shutil.rmtree(lab.dir, ignore_errors=True)

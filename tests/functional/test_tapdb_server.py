@@ -1,0 +1,176 @@
+"""sdnagent-tapdb: lifecycle, online schema conversion, a 3-member Raft cluster."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sdnagent import model
+from sdnagent.tapdb import client, schema, server
+from tests.conftest import require_ovs
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def workdir():
+    require_ovs()
+    d = Path(tempfile.mkdtemp(prefix="sdn-"))
+    yield d
+    server_dirs = [p.parent for p in d.glob("**/tapdb.pid")]
+    for sd in server_dirs:
+        server.TapdbServer(sd).stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def tapdb_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "sdnagent-tapdb"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_start_status_stop(workdir):
+    d = str(workdir / "db")
+    first = tapdb_cli("start", "--dir", d)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0] == f"sdnagent-tapdb: created {d}/tapdb.db"
+    assert lines[1].startswith("sdnagent-tapdb: started ovsdb-server (pid ")
+    again = tapdb_cli("start", "--dir", d)
+    assert again.returncode == 0 and "already running" in again.stdout
+    status = tapdb_cli("status", "--dir", d)
+    assert status.returncode == 0
+    assert "state: running" in status.stdout
+    assert f"schema: {schema.version()}" in status.stdout
+    assert f"socket: unix:{d}/tapdb.sock" in status.stdout
+    assert tapdb_cli("stop", "--dir", d).stdout == "sdnagent-tapdb: stopped\n"
+    assert tapdb_cli("status", "--dir", d).returncode == 3
+    assert tapdb_cli("stop", "--dir", d).stdout == "sdnagent-tapdb: not running\n"
+    # restarting keeps the data: nothing is created again
+    assert "created" not in tapdb_cli("start", "--dir", d).stdout
+    assert tapdb_cli("stop", "--dir", d).returncode == 0
+
+
+def old_schema() -> dict:
+    """The packaged schema as an earlier release had it: no Binding table, fewer columns."""
+    old = copy.deepcopy(schema.load())
+    old["version"] = "0.9.0"
+    del old["tables"]["Binding"]
+    del old["tables"]["Mirror_Source"]["columns"]["external_ids"]
+    del old["tables"]["Mirror_Target"]["columns"]["status"]
+    return old
+
+
+def test_start_converts_an_older_database(workdir, monkeypatch):
+    srv = server.TapdbServer(workdir / "db")
+    srv.dir.mkdir()
+    old = workdir / "old.ovsschema"
+    old.write_text(json.dumps(old_schema()))
+    subprocess.run(["ovsdb-tool", "create", str(srv.db), str(old)], check=True)
+    rows = ["Tap",
+            {"op": "insert", "table": "Tap_Global", "row": {"generation": 7}},
+            {"op": "insert", "table": "Mirror_Target", "uuid-name": "t",
+             "row": {"name": "target-01", "type": "port", "iface_id": "vm-164", "tunnel_key": 1,
+                     "enabled": True}},
+            {"op": "insert", "table": "Filter_Rule", "uuid-name": "r",
+             "row": {"priority": 1, "action": "accept", "protocol": 6, "ethertype": "ipv4",
+                     "dst_port_min": 1234, "dst_port_max": 1234}},
+            {"op": "insert", "table": "Mirror_Filter", "uuid-name": "f",
+             "row": {"name": "filter-01", "inbound_rules": ["named-uuid", "r"]}},
+            {"op": "insert", "table": "Mirror_Source", "uuid-name": "s",
+             "row": {"type": "port", "iface_id": "vm-230", "direction": "in", "enabled": True}},
+            {"op": "insert", "table": "Mirror_Session",
+             "row": {"name": "session-01", "priority": 1, "vni": 1, "packet_length": 96,
+                     "enabled": True, "target": ["named-uuid", "t"],
+                     "filter": ["named-uuid", "f"], "sources": ["named-uuid", "s"]}}]
+    subprocess.run(["ovsdb-tool", "transact", str(srv.db), json.dumps(rows)], check=True,
+                   capture_output=True)
+
+    # served unconverted, the old database is refused by clients with a clear reason
+    monkeypatch.setattr(server.TapdbServer, "convert_if_needed", lambda self, timeout=30: None)
+    srv.start()
+    with pytest.raises(client.TapdbError) as info:
+        client.connect(srv.remote)
+    assert str(info.value) == (
+        f"tapdb at {srv.remote} has schema version 0.9.0, older than {schema.version()}; "
+        "restart it with 'sdnagent-tapdb start' to convert it")
+    srv.stop()
+    monkeypatch.undo()
+
+    done = srv.start()
+    assert done[-1] == f"converted the database from schema 0.9.0 to {schema.version()}"
+    api = client.connect(srv.remote)
+    try:
+        intent = api.snapshot().intent
+        assert intent.target("target-01").iface_id == "vm-164"
+        assert intent.filter("filter-01").inbound == (
+            model.Rule(1, "accept", 6, "ipv4", dst_port=model.PortRange(1234, 1234)),)
+        sess = intent.session("session-01")
+        assert (sess.vni, sess.packet_length, sess.target, sess.filter) == (
+            1, 96, "target-01", "filter-01")
+        assert sess.sources == (model.Source("port", "in", iface_id="vm-230"),)
+        api.target_add("target-02", vxlan="10.0.0.2")  # the new schema is writable
+        assert api.snapshot().intent.target("target-02").tunnel_key == 2
+    finally:
+        api.close()
+    assert "converted" not in " ".join(srv.start())  # already running and current
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_three_member_cluster(workdir):
+    ports = free_ports(6)
+    raft = [f"tcp:127.0.0.1:{p}" for p in ports[:3]]
+    remotes = [f"tcp:127.0.0.1:{p}" for p in ports[3:]]
+    members = [server.TapdbServer(workdir / f"m{i}") for i in range(3)]
+    members[0].start([f"ptcp:{ports[3]}:127.0.0.1"], cluster="create", local=raft[0])
+    for i in (1, 2):
+        members[i].start([f"ptcp:{ports[3 + i]}:127.0.0.1"], cluster="join", local=raft[i],
+                         members=[raft[0]])
+    everywhere = ",".join(remotes)
+    api = client.connect(everywhere, timeout=30)
+    try:
+        api.target_add("target-01", vxlan="10.0.0.1", enabled=True)
+    finally:
+        api.close()
+    for m in members:
+        assert m.is_connected(timeout=20), m.dir
+    status = members[0].status()
+    assert status["cluster role"] in ("leader", "follower"), status
+    # every member serves the same data
+    for remote in remotes:
+        out = subprocess.run(["ovsdb-client", "dump", remote, "Tap", "Mirror_Target", "name"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "target-01" in out
+    # lose one member: the other two still take writes
+    members[0].stop()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api = client.connect(",".join(remotes[1:]), timeout=30)
+            break
+        except client.TapdbError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        api.session_add("session-01", target="target-01", priority="1")
+        assert api.snapshot().intent.session("session-01").vni == 1
+    finally:
+        api.close()
