@@ -245,3 +245,41 @@ def read_pcap(path: Path) -> list[bytes]:
         frames.append(data[off:off + incl])
         off += incl
     return frames
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """tools/sandbox: start or stop a lab for people to try things by hand."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="tools/sandbox", description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("start", "stop"))
+    p.add_argument("--dir", default="/tmp/sdnagent-lab",
+                   help="where everything lives; keep it short (default %(default)s)")
+    p.add_argument("--hosts", default="host-a,host-b", help="comma-separated host names")
+    args = p.parse_args(argv)
+    if args.action == "stop":
+        pids = stop_all(Path(args.dir))
+        print(f"stopped {len(pids)} daemons under {args.dir}")
+        return 0
+    why = missing_ovs()
+    if why:
+        print(f"tools/sandbox: {why}")
+        return 1
+    if Path(args.dir).exists() and any(Path(args.dir).glob("**/*.pid")):
+        print(f"tools/sandbox: {args.dir} is in use; run 'tools/sandbox stop --dir {args.dir}' "
+              "first")
+        return 1
+    shutil.rmtree(args.dir, ignore_errors=True)
+    lab = Lab(args.hosts.split(","), args.dir).start()
+    assert lab.tapdb is not None
+    print(f"export TAPDB={lab.tapdb.remote}")
+    for host in lab.hosts.values():
+        print(f"# {host.name}: underlay {host.ip}; its switch:")
+        print(f"#   OVS_RUNDIR={host.dir} ovs-vsctl --db={host.remote} show")
+        print(f"#   OVS_RUNDIR={host.dir} ovs-appctl -t {host.dir}/ovs-vswitchd.ctl ...")
+    print(f"# stop everything: tools/sandbox stop --dir {args.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
