@@ -471,22 +471,14 @@ def find_source(intent: Intent, session: str, key: str) -> Source:
     raise NotFound("source", f"session {sess.name!r} has no source {key!r}")
 
 
-def check_target_del(intent: Intent, name: str) -> Target:
-    target = intent.target(name)
-    using = intent.sessions_using("target", name)
+def check_del(intent: Intent, kind: str, name: str) -> Target | Filter | Session:
+    """A target or filter may go only when no session uses it; a session always may."""
+    obj = getattr(intent, kind)(name)
+    using = intent.sessions_using(kind, name) if kind != "session" else []
     if using:
-        raise IntentError("target", f"target {name!r} is used by session(s) {', '.join(using)}; "
+        raise IntentError(kind, f"{kind} {name!r} is used by session(s) {', '.join(using)}; "
                           "delete those sessions first")
-    return target
-
-
-def check_filter_del(intent: Intent, name: str) -> Filter:
-    flt = intent.filter(name)
-    using = intent.sessions_using("filter", name)
-    if using:
-        raise IntentError("filter", f"filter {name!r} is used by session(s) {', '.join(using)}; "
-                          "delete those sessions first")
-    return flt
+    return obj
 
 
 def free_number(field: str, used: Iterable[int], bounds: tuple[int, int]) -> int:

@@ -286,11 +286,8 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
 
     def delete(self, kind: str, name: str) -> None:
         """Delete a target, filter or session; sources and rules go with their owner."""
-        check = {"target": model.check_target_del, "filter": model.check_filter_del,
-                 "session": lambda intent, n: intent.session(n)}[kind]
-
         def run(cmd, txn, snap):
-            check(snap.intent, name)
+            model.check_del(snap.intent, kind, name)
             snap.rows[kind, name].delete()
         self.execute(run, f"{kind}-del {name}")
 

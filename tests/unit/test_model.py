@@ -319,12 +319,12 @@ def test_vswitch_source():
 
 def test_delete_in_use():
     intent = example()
-    assert err(model.check_filter_del, intent, "filter-01") == (
+    assert err(model.check_del, intent, "filter", "filter-01") == (
         "filter: filter 'filter-01' is used by session(s) session-01; delete those sessions first")
-    assert err(model.check_target_del, intent, "target-02") == (
+    assert err(model.check_del, intent, "target", "target-02") == (
         "target: target 'target-02' is used by session(s) session-02; delete those sessions first")
     unused = model.Intent.of(intent.targets.values(), intent.filters.values())
-    assert model.check_target_del(unused, "target-02").name == "target-02"
+    assert model.check_del(unused, "target", "target-02").name == "target-02"
 
 
 def test_unknown_names():
@@ -338,7 +338,7 @@ def test_unknown_names():
         "source: session 'session-01' has no source 'vm-9'")
     assert err(model.find_rule, intent.filter("filter-01"), "outbound", "1") == (
         "priority: filter 'filter-01' has no outbound rule with priority 1")
-    assert err(model.check_filter_del, intent, "nope") == "filter: no filter named 'nope'"
+    assert err(model.check_del, intent, "filter", "nope") == "filter: no filter named 'nope'"
     assert err(intent.target, "nope") == "target: no target named 'nope'"
 
 
