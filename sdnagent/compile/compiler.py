@@ -1,0 +1,379 @@
+"""Intent + this host's inventory -> desired hooks, tunnel ports, flows, status.
+
+Two pure steps, because flows need the OpenFlow port numbers that the switch
+assigns only once the ports exist:
+
+1. :func:`plan_ports`: which Mirrors (with their patch pairs), tunnel ports
+   and host NICs brtap needs, and the status of each local source and target.
+2. :func:`plan_flows`: brtap's flows, given the port plan and ofports.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from typing import Optional
+
+from sdnagent import model
+from sdnagent.compile import portrange
+from sdnagent.compile.flows import Flow
+from sdnagent.compile.pipeline import flow
+
+MAX_MIRRORS_PER_BRIDGE = 32  # an OVS limit
+CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
+TUNNEL_PORT = {"gre": "tapgre", "vxlan": "tapvxc"}
+VXLAN_TARGET_PORT = "tapvxlan"
+ETH_TYPE = {"ipv4": 0x0800, "ipv6": 0x86DD}
+FILTER_TOP = 60000
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPort:
+    """An interface with an iface-id on one of this host's bridges."""
+
+    iface_id: str
+    bridge: str
+    port: str
+    ofport: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Inventory:
+    """What this host has, read from the local switch and from tapdb."""
+
+    chassis: str
+    encap: str = "gre"
+    integration_bridges: tuple[str, ...] = ("br-int",)
+    tap_bridge: str = "brtap"
+    ports: Mapping[str, LocalPort] = dataclasses.field(default_factory=dict)  # by iface-id
+    bridges: frozenset[str] = frozenset()
+    foreign_mirrors: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by bridge
+    installed_hooks: frozenset[str] = frozenset()  # names of our Mirrors on the switch now
+    chassis_ips: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every chassis
+    bindings: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    brtap_ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by port name
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """One Mirror on a source bridge and its patch pair into brtap."""
+
+    name: str
+    bridge: str
+    select: str  # "dst" (direction in), "src" (out) or "all" (a vswitch source)
+    port: Optional[str]  # the selected port's name, for dst/src
+    vlan: Optional[int]
+    rules: str  # which filter direction applies: "inbound" or "outbound"
+    patch_source: str  # the patch port on the source bridge
+    patch_tap: str  # its peer on brtap
+
+
+@dataclasses.dataclass(frozen=True)
+class TunnelPort:
+    name: str
+    type: str
+    options: tuple[tuple[str, str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    state: str  # "active", "disabled" or "error"
+    reason: str = ""
+
+    def as_map(self, chassis: str) -> dict[str, str]:
+        out = {"state": self.state, "chassis": chassis}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+ACTIVE = Status("active")
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    kind: str  # "local", "chassis" or "vxlan"
+    port: str = ""  # local: the brtap port
+    ip: str = ""  # chassis / vxlan: where to send
+    key: int = 0  # GRE key / VNI for chassis; the session VNI is used for vxlan
+
+
+@dataclasses.dataclass(frozen=True)
+class PortPlan:
+    hooks: tuple[Hook, ...]
+    tunnels: tuple[TunnelPort, ...]
+    nics: tuple[str, ...]  # host NICs that belong on brtap
+    # (session, source key) -> its hooks on this host, in rule evaluation terms
+    source_hooks: Mapping[tuple[str, str], tuple[str, ...]]
+    deliveries: Mapping[str, Delivery]  # by session name, for sessions with local hooks
+    source_status: Mapping[tuple[str, str], Status]
+    target_status: Mapping[str, Status]
+    local_targets: Mapping[str, str]  # target name -> brtap port, targets hosted here
+
+
+def _short_hash(*parts: object) -> str:
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=5).hexdigest()
+
+
+def _hook(bridge: str, select: str, port: Optional[str], vlan: Optional[int], rules: str,
+          selector: str) -> Hook:
+    h = _short_hash(bridge, select, selector, vlan)
+    # names stay within the 15 characters of an OpenFlow port name
+    return Hook(f"tap-{h}", bridge, select, port, vlan, rules, f"tpi{h}", f"tpt{h}")
+
+
+def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
+    if target.type == "vxlan":
+        return Delivery("vxlan", ip=target.remote_ip or "")
+    if target.type == "port":
+        local = inv.ports.get(target.iface_id or "")
+        if local is not None and local.bridge == inv.tap_bridge:
+            return Delivery("local", port=local.port)
+        hosts = [c for c in inv.bindings.get(target.iface_id or "", ()) if c != inv.chassis]
+        known = sorted(c for c in hosts if c in inv.chassis_ips)
+        if known:
+            return Delivery("chassis", ip=inv.chassis_ips[known[0]], key=target.tunnel_key)
+        if hosts:
+            return Status("error", f"target {target.name}: iface {target.iface_id} is on chassis "
+                          f"{sorted(hosts)[0]}, which has no tunnel IP registered")
+        return Status("error", f"target {target.name}: iface {target.iface_id} not found on any "
+                      "chassis")
+    # a host NIC
+    if target.chassis == inv.chassis:
+        return Delivery("local", port=target.nic or "")
+    if target.chassis in inv.chassis_ips:
+        return Delivery("chassis", ip=inv.chassis_ips[target.chassis or ""], key=target.tunnel_key)
+    return Status("error", f"target {target.name}: chassis {target.chassis} is unknown (no agent "
+                  "registered it)")
+
+
+def _source_hooks(src: model.Source, inv: Inventory) -> tuple[list[Hook], Optional[Status]]:
+    if src.type == "vswitch":
+        if src.chassis != inv.chassis:
+            return [], None
+        if src.bridge not in inv.bridges:
+            return [], Status("error", f"bridge {src.bridge} not found on chassis {inv.chassis}")
+        return [_hook(src.bridge or "", "all", None, src.vlan, "inbound", src.key)], None
+    local = inv.ports.get(src.iface_id or "")
+    if local is None or local.bridge not in inv.integration_bridges:
+        return [], None
+    hooks = []
+    if src.direction in ("in", "both"):
+        hooks.append(_hook(local.bridge, "dst", local.port, None, "inbound", src.iface_id))
+    if src.direction in ("out", "both"):
+        hooks.append(_hook(local.bridge, "src", local.port, None, "outbound", src.iface_id))
+    return hooks, None
+
+
+def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
+    deliveries: dict[str, Delivery] = {}
+    source_hooks: dict[tuple[str, str], tuple[str, ...]] = {}
+    source_status: dict[tuple[str, str], Status] = {}
+    target_status: dict[str, Status] = {}
+    wanted: dict[str, Hook] = {}
+    for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
+        target = intent.targets.get(sess.target)
+        for src in sess.sources:
+            hooks, problem = _source_hooks(src, inv)
+            if problem is not None:
+                source_status[sess.name, src.key] = problem
+            if not hooks:
+                continue
+            if not (sess.enabled and src.enabled and target is not None and target.enabled):
+                why = ("the session is disabled" if not sess.enabled else
+                       "the source is disabled" if not src.enabled else
+                       f"target {sess.target} is disabled")
+                source_status[sess.name, src.key] = Status("disabled", why)
+                continue
+            route = _delivery(target, inv)
+            if isinstance(route, Status):
+                source_status[sess.name, src.key] = route
+                continue
+            deliveries[sess.name] = route
+            if target.type == "vxlan":
+                target_status[target.name] = ACTIVE
+            for h in hooks:
+                wanted.setdefault(h.name, h)
+            source_hooks[sess.name, src.key] = tuple(h.name for h in hooks)
+            source_status[sess.name, src.key] = ACTIVE
+
+    # at most 32 Mirrors per bridge, counting other owners' Mirrors; keep installed ones first
+    kept: dict[str, Hook] = {}
+    per_bridge: dict[str, int] = dict(inv.foreign_mirrors)
+    for h in sorted(wanted.values(), key=lambda h: (h.name not in inv.installed_hooks, h.name)):
+        if per_bridge.get(h.bridge, 0) >= MAX_MIRRORS_PER_BRIDGE:
+            continue
+        per_bridge[h.bridge] = per_bridge.get(h.bridge, 0) + 1
+        kept[h.name] = h
+    for key, names in list(source_hooks.items()):
+        lost = [n for n in names if n not in kept]
+        if lost:
+            bridge = wanted[lost[0]].bridge
+            source_status[key] = Status("error", f"bridge {bridge} already has "
+                                        f"{MAX_MIRRORS_PER_BRIDGE} Mirrors (the OVS limit); "
+                                        "remove a source there")
+            source_hooks[key] = tuple(n for n in names if n in kept)
+
+    local_targets: dict[str, str] = {}
+    nics = []
+    for t in intent.targets.values():
+        if t.type == "port":
+            local = inv.ports.get(t.iface_id or "")
+            if local is not None and local.bridge == inv.tap_bridge:
+                local_targets[t.name] = local.port
+        elif t.type == "nic" and t.chassis == inv.chassis:
+            nics.append(t.nic or "")
+            local_targets[t.name] = t.nic or ""
+        else:
+            continue
+        if t.name in local_targets:
+            ofport = inv.brtap_ofports.get(local_targets[t.name])
+            if t.type == "nic" and ofport is not None and ofport <= 0:
+                target_status[t.name] = Status("error", f"nic {t.nic} could not be added to "
+                                               f"{inv.tap_bridge} on chassis {inv.chassis}")
+            else:
+                target_status[t.name] = ACTIVE if t.enabled else Status("disabled", "the target is disabled")
+
+    tunnels = [_chassis_tunnel(inv.encap)]
+    if any(d.kind == "vxlan" for d in deliveries.values()):
+        tunnels.append(TunnelPort(VXLAN_TARGET_PORT, "vxlan",
+                                  (("key", "flow"), ("remote_ip", "flow"))))
+    return PortPlan(tuple(sorted(kept.values(), key=lambda h: h.name)), tuple(tunnels),
+                    tuple(sorted(set(nics))), source_hooks, deliveries, source_status,
+                    target_status, local_targets)
+
+
+def _chassis_tunnel(encap: str) -> TunnelPort:
+    options = [("key", "flow"), ("remote_ip", "flow")]
+    if encap == "vxlan":
+        options.append(("dst_port", str(CHASSIS_VXLAN_UDP_PORT)))
+    return TunnelPort(TUNNEL_PORT[encap], encap, tuple(sorted(options)))
+
+
+# ---------------------------------------------------------------- flows
+
+
+def _ip_field(ip: str) -> str:
+    return "ipv6" if ipaddress.ip_address(ip).version == 6 else "ipv4"
+
+
+def _cidr_match(cidr: str) -> object:
+    net = ipaddress.ip_network(cidr)
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return (str(net.network_address), str(net.netmask))
+
+
+def rule_matches(rule: model.Rule) -> list[dict]:
+    """The OpenFlow matches (one per port-range prefix pair) of one rule."""
+    base: dict = {"eth_type": ETH_TYPE[rule.ethertype]}
+    if rule.protocol is not None:
+        base["ip_proto"] = rule.protocol
+    fam = rule.ethertype
+    if rule.src:
+        base[f"{fam}_src"] = _cidr_match(rule.src)
+    if rule.dst:
+        base[f"{fam}_dst"] = _cidr_match(rule.dst)
+    l4 = {6: "tcp", 17: "udp"}.get(rule.protocol or -1)
+    src_ranges = _range_values(rule.src_port) if l4 else [None]
+    dst_ranges = _range_values(rule.dst_port) if l4 else [None]
+    out = []
+    for s in src_ranges:
+        for d in dst_ranges:
+            m = dict(base)
+            if s is not None:
+                m[f"{l4}_src"] = s
+            if d is not None:
+                m[f"{l4}_dst"] = d
+            out.append(m)
+    return out
+
+
+def _range_values(rng: Optional[model.PortRange]) -> list:
+    if rng is None:
+        return [None]
+    return [v if m == portrange.FULL else (v, m) for v, m in portrange.prefixes(rng.lo, rng.hi)
+            if m != 0] or [None]
+
+
+def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
+               chassis_ips: Mapping[str, str], local_chassis: str, encap: str) -> frozenset[Flow]:
+    """brtap's flows; ports without an ofport yet are left out (a later pass adds them)."""
+    flows: list[Flow] = [flow(t, 0, {}, kind="default", obj=t)
+                         for t in ("classify", "filter", "forward", "tunnel_in")]
+    tunnel = ofports.get(TUNNEL_PORT[encap], -1)
+    vxlan = ofports.get(VXLAN_TARGET_PORT, -1)
+
+    def port(name: str) -> int:
+        return ofports.get(name, -1)
+
+    # target side: a target's own traffic is dropped; known chassis reach tunnel_in
+    for name, pname in sorted(plan.local_targets.items()):
+        if port(pname) > 0:
+            flows.append(flow("classify", 300, {"in_port": port(pname)}, kind="target_drop",
+                              obj=name))
+            target = intent.targets[name]
+            if target.enabled and tunnel > 0:
+                flows.append(flow("tunnel_in", 100, {"tunnel_id": target.tunnel_key},
+                                  (("output", port(pname)),), kind="target_in", obj=name))
+    if tunnel > 0:
+        for chassis, ip in sorted(chassis_ips.items()):
+            if chassis == local_chassis:
+                continue
+            flows.append(flow("classify", 100, {"in_port": tunnel, f"tun_{_ip_field(ip)}_src": ip},
+                              goto="tunnel_in", kind="chassis", obj=chassis))
+
+    # source side
+    hooks = {h.name: h for h in plan.hooks}
+    sessions_by_hook: dict[str, list[model.Session]] = {}
+    for (sess_name, _), names in plan.source_hooks.items():
+        for n in names:
+            sessions_by_hook.setdefault(n, []).append(intent.sessions[sess_name])
+    for hname, sessions in sorted(sessions_by_hook.items()):
+        hook = hooks[hname]
+        in_port = port(hook.patch_tap)
+        if in_port <= 0:
+            continue
+        flows.append(flow("classify", 200, {"in_port": in_port}, goto="filter", kind="source",
+                          obj=hname))
+        rank = 0
+        for sess in sorted({s.name: s for s in sessions}.values(), key=lambda s: s.priority):
+            accept = (("set_field", "reg0", sess.priority),)
+            obj = f"{sess.name}/{hname}"
+            if sess.filter is None:
+                flows.append(flow("filter", FILTER_TOP - rank, {"in_port": in_port}, accept,
+                                  goto="forward", kind="session", obj=obj))
+                rank += 1
+                continue
+            for rule in intent.filters[sess.filter].rules(hook.rules):
+                for m in rule_matches(rule):
+                    m["in_port"] = in_port
+                    if rule.action == "accept":
+                        flows.append(flow("filter", FILTER_TOP - rank, m, accept, goto="forward",
+                                          kind="rule", obj=f"{obj}/{rule.priority}"))
+                    else:
+                        flows.append(flow("filter", FILTER_TOP - rank, m, kind="rule",
+                                          obj=f"{obj}/{rule.priority}"))
+                rank += 1
+
+    # forward: per session with local hooks
+    active_sessions = {s for (s, _), names in plan.source_hooks.items() if names}
+    for sname in sorted(active_sessions):
+        sess = intent.sessions[sname]
+        d = plan.deliveries[sname]
+        if d.kind == "local":
+            out_port, sets = port(d.port), ()
+        elif d.kind == "chassis":
+            out_port = tunnel
+            sets = (("set_field", f"tun_{_ip_field(d.ip)}_dst", d.ip), ("set_field", "tunnel_id", d.key))
+        else:
+            out_port = vxlan
+            sets = (("set_field", f"tun_{_ip_field(d.ip)}_dst", d.ip), ("set_field", "tunnel_id", sess.vni))
+        if out_port <= 0:
+            continue
+        out = (("output_trunc", out_port, sess.packet_length) if sess.packet_length
+               else ("output", out_port))
+        flows.append(flow("forward", 100, {"reg0": sess.priority}, sets + (out,),
+                          kind="forward", obj=sname))
+    return frozenset(flows)

@@ -1,0 +1,67 @@
+"""Flows as plain, comparable data, and the cookie layout.
+
+A flow's identity on the switch is (table, priority, match); what we may
+change in place is its actions and cookie.  Values use os-ken's field names
+and the forms the switch reports back, so desired and installed flows compare
+with ``==``: an exact match is a plain value, a masked one ``(value, mask)``.
+
+Actions are tuples: ``("output", port)``, ``("output_trunc", port, max_len)``,
+``("set_field", field, value)`` and, last, ``("goto", table_id)``.  No action
+at all means drop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+# Cookie: 16 bits saying "sdnagent", 8 bits of kind, 40 bits naming the object.
+COOKIE_AGENT = 0x7A90
+COOKIE_MASK = 0xFFFF << 48
+KINDS = {"default": 0, "source": 1, "chassis": 2, "target_drop": 3, "rule": 4,
+         "session": 5, "forward": 6, "target_in": 7}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+
+
+def cookie(kind: str, obj: str = "") -> int:
+    """Deterministic, so an agent restart with the same intent changes nothing."""
+    digest = int.from_bytes(hashlib.blake2b(obj.encode(), digest_size=5).digest(), "big")
+    return (COOKIE_AGENT << 48) | (KINDS[kind] << 40) | digest
+
+
+def cookie_kind(value: int) -> str:
+    return KIND_NAMES.get((value >> 40) & 0xFF, "unknown")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Flow:
+    table: int
+    priority: int
+    match: tuple[tuple[str, Any], ...]
+    actions: tuple[tuple, ...]
+    cookie: int
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the flow on the switch."""
+        return (self.table, self.priority, self.match)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowDiff:
+    """Apply deletes, then adds; an add replaces a flow with the same key."""
+
+    delete: tuple[Flow, ...]
+    add: tuple[Flow, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.delete or self.add)
+
+
+def diff(installed: frozenset[Flow] | set[Flow], desired: frozenset[Flow] | set[Flow]) -> FlowDiff:
+    """The fewest changes turning ``installed`` into ``desired``."""
+    want = {f.key: f for f in desired}
+    have = {f.key: f for f in installed}
+    delete = tuple(sorted(f for k, f in have.items() if k not in want))
+    add = tuple(sorted(f for k, f in want.items() if have.get(k) != f))
+    return FlowDiff(delete, add)

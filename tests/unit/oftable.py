@@ -1,0 +1,119 @@
+"""A small OpenFlow table simulator and a reference evaluator of the semantics.
+
+``run`` pushes one packet (a dict of field values) through compiled flows the
+way OVS would: highest-priority match per table, set_field, goto, outputs.
+``reference`` decides from the intent alone, following docs/design.md §3,
+which session (if any) mirrors a packet.  Property tests check they agree.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Iterable, Optional
+
+from sdnagent import model
+from sdnagent.compile.flows import Flow
+
+
+def _field_matches(field: str, want: Any, packet: dict) -> bool:
+    have = packet.get(field)
+    if have is None:
+        return False
+    if isinstance(want, tuple):
+        value, mask = want
+        if isinstance(value, str):
+            net = ipaddress.ip_network(f"{value}/{mask}")
+            return ipaddress.ip_address(have) in net
+        return (have & mask) == (value & mask)
+    if isinstance(want, str):
+        return ipaddress.ip_address(have) == ipaddress.ip_address(want)
+    return have == want
+
+
+def lookup(flows: Iterable[Flow], table: int, packet: dict) -> Optional[Flow]:
+    best = None
+    for f in flows:
+        if f.table != table or not all(_field_matches(k, v, packet) for k, v in f.match):
+            continue
+        # two matching flows of one priority: a real switch would pick either
+        assert best is None or best.priority != f.priority, (
+            f"two flows of one priority match the packet: {best} {f}")
+        if best is None or f.priority > best.priority:
+            best = f
+    return best
+
+
+def run(flows: Iterable[Flow], packet: dict) -> list[tuple]:
+    """The outputs ("output", port, max_len or None, tunnel fields) of one packet."""
+    flows = list(flows)
+    pkt = dict(packet)
+    table = 0
+    outputs = []
+    for _ in range(16):
+        f = lookup(flows, table, pkt)
+        if f is None:
+            return outputs
+        next_table = None
+        for action in f.actions:
+            if action[0] == "set_field":
+                pkt[action[1]] = action[2]
+            elif action[0] == "output":
+                outputs.append((action[1], None, _tunnel(pkt)))
+            elif action[0] == "output_trunc":
+                outputs.append((action[1], action[2], _tunnel(pkt)))
+            elif action[0] == "goto":
+                assert action[1] > table, "goto must go forward"
+                next_table = action[1]
+            else:
+                raise AssertionError(f"unknown action {action}")
+        if next_table is None:
+            return outputs
+        table = next_table
+    raise AssertionError("pipeline loops")
+
+
+def _tunnel(pkt: dict) -> tuple:
+    return tuple((k, pkt[k]) for k in ("tun_ipv4_dst", "tun_ipv6_dst", "tunnel_id") if k in pkt)
+
+
+# ---------------------------------------------------------------- the reference
+
+
+def rule_matches(rule: model.Rule, pkt: dict) -> bool:
+    eth = {"ipv4": 0x0800, "ipv6": 0x86DD}[rule.ethertype]
+    if pkt.get("eth_type") != eth:
+        return False
+    if rule.protocol is not None and pkt.get("ip_proto") != rule.protocol:
+        return False
+    fam = rule.ethertype
+    for cidr, field in ((rule.src, f"{fam}_src"), (rule.dst, f"{fam}_dst")):
+        if cidr and ipaddress.ip_address(pkt[field]) not in ipaddress.ip_network(cidr):
+            return False
+    l4 = {6: "tcp", 17: "udp"}.get(pkt.get("ip_proto", -1))
+    for rng, end in ((rule.src_port, "src"), (rule.dst_port, "dst")):
+        if rng is None:
+            continue
+        if l4 is None:
+            return False
+        if not rng.lo <= pkt[f"{l4}_{end}"] <= rng.hi:
+            return False
+    return True
+
+
+def reference(intent: model.Intent, iface: str, direction: str, pkt: dict) -> Optional[str]:
+    """The session that mirrors ``pkt`` seen at ``iface`` in ``direction`` (in/out), or None."""
+    rules_dir = "inbound" if direction == "in" else "outbound"
+    for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
+        target = intent.targets.get(sess.target)
+        if not sess.enabled or target is None or not target.enabled:
+            continue
+        if not any(s.type == "port" and s.iface_id == iface and s.enabled
+                   and s.direction in (direction, "both") for s in sess.sources):
+            continue
+        if sess.filter is None:
+            return sess.name
+        for rule in intent.filters[sess.filter].rules(rules_dir):
+            if rule_matches(rule, pkt):
+                if rule.action == "accept":
+                    return sess.name
+                return None
+    return None

@@ -1,0 +1,275 @@
+"""The compiler, judged by what packets do in the compiled tables."""
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sdnagent import model
+from sdnagent.compile import compiler, flows, portrange
+from sdnagent.compile.compiler import Inventory, LocalPort
+from tests.unit import oftable
+from tests.unit.test_model import example
+
+SRC_IP, DST_IP, OTHER_IP = "192.168.0.161", "192.168.0.230", "192.168.0.99"
+HOST_B_IP = "10.255.0.2"
+
+
+# ------------------------------------------------------------ port ranges
+
+
+@given(st.integers(0, 65535), st.integers(0, 65535))
+def test_prefixes_cover_exactly_the_range(a, b):
+    lo, hi = min(a, b), max(a, b)
+    pairs = portrange.prefixes(lo, hi)
+    assert len(pairs) <= 30
+    for v, m in pairs:
+        assert v & m == v
+    probes = {lo, hi, max(lo - 1, 0), min(hi + 1, 65535), (lo + hi) // 2, 0, 65535}
+    for p in probes:
+        assert any(p & m == v for v, m in pairs) == (lo <= p <= hi), p
+
+
+def test_prefixes_examples():
+    assert portrange.prefixes(1234, 1234) == [(1234, 0xFFFF)]
+    assert portrange.prefixes(0, 65535) == [(0, 0)]
+    assert portrange.prefixes(1024, 2047) == [(1024, 0xFC00)]
+    assert len(portrange.prefixes(1, 65534)) == 30
+
+
+# ------------------------------------------------------------ the example, by packets
+
+
+def inventory(**kw) -> Inventory:
+    """host-a: the source vm-230 on br-int; target-01 (vm-164) lives on host-b."""
+    base = dict(chassis="host-a", ports={"vm-230": LocalPort("vm-230", "br-int", "vm230", 1)},
+                bridges=frozenset({"br-int", "brtap"}),
+                chassis_ips={"host-a": "10.255.0.1", "host-b": HOST_B_IP},
+                bindings={"vm-164": ("host-b",)})
+    base.update(kw)
+    return Inventory(**base)
+
+
+def compile_all(intent, inv):
+    plan = compiler.plan_ports(intent, inv)
+    ofports = {}
+    for i, h in enumerate(plan.hooks):
+        ofports[h.patch_tap] = 10 + i
+    ofports.update({t.name: 50 + i for i, t in enumerate(plan.tunnels)})
+    for i, (name, port) in enumerate(sorted(plan.local_targets.items())):
+        ofports[port] = 70 + i
+    return plan, ofports, compiler.plan_flows(intent, plan, ofports, inv.chassis_ips,
+                                             inv.chassis, inv.encap)
+
+
+def tcp(src=SRC_IP, dst=DST_IP, sport=40000, dport=1234, proto=6):
+    l4 = {6: "tcp", 17: "udp"}[proto]
+    return {"eth_type": 0x0800, "ip_proto": proto, "ipv4_src": src, "ipv4_dst": dst,
+            f"{l4}_src": sport, f"{l4}_dst": dport}
+
+
+def test_two_session_example_on_the_source_host():
+    intent = example()
+    plan, ofports, table = compile_all(intent, inventory())
+    assert [h.select for h in plan.hooks] == ["dst"]  # one Mirror: vm-230, direction in
+    hook = plan.hooks[0]
+    assert hook.bridge == "br-int" and hook.port == "vm230" and len(hook.patch_tap) <= 15
+    assert plan.source_status == {("session-01", "vm-230"): compiler.ACTIVE,
+                                  ("session-02", "vm-230"): compiler.ACTIVE}
+    assert plan.target_status == {"target-02": compiler.ACTIVE}
+    gre, vxlan = ofports["tapgre"], ofports["tapvxlan"]
+    port_in = {"in_port": ofports[hook.patch_tap]}
+    # TCP to 1234 from .161: target-01 on host-b over GRE with its key, 96 bytes
+    assert oftable.run(table, {**port_in, **tcp()}) == [
+        (gre, 96, (("tun_ipv4_dst", HOST_B_IP), ("tunnel_id", 1)))]
+    # UDP to 1235: VXLAN VNI 2 to target-02's address
+    assert oftable.run(table, {**port_in, **tcp(proto=17, dport=1235)}) == [
+        (vxlan, 96, (("tun_ipv4_dst", "192.168.1.165"), ("tunnel_id", 2)))]
+    # not mirrored: TCP to 1235, UDP to 1234, another source, ARP, another in_port
+    for pkt in (tcp(dport=1235), tcp(proto=17), tcp(src=OTHER_IP), {"eth_type": 0x0806}):
+        assert oftable.run(table, {**port_in, **pkt}) == [], pkt
+    assert oftable.run(table, {"in_port": 99, **tcp()}) == []
+
+
+def test_every_flow_is_ours_and_unchanged_intent_changes_nothing():
+    intent = example()
+    _, _, first = compile_all(intent, inventory())
+    _, _, again = compile_all(example(), inventory())
+    assert first == again
+    assert not flows.diff(first, again)
+    for f in first:
+        assert f.cookie & flows.COOKIE_MASK == flows.COOKIE_AGENT << 48
+    assert flows.diff(first, frozenset()).delete == tuple(sorted(first))
+
+
+def test_target_side_accepts_known_chassis_and_keys_only():
+    intent = example()
+    inv = Inventory(chassis="host-b", ports={"vm-164": LocalPort("vm-164", "brtap", "tgt164", 5)},
+                    bridges=frozenset({"br-int", "brtap"}),
+                    chassis_ips={"host-a": "10.255.0.1", "host-b": HOST_B_IP})
+    plan, ofports, table = compile_all(intent, inv)
+    assert plan.hooks == () and plan.target_status == {"target-01": compiler.ACTIVE}
+    tgt, gre = ofports["tgt164"], ofports["tapgre"]
+    tunnel = {"in_port": gre, "tun_ipv4_src": "10.255.0.1", **tcp()}
+    assert oftable.run(table, {**tunnel, "tunnel_id": 1}) == [(tgt, None, (("tunnel_id", 1),))]
+    assert oftable.run(table, {**tunnel, "tunnel_id": 2}) == []  # unknown key
+    assert oftable.run(table, {**tunnel, "tun_ipv4_src": "10.255.0.9", "tunnel_id": 1}) == []
+    assert oftable.run(table, {"in_port": tgt, **tcp()}) == []  # the target sends nothing
+
+
+def test_local_target_truncates_without_tunnel():
+    intent = example()
+    inv = inventory(ports={"vm-230": LocalPort("vm-230", "br-int", "vm230", 1),
+                           "vm-164": LocalPort("vm-164", "brtap", "tgt164", 2)})
+    plan, ofports, table = compile_all(intent, inv)
+    port_in = {"in_port": ofports[plan.hooks[0].patch_tap]}
+    assert oftable.run(table, {**port_in, **tcp()}) == [(ofports["tgt164"], 96, ())]
+
+
+def test_reject_of_a_higher_session_stops_lower_ones():
+    intent = example()
+    f1 = intent.filter("filter-01")
+    reject = model.new_rule(f1, "inbound", priority="2", action="reject",
+                            protocol="udp")
+    intent = model.Intent.of(intent.targets.values(),
+                             [model.Filter("filter-01", f1.inbound + (reject,)),
+                              intent.filter("filter-02")], intent.sessions.values())
+    plan, ofports, table = compile_all(intent, inventory())
+    port_in = {"in_port": ofports[plan.hooks[0].patch_tap]}
+    assert oftable.run(table, {**port_in, **tcp(proto=17, dport=1235)}) == []
+    assert oftable.run(table, {**port_in, **tcp()})[0][1] == 96  # TCP still mirrored
+
+
+def test_disabled_things_are_as_if_absent():
+    intent = example()
+    s1 = intent.session("session-01")
+    off = model.Session(**{**vars(s1), "enabled": False})
+    intent2 = model.Intent.of(intent.targets.values(), intent.filters.values(),
+                              [off, intent.session("session-02")])
+    plan, ofports, table = compile_all(intent2, inventory())
+    assert plan.source_status["session-01", "vm-230"] == compiler.Status(
+        "disabled", "the session is disabled")
+    port_in = {"in_port": ofports[plan.hooks[0].patch_tap]}
+    assert oftable.run(table, {**port_in, **tcp()}) == []
+    assert oftable.run(table, {**port_in, **tcp(proto=17, dport=1235)}) != []
+
+
+def test_unbound_target_is_a_status_error():
+    plan, _, _ = compile_all(example(), inventory(bindings={}))
+    assert plan.source_status["session-01", "vm-230"] == compiler.Status(
+        "error", "target target-01: iface vm-164 not found on any chassis")
+    assert plan.source_status["session-02", "vm-230"] == compiler.ACTIVE
+
+
+def test_thirty_third_mirror_on_a_bridge_is_a_status_error():
+    intent = example()
+    sessions = []
+    ports = {}
+    for i in range(33):
+        iface = f"vm-{i}"
+        ports[iface] = LocalPort(iface, "br-int", f"p{i}", i + 1)
+        sessions.append(model.Session(f"s{i}", i + 1, 1, "target-02", enabled=True,
+                                      sources=(model.Source("port", "in", iface_id=iface),)))
+    intent = model.Intent.of(intent.targets.values(), intent.filters.values(), sessions)
+    plan = compiler.plan_ports(intent, inventory(ports=ports))
+    assert len(plan.hooks) == 32
+    errors = {k: s for k, s in plan.source_status.items() if s.state == "error"}
+    assert len(errors) == 1
+    (key, status), = errors.items()
+    assert status.reason == ("bridge br-int already has 32 Mirrors (the OVS limit); remove a "
+                             "source there")
+    # Mirrors already on the switch keep their place; another owner's Mirrors count too
+    installed = frozenset(h.name for h in plan.hooks)
+    again = compiler.plan_ports(intent, inventory(ports=ports, installed_hooks=installed,
+                                                  foreign_mirrors={"br-int": 1}))
+    assert len(again.hooks) == 31 and {h.name for h in again.hooks} <= installed
+
+
+# ------------------------------------------------------------ property: compiled == reference
+
+
+PORTS = st.sampled_from([22, 80, 443, 1234, 1235, 5000, 65535])
+IPS = st.sampled_from(["192.168.0.161", "192.168.0.230", "10.1.2.3", "10.1.200.4"])
+CIDRS = st.sampled_from([None, "192.168.0.0/24", "192.168.0.161/32", "10.1.0.0/16",
+                         "10.1.128.0/17"])
+
+
+@st.composite
+def rules(draw, priority):
+    proto = draw(st.sampled_from(["all", "tcp", "udp", "icmp", "47"]))
+    kw = {"priority": str(priority), "action": draw(st.sampled_from(["accept", "reject"])),
+          "protocol": proto}
+    for f in ("src", "dst"):
+        cidr = draw(CIDRS)
+        if cidr:
+            kw[f] = cidr
+    if proto in ("tcp", "udp"):
+        for f in ("src_port", "dst_port"):
+            if draw(st.booleans()):
+                a, b = draw(PORTS), draw(PORTS)
+                kw[f] = f"{min(a, b)}-{max(a, b)}"
+    return kw
+
+
+@st.composite
+def intents(draw):
+    targets = [model.Target("t-local", "port", 1, iface_id="vm-t", enabled=True),
+               model.Target("t-vx", "vxlan", 2, remote_ip="10.9.9.9",
+                            enabled=draw(st.booleans()))]
+    filters, sessions = [], []
+    for i in range(draw(st.integers(1, 3))):
+        flt = model.Filter(f"f{i}")
+        for direction in ("inbound", "outbound"):
+            prios = draw(st.lists(st.integers(1, 50), unique=True, max_size=4))
+            added = tuple(model.new_rule(flt, direction, **draw(rules(p))) for p in prios)
+            flt = dataclasses.replace(flt, **{direction: tuple(sorted(
+                added, key=lambda r: r.priority))})
+        filters.append(flt)
+    prios = draw(st.lists(st.integers(1, 99), unique=True, min_size=1, max_size=3))
+    for j, prio in enumerate(prios):
+        fname = draw(st.sampled_from([None] + [f.name for f in filters]))
+        direction = draw(st.sampled_from(["in", "out", "both"]))
+        sessions.append(model.Session(
+            f"s{j}", prio, 100 + j, draw(st.sampled_from(["t-local", "t-vx"])), fname,
+            draw(st.sampled_from([None, 64, 96])), draw(st.booleans()) or j == 0,
+            (model.Source("port", direction, iface_id="vm-1", enabled=draw(st.booleans()) or j == 0),)))
+    return model.Intent.of(targets, filters, sessions)
+
+
+@st.composite
+def packets(draw):
+    kind = draw(st.sampled_from(["tcp", "udp", "icmp", "gre", "arp"]))
+    if kind == "arp":
+        return {"eth_type": 0x0806}
+    pkt = {"eth_type": 0x0800, "ipv4_src": draw(IPS), "ipv4_dst": draw(IPS),
+           "ip_proto": {"tcp": 6, "udp": 17, "icmp": 1, "gre": 47}[kind]}
+    if kind in ("tcp", "udp"):
+        pkt[f"{kind}_src"] = draw(PORTS)
+        pkt[f"{kind}_dst"] = draw(PORTS)
+    return pkt
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(intents(), packets(), st.sampled_from(["in", "out"]))
+def test_compiled_tables_decide_like_the_reference(intent, pkt, direction):
+    inv = Inventory(chassis="h", ports={"vm-1": LocalPort("vm-1", "br-int", "vm1", 1),
+                                        "vm-t": LocalPort("vm-t", "brtap", "tgt", 2)},
+                    bridges=frozenset({"br-int", "brtap"}), chassis_ips={"h": "10.0.0.1"})
+    plan, ofports, table = compile_all(intent, inv)
+    want = oftable.reference(intent, "vm-1", direction, pkt)
+    hooks = [h for h in plan.hooks if h.select == ("dst" if direction == "in" else "src")]
+    outputs = oftable.run(table, {"in_port": ofports[hooks[0].patch_tap], **pkt}) if hooks else []
+    if want is None:
+        assert outputs == []
+        return
+    sess = intent.session(want)
+    target = intent.target(sess.target)
+    assert len(outputs) == 1
+    port, max_len, tunnel = outputs[0]
+    assert max_len == sess.packet_length
+    if target.type == "port":
+        assert (port, tunnel) == (ofports["tgt"], ())
+    else:
+        assert port == ofports["tapvxlan"]
+        assert dict(tunnel) == {"tun_ipv4_dst": "10.9.9.9", "tunnel_id": sess.vni}
