@@ -1,0 +1,1 @@
+"""The local switch: OVSDB (bridges, ports, Mirrors) and OpenFlow on brtap."""

@@ -1,0 +1,213 @@
+"""brtap's OpenFlow side, through os-ken embedded in the agent's process.
+
+os-ken owns the connection, handshake, barriers and error messages; this
+module turns :class:`~sdnagent.compile.flows.Flow` data into FlowMods and
+back, reads what the switch holds (our cookie only) and applies a diff as
+one atomic bundle: every change or none.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from os_ken.app.ofctl import api as _ofctl_api  # noqa: F401 (makes os-ken load ofctl's service)
+from os_ken.app.ofctl import event as ofctl_event
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_3
+
+from sdnagent.compile.flows import COOKIE_AGENT, COOKIE_MASK, Flow, FlowDiff
+
+LOG = logging.getLogger(__name__)
+
+
+class OFError(RuntimeError):
+    """The switch refused a message, or is not connected."""
+
+
+class TapOFApp(app_manager.OSKenApp):
+    """Tracks brtap's datapath and the switch's error messages."""
+
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS: dict = {}
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.datapath = None
+        self.errors: dict[int, Any] = {}
+        self.connected = threading.Event()
+        self.on_change: Callable[[str], None] = lambda why: None
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev: Any) -> None:
+        if ev.state == MAIN_DISPATCHER:
+            self.datapath = ev.datapath
+            self.connected.set()
+            self.on_change(f"switch {ev.datapath.id:#x} connected")
+        elif self.datapath is not None and ev.datapath.id == self.datapath.id:
+            self.datapath = None
+            self.connected.clear()
+            self.on_change("switch disconnected")
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev: Any) -> None:
+        self.errors[ev.msg.xid] = ev.msg
+
+
+def _to_flowmod(dp: Any, f: Flow, command: int) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    actions, inst = [], []
+    for a in f.actions:
+        if a[0] == "output":
+            actions.append(parser.OFPActionOutput(a[1], 0))
+        elif a[0] == "output_trunc":
+            actions.append(parser.NXActionOutputTrunc(port=a[1], max_len=a[2]))
+        elif a[0] == "set_field":
+            actions.append(parser.OFPActionSetField(**{a[1]: a[2]}))
+        elif a[0] == "goto":
+            continue
+        else:
+            raise AssertionError(f"unknown action {a}")
+    if actions:
+        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+    for a in f.actions:
+        if a[0] == "goto":
+            inst.append(parser.OFPInstructionGotoTable(a[1]))
+    return parser.OFPFlowMod(dp, cookie=f.cookie, table_id=f.table, command=command,
+                             priority=f.priority, match=parser.OFPMatch(**dict(f.match)),
+                             instructions=inst if command != ofp.OFPFC_DELETE_STRICT else [],
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+
+
+def _from_stats(stat: Any) -> Flow:
+    """A flow as the switch reports it, in the form the compiler produces."""
+    actions: list[tuple] = []
+    for inst in stat.instructions:
+        if hasattr(inst, "actions"):
+            for a in inst.actions:
+                name = type(a).__name__
+                if name == "OFPActionOutput":
+                    actions.append(("output", a.port))
+                elif name == "NXActionOutputTrunc":
+                    actions.append(("output_trunc", a.port, a.max_len))
+                elif name == "OFPActionSetField":
+                    actions.append(("set_field", a.key, a.value))
+                else:  # something we never write: keep it visible, so the diff replaces it
+                    actions.append(("unknown", repr(a)))
+    for inst in stat.instructions:
+        if hasattr(inst, "table_id") and not hasattr(inst, "actions"):
+            actions.append(("goto", inst.table_id))
+    match = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                         for k, v in stat.match.items()))
+    return Flow(stat.table_id, stat.priority, match, tuple(actions), stat.cookie)
+
+
+class OFSwitch:
+    """The embedded os-ken controller that brtap connects to."""
+
+    def __init__(self, listen_address: str, listen_port: int, timeout: float = 10):
+        self.listen = (listen_address, listen_port)
+        self.timeout = timeout
+        self.app: Optional[TapOFApp] = None
+        self._bundle_id = int(time.time()) & 0xFFFF
+
+    @property
+    def target(self) -> str:
+        """The controller target to set on brtap."""
+        return f"tcp:{self.listen[0]}:{self.listen[1]}"
+
+    def start(self, on_change: Callable[[str], None]) -> None:
+        from os_ken import cfg as osken_cfg
+        from os_ken.controller import controller  # noqa: F401 (registers the ofp_* options)
+        osken_cfg.CONF(project="os_ken", args=[])  # os-ken's own options, not ours
+        osken_cfg.CONF.set_override("ofp_listen_host", self.listen[0])
+        osken_cfg.CONF.set_override("ofp_tcp_listen_port", self.listen[1])
+        mgr = app_manager.AppManager.get_instance()
+        mgr.load_apps([__name__])
+        contexts = mgr.create_contexts()
+        mgr.instantiate_apps(**contexts)
+        self.app = next(a for a in mgr.applications.values() if isinstance(a, TapOFApp))
+        self.app.on_change = on_change
+
+    def wait_connected(self, timeout: float) -> bool:
+        assert self.app is not None
+        return self.app.connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self.app is not None and self.app.datapath is not None
+
+    def _dp(self) -> Any:
+        dp = self.app.datapath if self.app else None
+        if dp is None:
+            raise OFError("brtap is not connected to the agent's OpenFlow controller")
+        return dp
+
+    def _request(self, msg: Any, reply_cls: Any = None, multi: bool = False) -> Any:
+        """ofctl's send_msg, with a timeout (os-ken's own waits forever)."""
+        req = ofctl_event.SendMsgRequest(msg=msg, reply_cls=reply_cls, reply_multi=multi)
+        req.sync = True
+        req.reply_q = queue.Queue()
+        self.app.send_event(req.dst, req)
+        try:
+            reply = req.reply_q.get(timeout=self.timeout)
+        except queue.Empty:
+            raise OFError(f"{type(msg).__name__}: no answer from the switch within "
+                          f"{self.timeout:g} s") from None
+        try:
+            return reply()
+        except Exception as exc:  # os-ken raises its own exception types here
+            raise OFError(f"{type(msg).__name__} failed: {exc}") from exc
+
+    def _barrier(self, dp: Any, xids: list[int], what: str) -> None:
+        """Wait until the switch processed ``xids``; raise with its first error."""
+        self._request(dp.ofproto_parser.OFPBarrierRequest(dp),
+                      reply_cls=dp.ofproto_parser.OFPBarrierReply)
+        errors = [self.app.errors.pop(x) for x in xids if x in self.app.errors]
+        if errors:
+            e = errors[0]
+            raise OFError(f"{what}: the switch refused it (error type {e.type}, code {e.code}; "
+                          f"{len(errors)} error(s))")
+
+    def installed(self) -> frozenset[Flow]:
+        """Every flow on brtap that carries our cookie."""
+        dp = self._dp()
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         COOKIE_AGENT << 48, COOKIE_MASK, parser.OFPMatch())
+        replies = self._request(req, reply_cls=parser.OFPFlowStatsReply, multi=True) or []
+        return frozenset(_from_stats(s) for r in replies for s in r.body)
+
+    def apply(self, change: FlowDiff) -> None:
+        """Apply ``change`` atomically: an ONF bundle, checked before it is committed."""
+        if not change:
+            return
+        dp = self._dp()
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
+        bid, flags = self._bundle_id, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+        msgs = [parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
+        msgs += [parser.ONFBundleAddMsg(dp, bid, flags,
+                                        _to_flowmod(dp, f, ofp.OFPFC_DELETE_STRICT), [])
+                 for f in change.delete]
+        msgs += [parser.ONFBundleAddMsg(dp, bid, flags, _to_flowmod(dp, f, ofp.OFPFC_ADD), [])
+                 for f in change.add]
+        xids = []
+        for m in msgs:
+            dp.set_xid(m)
+            xids.append(m.xid)
+            dp.send_msg(m)
+        try:
+            self._barrier(dp, xids, "bundle")
+        except OFError:
+            discard = parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_DISCARD_REQUEST, flags, [])
+            dp.send_msg(discard)
+            raise
+        commit = parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
+        dp.set_xid(commit)
+        dp.send_msg(commit)
+        self._barrier(dp, [commit.xid], "bundle commit")
