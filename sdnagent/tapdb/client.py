@@ -1,4 +1,4 @@
-"""The tapdb client: an ovsdbapp backend and one command class per verb.
+"""The tapdb client: an ovsdbapp backend with one method per tapctl verb.
 
 Every write command runs in one OVSDB transaction that (1) reads the whole
 intent from the IDL, (2) judges the change with the pure rules of
@@ -14,11 +14,9 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
-from ovsdbapp import api as ovsdbapp_api
-from ovsdbapp.backend import ovs_idl as ovsdbapp_idl
-from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+from ovsdbapp.backend.ovs_idl import connection, idlutils
 
-from sdnagent import model
+from sdnagent import model, ovsdbutil
 from sdnagent.tapdb import schema
 
 DEFAULT_TIMEOUT = 10.0
@@ -129,98 +127,63 @@ def _write_source(row: Any, s: model.Source) -> None:
         _set_opt(row, column, getattr(s, column))
 
 
-class IntentCommand(command.BaseCommand):
-    """A change to the intent, judged on the data of its own transaction."""
-
-    def run_idl(self, txn: Any) -> None:
-        snap = read_snapshot(self.api.idl)
-        globals_ = list(self.api.tables["Tap_Global"].rows.values())
-        if globals_:
-            glob = globals_[0]
-            glob.verify("generation")
-            glob.generation = glob.generation + 1
-        else:
-            glob = txn.insert(self.api.tables["Tap_Global"])
-            glob.generation = 1
-        self.result = self.apply(txn, snap)
-
-    def apply(self, txn: Any, snap: Snapshot) -> Any:
-        raise NotImplementedError
-
-    def insert(self, txn: Any, table: str) -> Any:
-        return txn.insert(self.api.tables[table])
-
-
-class _Call(IntentCommand):
-    """A command given as a function of (command, txn, snapshot)."""
-
-    def __init__(self, api: Any, func: Callable, description: str):
-        super().__init__(api)
-        self.func = func
-        self.description = description
-
-    def apply(self, txn: Any, snap: Snapshot) -> Any:
-        return self.func(self, txn, snap)
-
-    def __str__(self) -> str:
-        return self.description
-
-
-class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
-    """One connection per instance (ovsdbapp caches one per class by default)."""
+class TapdbApi(ovsdbutil.Backend):
+    """tapdb: every verb of tapctl, and what agents read and write."""
 
     schema = schema.NAME
 
-    def __init__(self, conn: connection.Connection):
-        self._conn = conn
-        super().__init__(conn, start=True, auto_index=False)
-
-    @property
-    def ovsdb_connection(self) -> connection.Connection:
-        return self._conn
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, conn: connection.Connection) -> None:
-        self._conn = conn
-
-    def close(self) -> None:
-        self._conn.stop(timeout=5)
-
     def snapshot(self) -> Snapshot:
-        with self._conn.lock:
-            return read_snapshot(self.idl)
+        return self.read(read_snapshot)
 
     def execute(self, func: Callable, description: str) -> Any:
-        """Run ``func(cmd, txn, snapshot)`` as one verified transaction."""
+        """Run ``func(txn, snapshot)`` as one change to the intent.
+
+        The snapshot is read inside the transaction, and ``Tap_Global.generation``
+        is verified and bumped, so a concurrent writer makes the server answer
+        "try again" and ovsdbapp re-runs ``func`` on fresh data.
+        """
+        def run(txn: Any) -> Any:
+            snap = read_snapshot(self.idl)
+            table = self.tables["Tap_Global"]
+            rows = list(table.rows.values())
+            if rows:
+                rows[0].verify("generation")
+                rows[0].generation = rows[0].generation + 1
+            else:
+                txn.insert(table).generation = 1
+            return func(txn, snap)
         try:
-            return _Call(self, func, description).execute(check_error=True, log_errors=False)
+            return self.run(run, description)
         except model.IntentError:
             raise
         except RuntimeError as exc:
             raise TapdbError(f"tapdb refused the change: {exc}") from exc
 
+    def insert(self, txn: Any, table: str) -> Any:
+        return txn.insert(self.tables[table])
+
     # ---------------------------------------------------- the verbs
 
     def target_add(self, name: str, *, port=None, nic=None, vxlan=None, enabled=False) -> model.Target:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             target = model.new_target(snap.intent, name, port=port, nic=nic, vxlan=vxlan,
                                       enabled=enabled)
-            _write_target(cmd.insert(txn, "Mirror_Target"), target)
+            _write_target(self.insert(txn, "Mirror_Target"), target)
             return target
         return self.execute(run, f"target-add {name}")
 
     def filter_add(self, name: str) -> model.Filter:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             flt = model.new_filter(snap.intent, name)
-            cmd.insert(txn, "Mirror_Filter").name = flt.name
+            self.insert(txn, "Mirror_Filter").name = flt.name
             return flt
         return self.execute(run, f"filter-add {name}")
 
     def rule_add(self, filter_name: str, direction: str, **fields: Optional[str]) -> model.Rule:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             flt = snap.intent.filter(filter_name)
             rule = model.new_rule(flt, direction, **fields)
-            row = cmd.insert(txn, "Filter_Rule")
+            row = self.insert(txn, "Filter_Rule")
             _write_rule(row, rule)
             frow = snap.rows["filter", flt.name]
             column = direction.lower() + "_rules"
@@ -229,7 +192,7 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
         return self.execute(run, f"rule-add {filter_name} {direction}")
 
     def rule_del(self, filter_name: str, direction: str, priority: str) -> model.Rule:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             flt = snap.intent.filter(filter_name)
             rule = model.find_rule(flt, direction, priority)
             rrow = snap.rows["rule", flt.name, direction.lower(), rule.priority]
@@ -240,9 +203,9 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
         return self.execute(run, f"rule-del {filter_name} {direction} {priority}")
 
     def session_add(self, name: str, **fields: Any) -> model.Session:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             sess = model.new_session(snap.intent, name, **fields)
-            row = cmd.insert(txn, "Mirror_Session")
+            row = self.insert(txn, "Mirror_Session")
             row.name, row.priority, row.vni, row.enabled = sess.name, sess.priority, sess.vni, sess.enabled
             _set_opt(row, "packet_length", sess.packet_length)
             row.target = snap.rows["target", sess.target]
@@ -251,10 +214,10 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
         return self.execute(run, f"session-add {name}")
 
     def source_add(self, session: str, *, port=None, direction=None, vswitch=None) -> model.Source:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             src = model.new_source(snap.intent, session, port=port, direction=direction,
                                    vswitch=vswitch)
-            row = cmd.insert(txn, "Mirror_Source")
+            row = self.insert(txn, "Mirror_Source")
             _write_source(row, src)
             srow = snap.rows["session", session]
             srow.sources = list(srow.sources) + [row]
@@ -262,7 +225,7 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
         return self.execute(run, f"source-add {session}")
 
     def source_del(self, session: str, key: str) -> model.Source:
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             src = model.find_source(snap.intent, session, key)
             victim = snap.rows["source", session, src.key]
             srow = snap.rows["session", session]
@@ -272,7 +235,7 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
 
     def set_enabled(self, kind: str, name: str, enabled: bool, key: Optional[str] = None) -> None:
         """Enable or disable a target, a session or (with ``key``) a session's source."""
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             if kind == "source":
                 src = model.find_source(snap.intent, name, key)
                 row = snap.rows["source", name, src.key]
@@ -286,7 +249,7 @@ class TapdbApi(ovsdbapp_idl.Backend, ovsdbapp_api.API):
 
     def delete(self, kind: str, name: str) -> None:
         """Delete a target, filter or session; sources and rules go with their owner."""
-        def run(cmd, txn, snap):
+        def run(txn, snap):
             model.check_del(snap.intent, kind, name)
             snap.rows[kind, name].delete()
         self.execute(run, f"{kind}-del {name}")
@@ -306,7 +269,7 @@ def connect(remote: str, timeout: float = DEFAULT_TIMEOUT) -> TapdbApi:
         raise TapdbError(f"tapdb at {remote} has schema version {found}, older than "
                          f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
     helper.register_all()
-    idl = connection.OvsdbIdl(remote, helper, leader_only=True)
+    idl = ovsdbutil.NotifyingIdl(remote, helper, leader_only=True)
     conn = connection.Connection(idl, timeout)
     try:
         return TapdbApi(conn)
