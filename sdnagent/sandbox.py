@@ -146,6 +146,46 @@ class Host(Ovs):
                 raise CommandError(f"{self.name}: underlay ul0 not connected after {timeout:g} s")
             time.sleep(0.02)
 
+    def start_agent(self, tapdb: str, encap: str = "gre", **options: str) -> Path:
+        """Run ``sdnagent`` for this host in the background; returns its config file."""
+        conf = self.dir / "sdnagent.conf"
+        sections = {
+            "DEFAULT": {"host": self.name, "resync_interval": "30", "debug": "false"},
+            "ovs": {"ovsdb_connection": self.remote, "datapath_type": "dummy",
+                    "of_listen_port": str(free_port())},
+            "tunnel": {"local_ip": self.ip, "encap": encap},
+            "tapdb": {"connection": tapdb},
+        }
+        for key, value in options.items():
+            group, _, name = key.rpartition("__")
+            sections.setdefault(group or "DEFAULT", {})[name] = value
+        conf.write_text("".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
+                                for g, opts in sections.items()))
+        log = open(self.dir / "sdnagent.log", "ab")
+        proc = subprocess.Popen([_agent_binary(), "--config-file", str(conf)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        (self.dir / "sdnagent.pid").write_text(f"{proc.pid}\n")
+        self._agent = proc
+        return conf
+
+    def stop_agent(self, timeout: float = 10) -> None:
+        proc = getattr(self, "_agent", None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        (self.dir / "sdnagent.pid").unlink(missing_ok=True)
+        self._agent = None
+
+    def agent_log(self) -> str:
+        path = self.dir / "sdnagent.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def add_vm_port(self, port: str, iface_id: str, bridge: str = "br-int") -> Path:
         pcap = self.add_dummy_port(bridge, port, iface_id=iface_id)
         assert pcap is not None
@@ -174,8 +214,9 @@ class Lab:
             self.fabric.add_bridge("br-fabric", "fail_mode=standalone")
             for host in self.hosts.values():
                 sock = self.dir / f"ul{host.index}.sock"
+                # f<N>.pcap: what the underlay carried to host N
                 self.fabric.add_dummy_port("br-fabric", f"f{host.index}",
-                                           f"options:pstream=punix:{sock}", capture=False)
+                                           f"options:pstream=punix:{sock}")
                 host.start()
                 host.plug_underlay(sock, list(self.hosts.values()))
             for host in self.hosts.values():
@@ -186,6 +227,8 @@ class Lab:
         return self
 
     def stop(self) -> None:
+        for host in self.hosts.values():
+            host.stop_agent()
         stop_all(self.dir)
 
     def __enter__(self) -> "Lab":
@@ -193,6 +236,21 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _agent_binary() -> str:
+    """The sdnagent next to this Python (the venv), else the one on PATH."""
+    import sys
+    here = Path(sys.executable).parent / "sdnagent"
+    return str(here) if here.exists() else "sdnagent"
 
 
 def stop_all(directory: Path, recursive: bool = True, timeout: float = 10) -> list[int]:

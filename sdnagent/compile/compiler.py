@@ -82,7 +82,9 @@ class Status:
     reason: str = ""
 
     def as_map(self, chassis: str) -> dict[str, str]:
-        out = {"state": self.state, "chassis": chassis}
+        out = {"state": self.state}
+        if chassis:
+            out["chassis"] = chassis
         if self.reason:
             out["reason"] = self.reason
         return out

@@ -87,6 +87,8 @@ def read_snapshot(idl: Any) -> Snapshot:
         rows["session", row.name] = row
         sources = []
         for srow in row.sources:
+            if srow is None:  # outside this client's monitoring condition
+                continue
             src = source_from_row(srow)
             rows["source", row.name, src.key] = srow
             sources.append(src)
@@ -253,6 +255,92 @@ class TapdbApi(ovsdbutil.Backend):
             model.check_del(snap.intent, kind, name)
             snap.rows[kind, name].delete()
         self.execute(run, f"{kind}-del {name}")
+
+    # ---------------------------------------------------- what agents use
+
+    def agent_view(self) -> "AgentView":
+        return self.read(read_agent_view)
+
+    def watch(self, chassis: str, local_ifaces: set[str], target_ifaces: set[str]) -> None:
+        """Monitor only the sources and bindings that concern this chassis."""
+        sources = [["chassis", "==", ["set", [chassis]]]] + [
+            ["iface_id", "==", ["set", [i]]] for i in sorted(local_ifaces)]
+        bindings = [["chassis", "==", chassis]] + [
+            ["iface_id", "==", i] for i in sorted(target_ifaces | local_ifaces)]
+        with self.ovsdb_connection.lock:
+            self.idl.cond_change("Mirror_Source", sources)
+            self.idl.cond_change("Binding", bindings)
+
+    def register_chassis(self, name: str, tunnel_ip: str, encap: str, now: int) -> None:
+        def run(txn: Any) -> None:
+            row = next((r for r in self.tables["Chassis"].rows.values() if r.name == name), None)
+            if row is None:
+                row = self.insert(txn, "Chassis")
+                row.name, row.tunnel_ip, row.encap = name, tunnel_ip, encap
+            elif (row.tunnel_ip, row.encap) != (tunnel_ip, encap):
+                row.tunnel_ip, row.encap = tunnel_ip, encap
+            row.heartbeat = now
+        self.run(run, f"register chassis {name}")
+
+    def publish_bindings(self, chassis: str, iface_ids: set[str]) -> int:
+        """Make the Binding rows of ``chassis`` exactly ``iface_ids``; returns changes."""
+        def run(txn: Any) -> int:
+            mine = {r.iface_id: r for r in self.tables["Binding"].rows.values()
+                    if r.chassis == chassis}
+            for iface, row in mine.items():
+                if iface not in iface_ids:
+                    row.delete()
+            for iface in iface_ids - set(mine):
+                row = self.insert(txn, "Binding")
+                row.iface_id, row.chassis = iface, chassis
+            return len(set(mine) ^ iface_ids)
+        if self.read(lambda idl: {r.iface_id for r in idl.tables["Binding"].rows.values()
+                                  if r.chassis == chassis}) == iface_ids:
+            return 0
+        return self.run(run, f"bindings of {chassis}")
+
+    def write_status(self, sources: dict[tuple[str, str], dict[str, str]],
+                     targets: dict[str, dict[str, str]]) -> int:
+        """Set each given status map where it differs; returns how many changed."""
+        def changed(snap: Snapshot) -> list[tuple[Any, dict]]:
+            out = []
+            for (session, key), status in sources.items():
+                row = snap.rows.get(("source", session, key))
+                if row is not None and dict(row.status) != status:
+                    out.append((row, status))
+            for name, status in targets.items():
+                row = snap.rows.get(("target", name))
+                if row is not None and dict(row.status) != status:
+                    out.append((row, status))
+            return out
+
+        if not self.read(lambda idl: changed(read_snapshot(idl))):
+            return 0
+
+        def run(txn: Any) -> int:
+            todo = changed(read_snapshot(self.idl))
+            for row, status in todo:
+                row.status = status
+            return len(todo)
+        return self.run(run, "status")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentView:
+    """An agent's view of tapdb: the intent, where chassis are, where ifaces live."""
+
+    snapshot: Snapshot
+    chassis_ips: dict[str, str]
+    bindings: dict[str, tuple[str, ...]]
+
+
+def read_agent_view(idl: Any) -> AgentView:
+    chassis = {r.name: r.tunnel_ip for r in idl.tables["Chassis"].rows.values() if r.tunnel_ip}
+    bindings: dict[str, list[str]] = {}
+    for r in idl.tables["Binding"].rows.values():
+        bindings.setdefault(r.iface_id, []).append(r.chassis)
+    return AgentView(read_snapshot(idl), chassis,
+                     {k: tuple(sorted(v)) for k, v in bindings.items()})
 
 
 def connect(remote: str, timeout: float = DEFAULT_TIMEOUT) -> TapdbApi:

@@ -1,0 +1,1 @@
+"""The sdnagent daemon: configuration, the reconcile loop, status reporting."""

@@ -1,0 +1,199 @@
+"""The reconcile loop: events only mark work; one loop recomputes from full state.
+
+Each pass reads tapdb and the local switch, plans ports and flows with the
+pure compiler, applies the port changes (one OVSDB transaction), the flow
+diff (one OpenFlow bundle), then writes status for what was applied.  Any
+error makes the next pass a full resync after a backoff, logged with why.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+from sdnagent.compile import compiler, flows
+from sdnagent.switch.ofswitch import OFError, OFSwitch
+from sdnagent.switch.ovsdb import LocalSwitch, SwitchError
+from sdnagent.tapdb import client
+
+LOG = logging.getLogger("sdnagent")
+
+
+class Agent:
+    def __init__(self, conf: Any):
+        self.conf = conf
+        self.chassis: str = conf.host
+        self.tapdb: Optional[client.TapdbApi] = None
+        self.of = OFSwitch(conf.ovs.of_listen_address, conf.ovs.of_listen_port,
+                           conf.ovs.of_request_timeout)
+        self.switch = LocalSwitch(conf.ovs.ovsdb_connection, conf.ovs.tap_bridge,
+                                  tuple(conf.ovs.integration_bridges), conf.ovs.datapath_type,
+                                  self.of.target, conf.tapdb.timeout)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._reasons: set[str] = set()
+        self._lock = threading.Lock()
+        self._watched: Optional[tuple] = None
+
+    # ------------------------------------------------------------ events
+
+    def mark(self, reason: str) -> None:
+        """Note that something changed; the loop will reconcile soon."""
+        with self._lock:
+            self._reasons.add(reason)
+        self.wake.set()
+
+    def _take_reasons(self) -> list[str]:
+        with self._lock:
+            reasons, self._reasons = sorted(self._reasons), set()
+        return reasons
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Connect to everything, retrying with backoff until it works or we stop."""
+        self.of.start(lambda why: self.mark(why))
+        self._retry("the local switch", lambda: self.switch.start(
+            lambda table: self.mark(f"local {table}")))
+        self.tapdb = self._retry("tapdb", lambda: client.connect(self.conf.tapdb.connection,
+                                                                 self.conf.tapdb.timeout))
+        self.tapdb.idl.on_change = lambda table: self.mark(f"tapdb {table}")
+        self._heartbeat()
+        self.mark("start")
+
+    def _retry(self, what: str, func: Any) -> Any:
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                return func()
+            except (client.TapdbError, SwitchError) as exc:
+                LOG.warning("cannot reach %s yet (%s); retrying in %.1f s", what, exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 30)
+        raise SystemExit(0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _heartbeat(self) -> None:
+        assert self.tapdb is not None
+        self.tapdb.register_chassis(self.chassis, str(self.conf.tunnel.local_ip),
+                                    self.conf.tunnel.encap, int(time.time()))
+
+    def run(self) -> None:
+        """Reconcile until stopped."""
+        backoff = 0.0
+        next_resync = time.monotonic() + self.conf.resync_interval
+        next_beat = time.monotonic() + self.conf.heartbeat_interval
+        while not self.stopping.is_set():
+            timeout = max(0.0, min(next_resync, next_beat) - time.monotonic())
+            self.wake.wait(timeout)
+            if self.stopping.is_set():
+                break
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.conf.heartbeat_interval
+                try:
+                    self._heartbeat()
+                except Exception as exc:
+                    LOG.warning("heartbeat failed: %s", exc)
+            if now >= next_resync:
+                self.mark("periodic resync")
+            if not self.wake.is_set():
+                continue
+            time.sleep(0.02)  # let a burst of events land in one pass
+            self.wake.clear()
+            reasons = self._take_reasons()
+            try:
+                again = self.reconcile(reasons)
+                backoff = 0.0
+                next_resync = time.monotonic() + self.conf.resync_interval
+                if again:
+                    self.mark(again)
+            except Exception as exc:  # any failure: full resync after a backoff
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+                LOG.error("reconcile failed: %s; full resync in %.1f s", _why(exc), backoff,
+                          exc_info=not isinstance(exc, (OFError, SwitchError, client.TapdbError)))
+                self.stopping.wait(backoff)
+                self.mark(f"resync after error: {_why(exc)}")
+
+    # ------------------------------------------------------------ one pass
+
+    def reconcile(self, reasons: list[str]) -> Optional[str]:
+        """One full pass; returns a reason to run again soon, or None."""
+        assert self.tapdb is not None
+        started = time.monotonic()
+        conf = self.conf
+        view = self.tapdb.agent_view()
+        intent = view.snapshot.intent
+        local = self.switch.inventory()
+        self._watch(intent, local)
+        self._publish_bindings(intent, local)
+        inv = compiler.Inventory(chassis=self.chassis, encap=conf.tunnel.encap,
+                                 integration_bridges=tuple(conf.ovs.integration_bridges),
+                                 tap_bridge=conf.ovs.tap_bridge, chassis_ips=view.chassis_ips,
+                                 bindings=view.bindings, **local)
+        plan = compiler.plan_ports(intent, inv)
+        port_changes = self.switch.apply(plan)
+        needed = ({h.patch_tap for h in plan.hooks} | {t.name for t in plan.tunnels}
+                  | set(plan.nics) | set(plan.local_targets.values()))
+        ofports = self.switch.wait_ofports(needed, timeout=2.0)
+        if not self.of.connected and not self.of.wait_connected(5.0):
+            raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
+        desired = compiler.plan_flows(intent, plan, ofports, view.chassis_ips, self.chassis,
+                                      conf.tunnel.encap)
+        change = flows.diff(self.of.installed(), desired)
+        self.of.apply(change)
+        missing = sorted(n for n in needed if ofports.get(n, -1) == -1)
+        source_status, target_status = self._status(plan, ofports)
+        updated = self.tapdb.write_status(source_status, target_status)
+        LOG.info("reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "
+                 "%.1f ms", ", ".join(reasons) or "-", "; ".join(port_changes) or "unchanged",
+                 len(change.add), len(change.delete), len(desired), updated,
+                 (time.monotonic() - started) * 1000)
+        if port_changes:
+            return "ports changed"
+        if missing:
+            return f"waiting for ofports of {', '.join(missing)}"
+        return None
+
+    def _status(self, plan: compiler.PortPlan, ofports: dict[str, int]) -> tuple[dict, dict]:
+        hooks = {h.name: h for h in plan.hooks}
+        sources = {}
+        for key, status in plan.source_status.items():
+            waiting = [hooks[n].patch_tap for n in plan.source_hooks.get(key, ())
+                       if n in hooks and ofports.get(hooks[n].patch_tap, -1) <= 0]
+            if status.state == "active" and waiting:
+                status = compiler.Status("pending", f"waiting for the switch to add {waiting[0]}")
+            sources[key] = status.as_map(self.chassis)
+        targets = {}
+        for name, status in plan.target_status.items():
+            # a vxlan target is used by many chassis: no single one owns its status
+            owner = self.chassis if name in plan.local_targets else ""
+            targets[name] = status.as_map(owner)
+        return sources, targets
+
+    def _watch(self, intent: Any, local: dict) -> None:
+        """Narrow tapdb monitoring to what concerns this chassis."""
+        assert self.tapdb is not None
+        local_ifaces = frozenset(local["ports"])
+        target_ifaces = frozenset(t.iface_id for t in intent.targets.values()
+                                  if t.type == "port" and t.iface_id)
+        if self._watched != (local_ifaces, target_ifaces):
+            self.tapdb.watch(self.chassis, set(local_ifaces), set(target_ifaces))
+            self._watched = (local_ifaces, target_ifaces)
+
+    def _publish_bindings(self, intent: Any, local: dict) -> None:
+        """Say where the ifaces that are sources or targets live, so others find them."""
+        assert self.tapdb is not None
+        wanted = {t.iface_id for t in intent.targets.values() if t.type == "port"}
+        for sess in intent.sessions.values():
+            wanted |= {s.iface_id for s in sess.sources if s.type == "port"}
+        self.tapdb.publish_bindings(self.chassis, {i for i in wanted if i in local["ports"]})
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

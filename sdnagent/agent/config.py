@@ -1,0 +1,74 @@
+"""sdnagent's options (oslo.config); ``oslo-config-generator`` writes the sample."""
+from __future__ import annotations
+
+import socket
+from typing import Optional, Sequence
+
+from oslo_config import cfg
+
+DEFAULT_OPTS = [
+    cfg.HostnameOpt("host", default=socket.gethostname(), sample_default="<hostname>",
+                    help="This chassis's name in tapdb; tapctl's --nic and --vswitch name it."),
+    cfg.FloatOpt("resync_interval", default=60.0, min=1.0,
+                 help="Seconds between full reconciles when nothing happens (a safety net; "
+                      "changes are applied as they arrive)."),
+    cfg.FloatOpt("heartbeat_interval", default=10.0, min=1.0,
+                 help="Seconds between updates of this chassis's heartbeat in tapdb."),
+    cfg.BoolOpt("debug", default=False, help="Log at debug level."),
+]
+
+OVS_OPTS = [
+    cfg.StrOpt("ovsdb_connection", default="unix:/var/run/openvswitch/db.sock",
+               help="The local Open_vSwitch database."),
+    cfg.ListOpt("integration_bridges", default=["br-int"],
+                help="Bridges whose VM ports can be sources (their flows are never touched)."),
+    cfg.StrOpt("tap_bridge", default="brtap", help="The bridge the agent owns."),
+    cfg.StrOpt("datapath_type", default="system", choices=["system", "netdev", "dummy"],
+               help="Datapath type of the tap bridge: the same as the bridges around it."),
+    cfg.HostAddressOpt("of_listen_address", default="127.0.0.1",
+                       help="Where the embedded OpenFlow controller listens for the tap bridge."),
+    cfg.PortOpt("of_listen_port", default=6655,
+                help="Its TCP port (one agent per host; keep clear of other controllers)."),
+    cfg.FloatOpt("of_request_timeout", default=10.0, min=0.1,
+                 help="Seconds to wait for the switch to answer an OpenFlow request."),
+]
+
+TUNNEL_OPTS = [
+    cfg.IPOpt("local_ip", required=True,
+              help="This chassis's tunnel (underlay) address, published in tapdb."),
+    cfg.StrOpt("encap", default="gre", choices=["gre", "vxlan"],
+               help="Encapsulation between chassis (vxlan uses UDP port 4790, so it never "
+                    "mixes with mirrored traffic sent to vxlan targets on 4789)."),
+]
+
+TAPDB_OPTS = [
+    cfg.StrOpt("connection", default="unix:/var/lib/sdnagent/tapdb/tapdb.sock",
+               help="tapdb: one remote, or every member of a Raft cluster comma-separated."),
+    cfg.FloatOpt("timeout", default=10.0, min=0.1, help="Seconds to wait for tapdb."),
+]
+
+
+def list_opts() -> list:
+    """For oslo-config-generator (namespace ``sdnagent``)."""
+    return [(None, DEFAULT_OPTS), ("ovs", OVS_OPTS), ("tunnel", TUNNEL_OPTS),
+            ("tapdb", TAPDB_OPTS)]
+
+
+class ConfigError(ValueError):
+    """A missing or invalid option; the text names it."""
+
+
+def load(argv: Optional[Sequence[str]] = None) -> cfg.ConfigOpts:
+    """Parse the command line and config files; every option is checked now, not when used."""
+    conf = cfg.ConfigOpts()
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)
+    try:
+        conf(list(argv) if argv is not None else None, project="sdnagent", prog="sdnagent")
+        for group, opts in list_opts():
+            section = conf if group is None else getattr(conf, group)
+            for opt in opts:
+                getattr(section, opt.dest)
+    except (cfg.Error, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    return conf

@@ -1,0 +1,283 @@
+"""sdnagent on real switches: frames injected on br-int, judged at the target.
+
+Negative checks inject the frames that must not be mirrored first and a
+mirrored one last: the dummy datapath handles frames in order, so once the
+last one has arrived, the earlier ones would have too.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+import pytest
+
+from sdnagent import sandbox
+from tests.conftest import require_ovs
+from tests.functional.mirrorlab import MirrorLab, wait_until
+
+
+@pytest.fixture
+def mlab():
+    require_ovs()
+    lab = sandbox.Lab()
+    try:
+        lab.start()
+        yield MirrorLab(lab)
+    finally:
+        for host in lab.hosts.values():  # shown by pytest when the test failed
+            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
+        lab.stop()
+        shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+def start_agents(mlab: MirrorLab, encap: str = "gre", hosts=("host-a", "host-b")) -> None:
+    for name in hosts:
+        mlab[name].start_agent(mlab.lab.tapdb.remote, encap)
+    for name in hosts:
+        wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
+
+
+def target_port(mlab: MirrorLab, host: str, iface: str = "vm-164"):
+    """Attach a target vNIC to brtap, as the platform does."""
+    return mlab.vm(host, iface, bridge="brtap")
+
+
+@pytest.mark.parametrize("encap", ["gre", "vxlan"])
+def test_two_session_example_across_hosts(mlab, encap):
+    a, b = mlab["host-a"], mlab["host-b"]
+    for vm in ("vm-161", "vm-230", "vm-99"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, encap)
+    tgt = target_port(mlab, "host-b")
+    mlab.example(target02_ip=b.ip)
+    mlab.wait_source("session-01", "vm-230")
+    mlab.wait_source("session-02", "vm-230")
+    wait_until(lambda: mlab.status()["targets"][0]["status"].get("state") == "active", 10,
+               "target-01 active")
+    wait_until(lambda: any("tun_id=0x1" in f for f in mlab.brtap_flows("host-b")), 10,
+               "host-b to accept target-01's key")
+
+    mlab.send("host-a", "vm-161", "vm-230", "tcp", 1235)  # TCP to 1235: no
+    mlab.send("host-a", "vm-161", "vm-230", "udp", 1234)  # UDP to 1234: no
+    mlab.send("host-a", "vm-99", "vm-230", "tcp", 1234)  # TCP from another address: no
+    udp = mlab.send("host-a", "vm-161", "vm-230", "udp", 1235)
+    tcp = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+
+    assert mlab.wait_frames(tgt, 1) == [tcp[:96]]  # target-01: the first 96 bytes
+    tunnelled = [s for s in mlab.underlay_to("host-b") if s.vni is not None or s.gre_key]
+    assert len(tunnelled) == 2, tunnelled
+    to_target02, to_target01 = tunnelled
+    # target-02: VXLAN to its address, VNI 2, the inner frame cut to 96 bytes
+    assert (to_target02.dst, to_target02.dport, to_target02.vni) == (b.ip, 4789, 2)
+    assert to_target02.inner_bytes == udp[:96]
+    # target-01's copy crossed chassis with the target's key
+    assert to_target01.inner_bytes == tcp[:96]
+    if encap == "gre":
+        assert to_target01.gre_key == 1
+    else:
+        assert (to_target01.dport, to_target01.vni) == (4790, 1)
+    time.sleep(0.3)
+    assert mlab.captured(tgt) == [tcp[:96]]
+
+    # the flows are readable, and every one is ours
+    flows = mlab.brtap_flows("host-a")
+    assert any("tp_dst=1234" in f and "set_field:0x1->reg0" in f for f in flows), flows
+    assert any("output(port=" in f and "max_len=96" in f for f in flows), flows
+    assert all(f.startswith("cookie=0x7a90") for f in flows), flows
+
+
+def test_local_target_directions_and_no_filter(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    tgt = target_port(mlab, "host-a")
+    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "in")
+    mlab.wait_source("s", "vm-230")
+
+    sent_out = mlab.send("host-a", "vm-230", "vm-161", "udp", 53)  # vm-230 sends: not "in"
+    sent_in = mlab.send("host-a", "vm-161", "vm-230", "udp", 53, size=1000)
+    assert mlab.wait_frames(tgt, 1) == [sent_in]  # no filter, no length: whole frames
+    time.sleep(0.2)
+    assert sent_out not in mlab.captured(tgt)
+
+    mlab.tapctl("source-del", "s", "vm-230")
+    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "out")
+    mlab.wait_source("s", "vm-230")
+    wait_until(lambda: len(a_mirrors(mlab)) == 1, 10, "one Mirror on br-int")
+    mlab.send("host-a", "vm-161", "vm-230", "udp", 54)
+    out = mlab.send("host-a", "vm-230", "vm-161", "udp", 55)
+    assert mlab.wait_frames(tgt, 2)[1:] == [out]
+
+    mlab.tapctl("source-del", "s", "vm-230")
+    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "both")
+    mlab.wait_source("s", "vm-230")
+    wait_until(lambda: len(a_mirrors(mlab)) == 2, 10, "two Mirrors on br-int")
+    both_in = mlab.send("host-a", "vm-161", "vm-230", "udp", 56)
+    both_out = mlab.send("host-a", "vm-230", "vm-161", "udp", 57)
+    assert mlab.wait_frames(tgt, 4)[2:] == [both_in, both_out]
+
+
+def a_mirrors(mlab: MirrorLab, host: str = "host-a") -> list[str]:
+    out = mlab[host].vsctl("--columns=name", "--bare", "list", "mirror")
+    return [n for n in out.split() if n]
+
+
+def test_reject_of_a_higher_session_stops_a_lower_one(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    tgt = target_port(mlab, "host-a")
+    for args in (["target-add", "t", "--port", "vm-164", "--enable"],
+                 ["target-add", "t2", "--vxlan", "10.255.0.2", "--enable"],
+                 ["filter-add", "stop-1234"],
+                 ["rule-add", "stop-1234", "inbound", "--priority", "1", "--action", "reject",
+                  "--protocol", "tcp", "--dst-port", "1234"],
+                 ["filter-add", "all-tcp"],
+                 ["rule-add", "all-tcp", "inbound", "--priority", "1", "--action", "accept",
+                  "--protocol", "tcp"],
+                 ["session-add", "first", "--target", "t2", "--filter", "stop-1234",
+                  "--priority", "1", "--enable"],
+                 ["session-add", "second", "--target", "t", "--filter", "all-tcp",
+                  "--priority", "2", "--packet-length", "64", "--enable"],
+                 ["source-add", "first", "--port", "vm-230", "--direction", "in"],
+                 ["source-add", "second", "--port", "vm-230", "--direction", "in"]):
+        mlab.tapctl(*args)
+    mlab.wait_source("second", "vm-230")
+    mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)  # rejected by "first"
+    passed = mlab.send("host-a", "vm-161", "vm-230", "tcp", 80)  # "first" misses: "second"
+    assert mlab.wait_frames(tgt, 1) == [passed[:64]]
+    # and with "first" disabled, its reject stops nothing
+    mlab.tapctl("session-disable", "first")
+    mlab.wait_source("first", "vm-230", state="disabled")
+    wait_until(lambda: not any("tp_dst=1234" in f for f in mlab.brtap_flows("host-a")), 10,
+               "the reject flow to go")
+    now = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    assert mlab.wait_frames(tgt, 2)[1:] == [now[:64]]
+
+
+def test_disabled_session_source_target_stop_mirroring(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    tgt = target_port(mlab, "host-a")
+    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "in")
+    mlab.wait_source("s", "vm-230")
+    count = 0
+    for off, on, state_reason in (
+            (("session-disable", "s"), ("session-enable", "s"), "the session is disabled"),
+            (("source-disable", "s", "vm-230"), ("source-enable", "s", "vm-230"),
+             "the source is disabled"),
+            (("target-disable", "t"), ("target-enable", "t"), "target t is disabled")):
+        mlab.tapctl(*off)
+        st = mlab.wait_source("s", "vm-230", state="disabled")
+        assert st["reason"] == state_reason
+        wait_until(lambda: not a_mirrors(mlab), 10, "no Mirror while disabled")
+        mlab.send("host-a", "vm-161", "vm-230", "udp", 9)  # not mirrored
+        mlab.tapctl(*on)
+        mlab.wait_source("s", "vm-230")
+        wait_until(lambda: any("reg0=0x1" in f for f in mlab.brtap_flows("host-a")), 10,
+                   "forwarding back")
+        sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 10)
+        count += 1
+        assert mlab.wait_frames(tgt, count)[-1] == sent
+        assert len(mlab.captured(tgt)) == count
+
+
+def test_session_delete_removes_flows_mirrors_and_patch_ports(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    target_port(mlab, "host-a")
+    mlab.example(target02_ip="10.255.0.2")
+    mlab.tapctl("target-add", "t3", "--port", "vm-161", "--enable")  # something unrelated
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: len(a_mirrors(mlab)) == 1, 10, "the hook")
+    before = mlab.brtap_flows("host-a")
+    assert any("reg0=0x2" in f for f in before)
+    mlab.tapctl("session-del", "session-02")
+    wait_until(lambda: not any("reg0=0x2" in f or "set_field:0x2->reg0" in f
+                               for f in mlab.brtap_flows("host-a")), 10, "session-02's flows")
+    assert len(a_mirrors(mlab)) == 1  # session-01 still uses the hook
+    mlab.tapctl("session-del", "session-01")
+    wait_until(lambda: not a_mirrors(mlab), 10, "no Mirror left")
+    ports = mlab["host-a"].vsctl("--columns=name", "--bare", "list", "port").split()
+    assert not [p for p in ports if p.startswith(("tpi", "tpt"))], ports
+    flows = mlab.brtap_flows("host-a")
+    assert not any("table=10" in f and "priority=0" not in f for f in flows), flows
+    assert not any("table=20" in f and "priority=0" not in f for f in flows), flows
+
+
+def test_target_iface_that_moves_is_followed(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab)
+    on_b = target_port(mlab, "host-b")
+    mlab.example(target02_ip=mlab["host-b"].ip)
+    wait_until(lambda: mlab.status()["targets"][0]["status"].get("chassis") == "host-b", 15,
+               "target-01 on host-b")
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: any("tun_id=0x1" in f for f in mlab.brtap_flows("host-b")), 10,
+               "host-b to accept target-01's key")
+    first = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    assert mlab.wait_frames(on_b, 1) == [first[:96]]
+
+    # the VM moves: its vNIC leaves host-b and appears on host-a
+    mlab["host-b"].vsctl("del-port", "brtap", "tgt164")
+    on_a = target_port(mlab, "host-a")
+    wait_until(lambda: mlab.status()["targets"][0]["status"].get("chassis") == "host-a", 15,
+               "target-01 on host-a")
+    wait_until(lambda: any("max_len=96" in f and "tun_dst" not in f and "reg0=0x1" in f
+                           for f in mlab.brtap_flows("host-a")), 10, "local delivery")
+    second = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    assert mlab.wait_frames(on_a, 1) == [second[:96]]
+
+
+def test_thirty_third_mirror_is_a_status_error(mlab):
+    host = mlab["host-a"]
+    ifaces = [f"vm-{i}" for i in range(33)]
+    for i, iface in enumerate(ifaces):
+        host.add_vm_port(f"p{i}", iface)
+    start_agents(mlab, hosts=("host-a",))
+    mlab.tapctl("target-add", "t", "--vxlan", "10.255.0.2", "--enable")
+    for s in range(4):
+        mlab.tapctl("session-add", f"s{s}", "--target", "t", "--priority", str(s + 1),
+                    "--enable")
+        for iface in ifaces[s * 10:(s + 1) * 10]:
+            mlab.tapctl("source-add", f"s{s}", "--port", iface, "--direction", "in")
+
+    def states():
+        return [src["status"] for s in mlab.status()["sessions"] for src in s["sources"]]
+    wait_until(lambda: sum(st.get("state") in ("active", "error") for st in states()) == 33,
+               20, "a status for every source")
+    errors = [st for st in states() if st["state"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["reason"] == ("bridge br-int already has 32 Mirrors (the OVS limit); "
+                                   "remove a source there")
+    assert len(a_mirrors(mlab)) == 32
+    assert host.agent_log().count("Traceback") == 0
+
+
+def test_restart_with_unchanged_intent_changes_no_flow(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab)
+    target_port(mlab, "host-b")
+    mlab.example(target02_ip=mlab["host-b"].ip)
+    mlab.wait_source("session-01", "vm-230")
+    mlab.quiet("host-a")
+    before = mlab.brtap_flows("host-a")
+    a = mlab["host-a"]
+    a.stop_agent()
+    log_size = len(a.agent_log())
+    a.start_agent(mlab.lab.tapdb.remote)
+    wait_until(lambda: "reconcile (" in a.agent_log()[log_size:], 15, "a reconcile")
+    mlab.quiet("host-a")
+    after_log = a.agent_log()[log_size:]
+    passes = re.findall(r"flows \+(\d+) -(\d+)", after_log)
+    assert passes and all(p == ("0", "0") for p in passes), after_log
+    assert mlab.brtap_flows("host-a") == before

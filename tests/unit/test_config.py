@@ -1,0 +1,44 @@
+"""The agent's options and the sample config file generated from them."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdnagent.agent import config
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "etc" / "sdnagent" / "sdnagent.conf.sample"
+
+
+def test_sample_config_is_current(tmp_path):
+    out = tmp_path / "sample"
+    generator = Path(sys.executable).parent / "oslo-config-generator"
+    subprocess.run([str(generator), "--config-file", str(ROOT / "etc" / "oslo-config-generator.conf"),
+                    "--output-file", str(out)], check=True, cwd=ROOT)
+    assert out.read_text() == SAMPLE.read_text(), (
+        "etc/sdnagent/sdnagent.conf.sample is stale: run oslo-config-generator "
+        "--config-file etc/oslo-config-generator.conf")
+
+
+def test_load_reads_a_file(tmp_path):
+    f = tmp_path / "a.conf"
+    f.write_text("[DEFAULT]\nhost = hv-1\n[ovs]\nintegration_bridges = br-int,br-ex\n"
+                 "datapath_type = netdev\n[tunnel]\nlocal_ip = 10.0.0.5\nencap = vxlan\n")
+    conf = config.load(["--config-file", str(f)])
+    assert conf.host == "hv-1"
+    assert conf.ovs.integration_bridges == ["br-int", "br-ex"]
+    assert (conf.ovs.tap_bridge, conf.ovs.of_listen_port) == ("brtap", 6655)
+    assert (str(conf.tunnel.local_ip), conf.tunnel.encap) == ("10.0.0.5", "vxlan")
+
+
+def test_bad_values_are_refused(tmp_path):
+    f = tmp_path / "a.conf"
+    f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\nencap = geneve\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config-file", str(f)])
+    assert "encap" in str(info.value) and "geneve" in str(info.value)
+    f.write_text("[ovs]\ndatapath_type = dummy\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config-file", str(f)])
+    assert "local_ip" in str(info.value)
