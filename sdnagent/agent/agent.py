@@ -139,32 +139,31 @@ class Agent:
         port_changes = self.switch.apply(plan)
         needed = ({h.patch_tap for h in plan.hooks} | {t.name for t in plan.tunnels}
                   | set(plan.nics) | set(plan.local_targets.values()))
-        ofports = self.switch.wait_ofports(needed, timeout=2.0)
+        ofports = self.switch.wait_ofports(needed, timeout=1.0)
         if not self.of.connected and not self.of.wait_connected(5.0):
             raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
         desired = compiler.plan_flows(intent, plan, ofports, view.chassis_ips, self.chassis,
                                       conf.tunnel.encap)
         change = flows.diff(self.of.installed(), desired)
         self.of.apply(change)
-        missing = sorted(n for n in needed if ofports.get(n, -1) == -1)
+        waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
         updated = self.tapdb.write_status(source_status, target_status)
         LOG.info("reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "
-                 "%.1f ms", ", ".join(reasons) or "-", "; ".join(port_changes) or "unchanged",
+                 "%.1f ms%s", ", ".join(reasons) or "-", "; ".join(port_changes) or "unchanged",
                  len(change.add), len(change.delete), len(desired), updated,
-                 (time.monotonic() - started) * 1000)
-        if port_changes:
-            return "ports changed"
-        if missing:
-            return f"waiting for ofports of {', '.join(missing)}"
-        return None
+                 (time.monotonic() - started) * 1000,
+                 f"; waiting for the switch to number {', '.join(waiting)}" if waiting else "")
+        # a replaced hook is created on the next pass; an ofport still to come arrives as an
+        # OVSDB event, which marks work by itself
+        return "ports changed" if port_changes else None
 
     def _status(self, plan: compiler.PortPlan, ofports: dict[str, int]) -> tuple[dict, dict]:
         hooks = {h.name: h for h in plan.hooks}
         sources = {}
         for key, status in plan.source_status.items():
             waiting = [hooks[n].patch_tap for n in plan.source_hooks.get(key, ())
-                       if n in hooks and ofports.get(hooks[n].patch_tap, -1) <= 0]
+                       if n in hooks and ofports.get(hooks[n].patch_tap, 0) <= 0]
             if status.state == "active" and waiting:
                 status = compiler.Status("pending", f"waiting for the switch to add {waiting[0]}")
             sources[key] = status.as_map(self.chassis)

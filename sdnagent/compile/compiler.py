@@ -53,6 +53,7 @@ class Inventory:
     chassis_ips: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every chassis
     bindings: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     brtap_ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by port name
+    brtap_errors: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by port name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,10 +231,11 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
         else:
             continue
         if t.name in local_targets:
-            ofport = inv.brtap_ofports.get(local_targets[t.name])
-            if t.type == "nic" and ofport is not None and ofport <= 0:
+            if t.type == "nic" and inv.brtap_ofports.get(t.nic or "") == -1:
+                why = inv.brtap_errors.get(t.nic or "", "")
                 target_status[t.name] = Status("error", f"nic {t.nic} could not be added to "
-                                               f"{inv.tap_bridge} on chassis {inv.chassis}")
+                                               f"{inv.tap_bridge} on chassis {inv.chassis}"
+                                               + (f": {why}" if why else ""))
             else:
                 target_status[t.name] = ACTIVE if t.enabled else Status("disabled", "the target is disabled")
 
@@ -301,14 +303,14 @@ def _range_values(rng: Optional[model.PortRange]) -> list:
 
 def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
                chassis_ips: Mapping[str, str], local_chassis: str, encap: str) -> frozenset[Flow]:
-    """brtap's flows; ports without an ofport yet are left out (a later pass adds them)."""
+    """brtap's flows; ports without an ofport (yet) are left out, a later pass adds them."""
     flows: list[Flow] = [flow(t, 0, {}, kind="default", obj=t)
                          for t in ("classify", "filter", "forward", "tunnel_in")]
-    tunnel = ofports.get(TUNNEL_PORT[encap], -1)
-    vxlan = ofports.get(VXLAN_TARGET_PORT, -1)
+    tunnel = ofports.get(TUNNEL_PORT[encap], 0)
+    vxlan = ofports.get(VXLAN_TARGET_PORT, 0)
 
     def port(name: str) -> int:
-        return ofports.get(name, -1)
+        return ofports.get(name, 0)
 
     # target side: a target's own traffic is dropped; known chassis reach tunnel_in
     for name, pname in sorted(plan.local_targets.items()):

@@ -23,7 +23,7 @@ COLUMNS = {
     "Bridge": ["name", "ports", "mirrors", "controller", "fail_mode", "protocols",
                "datapath_type", "other_config"],
     "Port": ["name", "interfaces", "external_ids"],
-    "Interface": ["name", "type", "options", "external_ids", "ofport"],
+    "Interface": ["name", "type", "options", "external_ids", "ofport", "error"],
     "Mirror": ["name", "select_all", "select_dst_port", "select_src_port", "select_vlan",
                "output_port", "external_ids"],
     "Controller": ["target"],
@@ -35,7 +35,8 @@ class SwitchError(RuntimeError):
 
 
 def _ofport(iface: Any) -> int:
-    return iface.ofport[0] if iface.ofport else -1
+    """-1: the switch could not add the interface; 0: not assigned yet."""
+    return iface.ofport[0] if iface.ofport else 0
 
 
 class LocalSwitch:
@@ -76,6 +77,7 @@ class LocalSwitch:
         foreign: dict[str, int] = {}
         hooks: set[str] = set()
         brtap_ofports: dict[str, int] = {}
+        brtap_errors: dict[str, str] = {}
         bridges = set()
         watched = set(self.integration_bridges) | {self.tap_bridge}
         for br in idl.tables["Bridge"].rows.values():
@@ -89,18 +91,21 @@ class LocalSwitch:
                 for iface in port.interfaces:
                     if br.name == self.tap_bridge:
                         brtap_ofports[iface.name] = _ofport(iface)
+                        if iface.error:
+                            brtap_errors[iface.name] = iface.error[0]
                     iface_id = iface.external_ids.get("iface-id")
                     if iface_id and br.name in watched:
                         ports[iface_id] = LocalPort(iface_id, br.name, port.name, _ofport(iface))
         return {"ports": ports, "bridges": frozenset(bridges), "foreign_mirrors": foreign,
-                "installed_hooks": frozenset(hooks), "brtap_ofports": brtap_ofports}
+                "installed_hooks": frozenset(hooks), "brtap_ofports": brtap_ofports,
+                "brtap_errors": brtap_errors}
 
     def wait_ofports(self, names: set[str], timeout: float) -> dict[str, int]:
         """brtap's ofports, once every port in ``names`` has one (or the time is up)."""
         deadline = time.monotonic() + timeout
         while True:
             ofports = self.inventory()["brtap_ofports"]
-            if all(ofports.get(n, -1) != -1 for n in names) or time.monotonic() > deadline:
+            if all(ofports.get(n, 0) != 0 for n in names) or time.monotonic() > deadline:
                 return ofports
             time.sleep(0.01)
 

@@ -270,6 +270,8 @@ class TapdbApi(ovsdbutil.Backend):
         with self.ovsdb_connection.lock:
             self.idl.cond_change("Mirror_Source", sources)
             self.idl.cond_change("Binding", bindings)
+        # the IDL sends new conditions from its connection thread: wake it
+        self.ovsdb_connection.txns.alert_notify()
 
     def register_chassis(self, name: str, tunnel_ip: str, encap: str, now: int) -> None:
         def run(txn: Any) -> None:

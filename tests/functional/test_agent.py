@@ -281,3 +281,68 @@ def test_restart_with_unchanged_intent_changes_no_flow(mlab):
     passes = re.findall(r"flows \+(\d+) -(\d+)", after_log)
     assert passes and all(p == ("0", "0") for p in passes), after_log
     assert mlab.brtap_flows("host-a") == before
+
+
+def test_nic_targets(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    # a NIC that does not exist on the host: the target says so
+    mlab.tapctl("target-add", "missing", "--nic", "host-a:eth9", "--enable")
+
+    def target_status(name):
+        return next(t["status"] for t in mlab.status()["targets"] if t["name"] == name)
+    st = wait_until(lambda: target_status("missing").get("state") == "error"
+                    and target_status("missing"), 15, "the missing NIC's status")
+    assert st["reason"].startswith("nic eth9 could not be added to brtap on chassis host-a")
+    mlab.tapctl("target-del", "missing")
+    wait_until(lambda: "eth9" not in mlab["host-a"].vsctl("list-ports", "brtap").split(), 10,
+               "eth9 removed from brtap")
+    # a NIC the host has (here a dummy port already on brtap): frames go out of it
+    nic = mlab["host-a"].add_dummy_port("brtap", "nic1")
+    mlab.tapctl("target-add", "collector", "--nic", "host-a:nic1", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "collector", "--priority", "1",
+                "--packet-length", "100", "--enable")
+    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "in")
+    mlab.wait_source("s", "vm-230")
+    wait_until(lambda: target_status("collector").get("state") == "active", 10, "nic active")
+    sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 7)
+    assert mlab.wait_frames(nic, 1) == [sent[:100]]
+    assert "nic1" in mlab["host-a"].vsctl("list-ports", "brtap").split()
+
+
+def test_vswitch_source(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    tgt = target_port(mlab, "host-a")
+    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", "--vswitch", "host-a:br-int:100")
+    mlab.wait_source("s", "host-a:br-int")
+    untagged = mlab.send("host-a", "vm-161", "vm-230", "udp", 1)
+    plain = untagged
+    tagged = plain[:12] + bytes.fromhex("81000064") + plain[12:]  # VLAN 100
+    mlab["host-a"].inject("vm161", tagged)
+    assert mlab.wait_frames(tgt, 1) == [tagged]  # only VLAN 100, each frame once
+    time.sleep(0.2)
+    assert len(mlab.captured(tgt)) == 1
+    [mirror] = a_mirrors(mlab)
+    assert mlab["host-a"].vsctl("get", "mirror", mirror, "select_all").strip() == "true"
+
+
+def test_agents_watch_only_their_sources(mlab):
+    """Per-host monitoring: a chassis does not receive other chassis's sources."""
+    from sdnagent.tapdb import client
+    mlab.example(target02_ip="10.255.0.2")
+    api = client.connect(mlab.lab.tapdb.remote)
+    try:
+        assert api.snapshot().intent.session("session-01").sources  # everything, unwatched
+        api.watch("host-b", local_ifaces={"vm-7"}, target_ifaces={"vm-164"})
+        wait_until(lambda: not api.snapshot().intent.session("session-01").sources, 10,
+                   "host-a's sources to leave host-b's view")
+        api.watch("host-a", local_ifaces={"vm-230"}, target_ifaces={"vm-164"})
+        wait_until(lambda: api.snapshot().intent.session("session-01").sources, 10,
+                   "vm-230 in host-a's view")
+    finally:
+        api.close()
