@@ -14,10 +14,13 @@ from sdnagent.tapdb import client, server
 DEFAULT_DB = server.TapdbServer().remote
 
 
-def _status_text(status: tuple[tuple[str, str], ...]) -> str:
-    """The agent-written status: active, an error with its reason, or pending."""
+def _status_text(status: tuple[tuple[str, str], ...], iface: Optional[str] = None,
+                 bound: Optional[frozenset[str]] = None) -> str:
+    """The agent-written status; with none yet, say whether any chassis has the iface."""
     st = dict(status)
     if not st:
+        if iface and bound is not None and iface not in bound:
+            return f"pending (iface {iface} not found on any chassis)"
         return "pending"
     text = st.get("state", "pending")
     if st.get("reason"):
@@ -31,13 +34,14 @@ def _onoff(enabled: bool) -> str:
     return "enabled" if enabled else "disabled"
 
 
-def _source_line(src: model.Source) -> str:
+def _source_line(src: model.Source, bound: Optional[frozenset[str]]) -> str:
     what = f"port {src.key} direction {src.direction}" if src.type == "port" else f"vswitch {src.key}"
-    return f"{what}, {_onoff(src.enabled)}, status {_status_text(src.status)}"
+    return f"{what}, {_onoff(src.enabled)}, status {_status_text(src.status, src.iface_id, bound)}"
 
 
-def _target_line(t: model.Target) -> str:
-    return f"{t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}, status {_status_text(t.status)}"
+def _target_line(t: model.Target, bound: Optional[frozenset[str]]) -> str:
+    status = _status_text(t.status, t.iface_id, bound)
+    return f"{t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}, status {status}"
 
 
 def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
@@ -52,15 +56,17 @@ def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
     return lines
 
 
-def format_show(intent: model.Intent) -> str:
-    """A tree: each session (by priority) with its target, filter rules and sources."""
+def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None) -> str:
+    """A tree: each session (by priority) with its target, filter rules and sources.
+
+    ``bound``: the iface-ids some chassis has published, when known."""
     lines = []
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         length = f"packet length {sess.packet_length}" if sess.packet_length else "whole frames"
         lines.append(f"session {sess.name}: priority {sess.priority}, vni {sess.vni}, {length}, "
                      f"{_onoff(sess.enabled)}")
         target = intent.targets.get(sess.target)
-        lines.append(f"  target {sess.target}: " + (_target_line(target) if target else "missing"))
+        lines.append(f"  target {sess.target}: " + (_target_line(target, bound) if target else "missing"))
         if sess.filter is None:
             lines.append("  filter: none (mirrors every frame in each source's direction)")
         else:
@@ -70,10 +76,10 @@ def format_show(intent: model.Intent) -> str:
             lines.append("  sources: none")
         else:
             lines.append("  sources:")
-            lines += [f"    {_source_line(s)}" for s in sess.sources]
+            lines += [f"    {_source_line(s, bound)}" for s in sess.sources]
     for t in sorted(intent.targets.values(), key=lambda t: t.name):
         if not intent.sessions_using("target", t.name):
-            lines.append(f"target {t.name} (no session): {_target_line(t)}")
+            lines.append(f"target {t.name} (no session): {_target_line(t, bound)}")
     for f in sorted(intent.filters.values(), key=lambda f: f.name):
         if not intent.sessions_using("filter", f.name):
             lines.append(f"filter {f.name} (no session)")
@@ -123,11 +129,11 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
 
 
-def format_list(intent: model.Intent) -> str:
+def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None) -> str:
     """Every object, one line each, in three tables."""
     targets = sorted(intent.targets.values(), key=lambda t: t.name)
     lines = _table(("TARGET", "WHERE", "KEY", "ENABLED", "STATUS"),
-                   [(t.name, t.where(), t.tunnel_key, t.enabled, _status_text(t.status))
+                   [(t.name, t.where(), t.tunnel_key, t.enabled, _status_text(t.status, t.iface_id, bound))
                     for t in targets])
     rules = []
     for f in sorted(intent.filters.values(), key=lambda f: f.name):
@@ -238,10 +244,11 @@ def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
     """Carry out one parsed command; returns what to print."""
     cmd = _ALIASES.get(args.cmd, args.cmd)
     if cmd in ("show", "list"):
-        intent = api.snapshot().intent
+        view = api.agent_view()
+        intent, bound = view.snapshot.intent, frozenset(view.bindings)
         if args.format == "json":
             return json.dumps(intent_json(intent), indent=2, sort_keys=True)
-        return format_show(intent) if cmd == "show" else format_list(intent)
+        return format_show(intent, bound) if cmd == "show" else format_list(intent, bound)
     if cmd == "target-add":
         t = api.target_add(args.name, port=args.port, nic=args.nic, vxlan=args.vxlan,
                            enabled=args.enable)

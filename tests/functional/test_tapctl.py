@@ -32,13 +32,13 @@ def dump(tapdb) -> str:
 
 EXAMPLE_SHOW = """\
 session session-01: priority 1, vni 1, packet length 96, enabled
-  target target-01: port vm-164, key 1, enabled, status pending
+  target target-01: port vm-164, key 1, enabled, status pending (iface vm-164 not found on any chassis)
   filter filter-01
     inbound:
       1 accept tcp ipv4 src 192.168.0.161/32 dst 192.168.0.230/32 dst-port 1234
     outbound: no rules (mirrors nothing)
   sources:
-    port vm-230 direction in, enabled, status pending
+    port vm-230 direction in, enabled, status pending (iface vm-230 not found on any chassis)
 session session-02: priority 2, vni 2, packet length 96, enabled
   target target-02: vxlan 192.168.1.165, key 2, enabled, status pending
   filter filter-02
@@ -46,7 +46,7 @@ session session-02: priority 2, vni 2, packet length 96, enabled
       1 accept udp ipv4 src 192.168.0.161/32 dst 192.168.0.230/32 dst-port 1235
     outbound: no rules (mirrors nothing)
   sources:
-    port vm-230 direction in, enabled, status pending
+    port vm-230 direction in, enabled, status pending (iface vm-230 not found on any chassis)
 """
 
 
