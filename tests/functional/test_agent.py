@@ -43,6 +43,21 @@ def target_port(mlab: MirrorLab, host: str, iface: str = "vm-164"):
     return mlab.vm(host, iface, bridge="brtap")
 
 
+def one_host_session(mlab: MirrorLab, source=("--port", "vm-230", "--direction", "in"),
+                     key: str = "vm-230"):
+    """host-a alone: session s (no filter) mirrors ``source`` to target t (vm-164) on the
+    same host; returns the target's capture file."""
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    tgt = target_port(mlab, "host-a")
+    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", *source)
+    mlab.wait_source("s", key)
+    return tgt
+
+
 @pytest.mark.parametrize("encap", ["gre", "vxlan"])
 def test_two_session_example_across_hosts(mlab, encap):
     a, b = mlab["host-a"], mlab["host-b"]
@@ -88,14 +103,7 @@ def test_two_session_example_across_hosts(mlab, encap):
 
 
 def test_local_target_directions_and_no_filter(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    start_agents(mlab, hosts=("host-a",))
-    tgt = target_port(mlab, "host-a")
-    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
-    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
-    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "in")
-    mlab.wait_source("s", "vm-230")
+    tgt = one_host_session(mlab)
 
     sent_out = mlab.send("host-a", "vm-230", "vm-161", "udp", 53)  # vm-230 sends: not "in"
     sent_in = mlab.send("host-a", "vm-161", "vm-230", "udp", 53, size=1000)
@@ -159,14 +167,7 @@ def test_reject_of_a_higher_session_stops_a_lower_one(mlab):
 
 
 def test_disabled_session_source_target_stop_mirroring(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    start_agents(mlab, hosts=("host-a",))
-    tgt = target_port(mlab, "host-a")
-    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
-    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
-    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "in")
-    mlab.wait_source("s", "vm-230")
+    tgt = one_host_session(mlab)
     count = 0
     for off, on, state_reason in (
             (("session-disable", "s"), ("session-enable", "s"), "the session is disabled"),
@@ -312,16 +313,8 @@ def test_nic_targets(mlab):
 
 
 def test_vswitch_source(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    start_agents(mlab, hosts=("host-a",))
-    tgt = target_port(mlab, "host-a")
-    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
-    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
-    mlab.tapctl("source-add", "s", "--vswitch", "host-a:br-int:100")
-    mlab.wait_source("s", "host-a:br-int")
-    untagged = mlab.send("host-a", "vm-161", "vm-230", "udp", 1)
-    plain = untagged
+    tgt = one_host_session(mlab, ("--vswitch", "host-a:br-int:100"), "host-a:br-int")
+    plain = mlab.send("host-a", "vm-161", "vm-230", "udp", 1)  # untagged: not VLAN 100
     tagged = plain[:12] + bytes.fromhex("81000064") + plain[12:]  # VLAN 100
     mlab["host-a"].inject("vm161", tagged)
     assert mlab.wait_frames(tgt, 1) == [tagged]  # only VLAN 100, each frame once
