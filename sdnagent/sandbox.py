@@ -73,10 +73,25 @@ class Ovs:
               f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
               f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"], self.env)
         self.vsctl("--no-wait", "init")
+        self._start_vswitchd()
+
+    def _start_vswitchd(self) -> None:
+        d = self.dir
         _run(["ovs-vswitchd", self.remote, "--enable-dummy", "--disable-system",
               "--disable-system-route", f"--pidfile={d}/ovs-vswitchd.pid",
               f"--unixctl={d}/ovs-vswitchd.ctl", f"--log-file={d}/ovs-vswitchd.log",
               "--detach", "--no-chdir"], self.env)
+
+    def restart_vswitchd(self) -> None:
+        """Kill and start ovs-vswitchd, as an upgrade or a crash would: flows are lost."""
+        pidfile = self.dir / "ovs-vswitchd.pid"
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pidfile.unlink(missing_ok=True)
+        self._start_vswitchd()
 
     def stop(self) -> None:
         stop_all(self.dir, recursive=False)
@@ -132,11 +147,28 @@ class Host(Ovs):
     def plug_underlay(self, fabric_socket: Path, peers: Sequence["Host"]) -> None:
         self.add_bridge("br-ul", f"other-config:hwaddr={self.mac}", "fail_mode=standalone")
         self.add_dummy_port("br-ul", "ul0", f"options:stream=unix:{fabric_socket}", capture=False)
+        self.peers = [p for p in peers if p is not self]
+        self._address_underlay()
+
+    def _address_underlay(self) -> None:
+        """What lives in ovs-vswitchd's memory only: the address, route and neighbours."""
         self.appctl("netdev-dummy/ip4addr", "br-ul", f"{self.ip}/24")
         self.appctl("ovs/route/add", f"{self.ip}/24", "br-ul")
-        for peer in peers:
-            if peer is not self:
-                self.appctl("tnl/neigh/set", "br-ul", peer.ip, peer.mac)
+        for peer in self.peers:
+            self.appctl("tnl/neigh/set", "br-ul", peer.ip, peer.mac)
+
+    def restart_vswitchd(self) -> None:
+        super().restart_vswitchd()
+        deadline = time.monotonic() + 10
+        while True:  # the bridges come back from the database first
+            try:
+                self._address_underlay()
+                break
+            except CommandError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.wait_underlay()
 
     def wait_underlay(self, timeout: float = 10) -> None:
         """Block until the uplink's stream to the fabric is connected."""

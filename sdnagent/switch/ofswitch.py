@@ -48,7 +48,9 @@ class TapOFApp(app_manager.OSKenApp):
             self.datapath = ev.datapath
             self.connected.set()
             self.on_change(f"switch {ev.datapath.id:#x} connected")
-        elif self.datapath is not None and ev.datapath.id == self.datapath.id:
+        elif ev.datapath is self.datapath:
+            # only this connection: after a vswitchd restart the old one may die
+            # after the new one (same datapath id) is already up
             self.datapath = None
             self.connected.clear()
             self.on_change("switch disconnected")
