@@ -149,7 +149,9 @@ class Agent:
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
         updated = self.tapdb.write_status(source_status, target_status)
-        LOG.info("reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "
+        # a pass that changed nothing (a heartbeat, a statistics-free event) stays quiet
+        level = logging.INFO if (port_changes or change or updated or waiting) else logging.DEBUG
+        LOG.log(level, "reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "
                  "%.1f ms%s", ", ".join(reasons) or "-", "; ".join(port_changes) or "unchanged",
                  len(change.add), len(change.delete), len(desired), updated,
                  (time.monotonic() - started) * 1000,

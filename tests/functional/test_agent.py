@@ -275,7 +275,7 @@ def test_restart_with_unchanged_intent_changes_no_flow(mlab):
     a = mlab["host-a"]
     a.stop_agent()
     log_size = len(a.agent_log())
-    a.start_agent(mlab.lab.tapdb.remote)
+    a.start_agent(mlab.lab.tapdb.remote, debug="true")  # passes that change nothing log at debug
     wait_until(lambda: "reconcile (" in a.agent_log()[log_size:], 15, "a reconcile")
     mlab.quiet("host-a")
     after_log = a.agent_log()[log_size:]
