@@ -21,8 +21,8 @@ def _field_matches(field: str, want: Any, packet: dict) -> bool:
     if isinstance(want, tuple):
         value, mask = want
         if isinstance(value, str):
-            net = ipaddress.ip_network(f"{value}/{mask}")
-            return ipaddress.ip_address(have) in net
+            bits = int(ipaddress.ip_address(mask))
+            return int(ipaddress.ip_address(have)) & bits == int(ipaddress.ip_address(value))
         return (have & mask) == (value & mask)
     if isinstance(want, str):
         return ipaddress.ip_address(have) == ipaddress.ip_address(want)

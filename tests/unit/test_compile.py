@@ -273,3 +273,28 @@ def test_compiled_tables_decide_like_the_reference(intent, pkt, direction):
     else:
         assert port == ofports["tapvxlan"]
         assert dict(tunnel) == {"tun_ipv4_dst": "10.9.9.9", "tunnel_id": sess.vni}
+
+
+def test_ipv6_and_icmp_rules():
+    flt = model.Filter("f6")
+    v6 = model.new_rule(flt, "inbound", priority="1", action="accept", protocol="icmpv6",
+                        src="2001:db8::/32")
+    v4 = model.new_rule(flt, "inbound", priority="2", action="accept", protocol="icmp")
+    intent = example()
+    intent = model.Intent.of(intent.targets.values(), [model.Filter("f6", (v6, v4))],
+                             [model.Session("s", 1, 7, "target-02", "f6", None, True,
+                                            (model.Source("port", "in", iface_id="vm-230"),))])
+    plan, ofports, table = compile_all(intent, inventory())
+    port_in = {"in_port": ofports[plan.hooks[0].patch_tap]}
+
+    def mirrored(pkt):
+        return bool(oftable.run(table, {**port_in, **pkt}))
+    icmp6 = {"eth_type": 0x86DD, "ip_proto": 58, "ipv6_src": "2001:db8::5", "ipv6_dst": "::1"}
+    assert mirrored(icmp6)
+    assert not mirrored({**icmp6, "ipv6_src": "2001:db9::5"})
+    assert not mirrored({**icmp6, "ip_proto": 17, "udp_src": 1, "udp_dst": 2})
+    assert mirrored({"eth_type": 0x0800, "ip_proto": 1, "ipv4_src": OTHER_IP, "ipv4_dst": DST_IP})
+    assert not mirrored({"eth_type": 0x0800, "ip_proto": 58, "ipv4_src": OTHER_IP,
+                         "ipv4_dst": DST_IP})
+    v6_flows = [f for f in table if ("eth_type", 0x86DD) in f.match]
+    assert dict(v6_flows[0].match)["ipv6_src"] == ("2001:db8::", "ffff:ffff::")
