@@ -366,3 +366,21 @@ def test_switch_and_tapdb_restarts_are_recovered(mlab):
     wait_until(lambda: not any("reg0=0x1" in f for f in mlab.brtap_flows("host-a")), 20,
                "session-01's forwarding to go")
     mlab.wait_source("session-01", "vm-230", state="disabled")
+
+
+def test_agent_started_before_tapdb_waits_for_it(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    mlab.lab.tapdb.stop()
+    a = mlab["host-a"]
+    a.start_agent(mlab.lab.tapdb.remote)
+    wait_until(lambda: "cannot reach tapdb yet" in a.agent_log(), 15, "the agent to retry")
+    mlab.lab.tapdb.start()
+    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 30, "brtap once tapdb is up")
+    tgt = target_port(mlab, "host-a")
+    mlab.tapctl("target-add", "t", "--port", "vm-164", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", "--port", "vm-230", "--direction", "in")
+    mlab.wait_source("s", "vm-230")
+    sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 5)
+    assert mlab.wait_frames(tgt, 1) == [sent]
