@@ -67,7 +67,7 @@ def run(lab: sandbox.Lab) -> int:
     wait(lambda: "brtap" in b.vsctl("list-br").split(), 20, "brtap on host-b")
     target01 = b.add_vm_port("tgt164", "vm-164", bridge="brtap")
     print("   host-b brtap: tgt164 iface-id vm-164 (target-01's vNIC, attached by the platform)")
-    print(f"   sdnagent running on host-a and host-b (GRE between chassis)")
+    print("   sdnagent running on host-a and host-b (GRE between chassis)")
 
     print("\n== configuring the two-session example (etc/examples/two-sessions.sh)")
     script = ROOT / "etc" / "examples" / "two-sessions.sh"

@@ -100,20 +100,21 @@ def _rule_json(r: model.Rule) -> dict:
 def intent_json(intent: model.Intent) -> dict:
     """The whole intent as plain JSON, sorted by name (sessions by priority)."""
     return {
-        "targets": [dict(dataclasses_dict(t), status=dict(t.status))
+        "targets": [dict(_fields(t), status=dict(t.status))
                     for t in sorted(intent.targets.values(), key=lambda t: t.name)],
         "filters": [{"name": f.name, "inbound": [_rule_json(r) for r in f.inbound],
                      "outbound": [_rule_json(r) for r in f.outbound]}
                     for f in sorted(intent.filters.values(), key=lambda f: f.name)],
         "sessions": [dict(name=s.name, priority=s.priority, vni=s.vni, packet_length=s.packet_length,
                           enabled=s.enabled, filter=s.filter, target=s.target,
-                          sources=[dict(dataclasses_dict(src), status=dict(src.status))
+                          sources=[dict(_fields(src), status=dict(src.status))
                                    for src in s.sources])
                      for s in sorted(intent.sessions.values(), key=lambda s: s.priority)],
     }
 
 
-def dataclasses_dict(obj: Any) -> dict:
+def _fields(obj: Any) -> dict:
+    """A model object's fields but its status, which JSON shows as a map."""
     return {k: v for k, v in vars(obj).items() if k != "status"}
 
 

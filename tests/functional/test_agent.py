@@ -60,7 +60,7 @@ def one_host_session(mlab: MirrorLab, source=("--port", "vm-230", "--direction",
 
 @pytest.mark.parametrize("encap", ["gre", "vxlan"])
 def test_two_session_example_across_hosts(mlab, encap):
-    a, b = mlab["host-a"], mlab["host-b"]
+    b = mlab["host-b"]
     for vm in ("vm-161", "vm-230", "vm-99"):
         mlab.vm("host-a", vm)
     start_agents(mlab, encap)

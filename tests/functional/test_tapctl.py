@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from sdnagent import model
 
 ROOT = Path(__file__).resolve().parents[2]
