@@ -52,9 +52,12 @@ def _run(args: Sequence[str], env: Optional[dict] = None, timeout: float = 30) -
 class Ovs:
     """One private Open vSwitch (database + switch daemon) in ``directory``."""
 
-    def __init__(self, name: str, directory: Path):
+    def __init__(self, name: str, directory: Path, netns: Optional[str] = None,
+                 datapath: str = "dummy"):
         self.name = name
         self.dir = Path(directory)
+        self.netns = netns  # run ovs-vswitchd (and the agent) in this network namespace
+        self.datapath = datapath  # "netdev" with real ports in a namespace
         self.sock = self.dir / "db.sock"
         self.env = dict(os.environ, OVS_RUNDIR=str(self.dir), OVS_DBDIR=str(self.dir),
                         OVS_LOGDIR=str(self.dir), OVS_SYSCONFDIR=str(self.dir))
@@ -77,7 +80,8 @@ class Ovs:
 
     def _start_vswitchd(self) -> None:
         d = self.dir
-        _run(["ovs-vswitchd", self.remote, "--enable-dummy", "--disable-system",
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        _run([*wrap, "ovs-vswitchd", self.remote, "--enable-dummy", "--disable-system",
               "--disable-system-route", f"--pidfile={d}/ovs-vswitchd.pid",
               f"--unixctl={d}/ovs-vswitchd.ctl", f"--log-file={d}/ovs-vswitchd.log",
               "--detach", "--no-chdir"], self.env)
@@ -108,8 +112,8 @@ class Ovs:
         return _run(["ovs-appctl", "-t", str(self.dir / "ovs-vswitchd.ctl"), *args], self.env)
 
     def add_bridge(self, bridge: str, *settings: str) -> None:
-        self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=dummy",
-                   *settings)
+        self.vsctl("add-br", bridge, "--", "set", "bridge", bridge,
+                   f"datapath_type={self.datapath}", *settings)
 
     def add_dummy_port(self, bridge: str, port: str, *options: str,
                        iface_id: Optional[str] = None, capture: bool = True) -> Optional[Path]:
@@ -130,12 +134,12 @@ class Ovs:
     def ofport(self, port: str) -> int:
         return int(self.vsctl("get", "interface", port, "ofport").strip())
 
-
 class Host(Ovs):
     """A hypervisor: br-int for VMs (NORMAL switching) and br-ul for the underlay."""
 
-    def __init__(self, name: str, directory: Path, index: int):
-        super().__init__(name, directory)
+    def __init__(self, name: str, directory: Path, index: int, netns: Optional[str] = None,
+                 datapath: str = "dummy"):
+        super().__init__(name, directory, netns, datapath)
         self.index = index
         self.ip = f"{UNDERLAY_PREFIX}{index}"
         self.mac = f"aa:55:aa:00:00:{index:02x}"
@@ -179,11 +183,12 @@ class Host(Ovs):
             time.sleep(0.02)
 
     def start_agent(self, tapdb: str, encap: str = "gre", **options: str) -> Path:
-        """Run ``sdnagent`` for this host in the background; returns its config file."""
-        conf = self.dir / "sdnagent.conf"
+        """Run ``sdnagent`` for this host in the background; returns its config file.
+
+        ``options``: more settings, ``group__name=value`` (``name=value`` for DEFAULT)."""
         sections = {
             "DEFAULT": {"host": self.name, "resync_interval": "30", "debug": "false"},
-            "ovs": {"ovsdb_connection": self.remote, "datapath_type": "dummy",
+            "ovs": {"ovsdb_connection": self.remote, "datapath_type": self.datapath,
                     "of_listen_port": str(free_port())},
             "tunnel": {"local_ip": self.ip, "encap": encap},
             "tapdb": {"connection": tapdb},
@@ -191,10 +196,12 @@ class Host(Ovs):
         for key, value in options.items():
             group, _, name = key.rpartition("__")
             sections.setdefault(group or "DEFAULT", {})[name] = value
+        conf = self.dir / "sdnagent.conf"
         conf.write_text("".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
                                 for g, opts in sections.items()))
         log = open(self.dir / "sdnagent.log", "ab")
-        proc = subprocess.Popen([_agent_binary(), "--config-file", str(conf)], stdout=log,
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        proc = subprocess.Popen([*wrap, _agent_binary(), "--config-file", str(conf)], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         (self.dir / "sdnagent.pid").write_text(f"{proc.pid}\n")

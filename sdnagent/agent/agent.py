@@ -148,7 +148,7 @@ class Agent:
         self.of.apply(change)
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
-        updated = self.tapdb.write_status(source_status, target_status)
+        updated = self.tapdb.write_status(self.chassis, source_status, target_status)
         # a pass that changed nothing (a heartbeat, a statistics-free event) stays quiet
         level = logging.INFO if (port_changes or change or updated or waiting) else logging.DEBUG
         LOG.log(level, "reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "
@@ -169,11 +169,8 @@ class Agent:
             if status.state == "active" and waiting:
                 status = compiler.Status("pending", f"waiting for the switch to add {waiting[0]}")
             sources[key] = status.as_map(self.chassis)
-        targets = {}
-        for name, status in plan.target_status.items():
-            # a vxlan target is used by many chassis: no single one owns its status
-            owner = self.chassis if name in plan.local_targets else ""
-            targets[name] = status.as_map(owner)
+        targets = {name: status.as_map(self.chassis)
+                   for name, status in plan.target_status.items()}
         return sources, targets
 
     def _watch(self, intent: Any, local: dict) -> None:

@@ -40,8 +40,10 @@ def _source_line(src: model.Source, bound: Optional[frozenset[str]]) -> str:
 
 
 def _target_line(t: model.Target, bound: Optional[frozenset[str]]) -> str:
-    status = _status_text(t.status, t.iface_id, bound)
-    return f"{t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}, status {status}"
+    line = f"{t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}"
+    if t.type == "vxlan":  # no chassis hosts it: its sources' status says if copies leave
+        return line
+    return f"{line}, status {_status_text(t.status, t.iface_id, bound)}"
 
 
 def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
@@ -134,7 +136,8 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None) ->
     """Every object, one line each, in three tables."""
     targets = sorted(intent.targets.values(), key=lambda t: t.name)
     lines = _table(("TARGET", "WHERE", "KEY", "ENABLED", "STATUS"),
-                   [(t.name, t.where(), t.tunnel_key, t.enabled, _status_text(t.status, t.iface_id, bound))
+                   [(t.name, t.where(), t.tunnel_key, t.enabled,
+                     None if t.type == "vxlan" else _status_text(t.status, t.iface_id, bound))
                     for t in targets])
     rules = []
     for f in sorted(intent.filters.values(), key=lambda f: f.name):

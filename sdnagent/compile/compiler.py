@@ -83,9 +83,7 @@ class Status:
     reason: str = ""
 
     def as_map(self, chassis: str) -> dict[str, str]:
-        out = {"state": self.state}
-        if chassis:
-            out["chassis"] = chassis
+        out = {"state": self.state, "chassis": chassis}
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -194,8 +192,6 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                 source_status[sess.name, src.key] = route
                 continue
             deliveries[sess.name] = route
-            if target.type == "vxlan":
-                target_status[target.name] = ACTIVE
             for h in hooks:
                 wanted.setdefault(h.name, h)
             source_hooks[sess.name, src.key] = tuple(h.name for h in hooks)

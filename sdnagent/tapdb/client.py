@@ -263,7 +263,9 @@ class TapdbApi(ovsdbutil.Backend):
 
     def watch(self, chassis: str, local_ifaces: set[str], target_ifaces: set[str]) -> None:
         """Monitor only the sources and bindings that concern this chassis."""
-        sources = [["chassis", "==", ["set", [chassis]]]] + [
+        # also the sources whose status this chassis wrote, so it can clear them
+        sources = [["chassis", "==", ["set", [chassis]]],
+                   ["status", "includes", ["map", [["chassis", chassis]]]]] + [
             ["iface_id", "==", ["set", [i]]] for i in sorted(local_ifaces)]
         bindings = [["chassis", "==", chassis]] + [
             ["iface_id", "==", i] for i in sorted(target_ifaces | local_ifaces)]
@@ -301,20 +303,28 @@ class TapdbApi(ovsdbutil.Backend):
             return 0
         return self.run(run, f"bindings of {chassis}")
 
-    def write_status(self, sources: dict[tuple[str, str], dict[str, str]],
+    def write_status(self, chassis: str, sources: dict[tuple[str, str], dict[str, str]],
                      targets: dict[str, dict[str, str]]) -> int:
-        """Set each given status map where it differs; returns how many changed."""
+        """Make the statuses ``chassis`` owns exactly these; returns how many changed.
+
+        A status belongs to the chassis named in it: one this chassis wrote before
+        and has nothing to say about any more (the VM left, the session went) is
+        cleared, so no stale "active" stays behind.
+        """
         def changed(snap: Snapshot) -> list[tuple[Any, dict]]:
-            out = []
+            want: dict[Any, dict] = {}
+            for key, row in snap.rows.items():
+                if key[0] in ("source", "target") and row.status.get("chassis") == chassis:
+                    want[row] = {}
             for (session, key), status in sources.items():
                 row = snap.rows.get(("source", session, key))
-                if row is not None and dict(row.status) != status:
-                    out.append((row, status))
+                if row is not None:
+                    want[row] = status
             for name, status in targets.items():
                 row = snap.rows.get(("target", name))
-                if row is not None and dict(row.status) != status:
-                    out.append((row, status))
-            return out
+                if row is not None:
+                    want[row] = status
+            return [(row, st) for row, st in want.items() if dict(row.status) != st]
 
         if not self.read(lambda idl: changed(read_snapshot(idl))):
             return 0
@@ -324,7 +334,7 @@ class TapdbApi(ovsdbutil.Backend):
             for row, status in todo:
                 row.status = status
             return len(todo)
-        return self.run(run, "status")
+        return self.run(run, f"status of {chassis}")
 
 
 @dataclasses.dataclass(frozen=True)

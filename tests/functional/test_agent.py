@@ -237,6 +237,12 @@ def test_target_iface_that_moves_is_followed(mlab):
     second = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
     assert mlab.wait_frames(on_a, 1) == [second[:96]]
 
+    # the source VM goes away: the status its chassis wrote does not stay behind
+    mlab["host-a"].vsctl("del-port", "br-int", "vm230")
+    wait_until(lambda: mlab.source_state("session-01", "vm-230") == {}, 10,
+               "session-01's source status cleared")
+    assert "pending (iface vm-230 not found on any chassis)" in mlab.tapctl("show")
+
 
 def test_thirty_third_mirror_is_a_status_error(mlab):
     host = mlab["host-a"]

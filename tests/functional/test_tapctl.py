@@ -38,7 +38,7 @@ session session-01: priority 1, vni 1, packet length 96, enabled
   sources:
     port vm-230 direction in, enabled, status pending (iface vm-230 not found on any chassis)
 session session-02: priority 2, vni 2, packet length 96, enabled
-  target target-02: vxlan 192.168.1.165, key 2, enabled, status pending
+  target target-02: vxlan 192.168.1.165, key 2, enabled
   filter filter-02
     inbound:
       1 accept udp ipv4 src 192.168.0.161/32 dst 192.168.0.230/32 dst-port 1235
