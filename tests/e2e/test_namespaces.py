@@ -67,6 +67,10 @@ class Netns:
         subprocess.run(["ip", "netns", "add", name], check=True)
         self.names.append(name)
         ns(name, "ip", "link", "set", "lo", "up")
+        # no IPv6 autoconfiguration: the host side of a veth would send router
+        # solicitations straight to its peer, past the switch
+        for scope in ("all", "default"):
+            ns(name, "sh", "-c", f"echo 1 > /proc/sys/net/ipv6/conf/{scope}/disable_ipv6")
         return name
 
     def veth(self, inner_ns: str, inner: str, host_ns: str, outer: str) -> None:
@@ -77,6 +81,10 @@ class Netns:
     def delete(self) -> None:
         for name in self.names:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def listening(name: str, flags: str, port: str) -> None:
+    wait_until(lambda: port in ns(name, "ss", flags).stdout, 10, f"a listener on {port}")
 
 
 @pytest.fixture
@@ -133,8 +141,9 @@ def test_real_tcp_to_port_1234_is_mirrored_truncated(world):
     wait_until(active, 20, "session-01's source and target active")
 
     pcap = Path(tempfile.mkdtemp(prefix="sdn-")) / "target.pcap"
-    dump = subprocess.Popen(["ip", "netns", "exec", tgt_ns, "tcpdump", "-i", "eth0", "-U", "-n",
-                             "-s", "0", "-w", str(pcap)], stdout=subprocess.DEVNULL,
+    # what the target receives (-Q in), not what its own stack sends (IPv6 solicitations)
+    dump = subprocess.Popen(["ip", "netns", "exec", tgt_ns, "tcpdump", "-i", "eth0", "-Q", "in",
+                             "-U", "-n", "-s", "0", "-w", str(pcap)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in dump.stderr.readline()
@@ -143,7 +152,8 @@ def test_real_tcp_to_port_1234_is_mirrored_truncated(world):
                                   stdout=subprocess.PIPE, text=True)
         udp = subprocess.Popen(["ip", "netns", "exec", vm230, "nc", "-u", "-l", "1234"],
                                stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
+        listening(vm230, "-ltnH", ":1234")
+        listening(vm230, "-lunH", ":1234")
         payload = "x" * 300
         # not mirrored: UDP to 1234, TCP to 1235 (refused), TCP from another address
         ns(vm161, "sh", "-c", f"echo {payload} | nc -u -w1 192.168.0.230 1234")
@@ -153,7 +163,7 @@ def test_real_tcp_to_port_1234_is_mirrored_truncated(world):
         server.wait(timeout=10)  # the probe from .99 connected and closed: listen again
         server = subprocess.Popen(["ip", "netns", "exec", vm230, "nc", "-l", "1234"],
                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(0.3)
+        listening(vm230, "-ltnH", ":1234")
         # mirrored: a TCP connection from .161 to 1234, what vm-230 receives of it
         ns(vm161, "sh", "-c", f"echo {payload} | nc -N -w2 -s 192.168.0.161 192.168.0.230 1234")
         assert server.communicate(timeout=10)[0].strip() == payload
