@@ -33,7 +33,7 @@ def cookie_kind(value: int) -> str:
     return KIND_NAMES.get((value >> 40) & 0xFF, "unknown")
 
 
-@dataclasses.dataclass(frozen=True, order=True)
+@dataclasses.dataclass(frozen=True)
 class Flow:
     table: int
     priority: int
@@ -45,6 +45,11 @@ class Flow:
     def key(self) -> tuple:
         """What identifies the flow on the switch."""
         return (self.table, self.priority, self.match)
+
+    def sort_key(self) -> tuple:
+        """A total order for stable output: a field's value may be exact (an int or an
+        address) in one flow and masked (a tuple) in another, which ``<`` cannot compare."""
+        return (self.table, -self.priority, repr(self.match), repr(self.actions), self.cookie)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +67,6 @@ def diff(installed: frozenset[Flow] | set[Flow], desired: frozenset[Flow] | set[
     """The fewest changes turning ``installed`` into ``desired``."""
     want = {f.key: f for f in desired}
     have = {f.key: f for f in installed}
-    delete = tuple(sorted(f for k, f in have.items() if k not in want))
-    add = tuple(sorted(f for k, f in want.items() if have.get(k) != f))
+    delete = tuple(sorted((f for k, f in have.items() if k not in want), key=Flow.sort_key))
+    add = tuple(sorted((f for k, f in want.items() if have.get(k) != f), key=Flow.sort_key))
     return FlowDiff(delete, add)

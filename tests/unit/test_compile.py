@@ -100,7 +100,7 @@ def test_every_flow_is_ours_and_unchanged_intent_changes_nothing():
     assert not flows.diff(first, again)
     for f in first:
         assert f.cookie & flows.COOKIE_MASK == flows.COOKIE_AGENT << 48
-    assert flows.diff(first, frozenset()).delete == tuple(sorted(first))
+    assert flows.diff(first, frozenset()).delete == tuple(sorted(first, key=flows.Flow.sort_key))
 
 
 def test_target_side_accepts_known_chassis_and_keys_only():
@@ -298,3 +298,19 @@ def test_ipv6_and_icmp_rules():
                          "ipv4_dst": DST_IP})
     v6_flows = [f for f in table if ("eth_type", 0x86DD) in f.match]
     assert dict(v6_flows[0].match)["ipv6_src"] == ("2001:db8::", "ffff:ffff::")
+
+
+def test_diff_orders_exact_and_masked_values_of_one_field():
+    flt = model.Filter("f")
+    wide = model.new_rule(flt, "inbound", priority="1", action="accept", protocol="tcp",
+                          dst_port="1000-2000")  # prefixes: some masked, 2000 exact
+    intent = example()
+    intent = model.Intent.of(intent.targets.values(), [model.Filter("f", (wide,))],
+                             [model.Session("s", 1, 7, "target-02", "f", None, True,
+                                            (model.Source("port", "in", iface_id="vm-230"),))])
+    _, _, table = compile_all(intent, inventory())
+    ports = {dict(f.match).get("tcp_dst") for f in table if f.table == 10}
+    assert 2000 in ports and (1024, 0xFE00) in ports  # 2000 exact, 1024-1535 masked
+    change = flows.diff(frozenset(), table)
+    assert set(change.add) == set(table) and not change.delete
+    assert not flows.diff(table, table)
