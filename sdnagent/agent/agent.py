@@ -144,7 +144,9 @@ class Agent:
             raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
         desired = compiler.plan_flows(intent, plan, ofports, view.chassis_ips, self.chassis,
                                       conf.tunnel.encap)
-        change = flows.diff(self.of.installed(), desired)
+        # the switch's own word on every periodic resync and after any error
+        full = any(r == "periodic resync" or r.startswith("resync after error") for r in reasons)
+        change = flows.diff(self.of.installed(refresh=full), desired)
         self.of.apply(change)
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)

@@ -116,6 +116,8 @@ class OFSwitch:
         self.timeout = timeout
         self.app: Optional[TapOFApp] = None
         self._bundle_id = int(time.time()) & 0xFFFF
+        self._cache: Optional[frozenset[Flow]] = None  # what the switch holds, as we know it
+        self._cache_dp: Any = None
 
     @property
     def target(self) -> str:
@@ -175,9 +177,22 @@ class OFSwitch:
             raise OFError(f"{what}: the switch refused it (error type {e.type}, code {e.code}; "
                           f"{len(errors)} error(s))")
 
-    def installed(self) -> frozenset[Flow]:
-        """Every flow on brtap that carries our cookie."""
+    def installed(self, refresh: bool = False) -> frozenset[Flow]:
+        """Every flow on brtap that carries our cookie.
+
+        Read from the switch when asked, after a (re)connection or a failure;
+        otherwise what our last bundles left there, as OVN's ofctrl keeps its
+        installed table: parsing a dump costs more than everything else in a pass.
+        """
         dp = self._dp()
+        if self._cache is not None and self._cache_dp is dp and not refresh:
+            return self._cache
+        self._cache = None
+        self._cache_dp = dp
+        self._cache = self._dump(dp)
+        return self._cache
+
+    def _dump(self, dp: Any) -> frozenset[Flow]:
         ofp, parser = dp.ofproto, dp.ofproto_parser
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          COOKIE_AGENT << 48, COOKIE_MASK, parser.OFPMatch())
@@ -189,6 +204,7 @@ class OFSwitch:
         if not change:
             return
         dp = self._dp()
+        known, self._cache = self._cache, None  # unknown until the bundle is committed
         ofp, parser = dp.ofproto, dp.ofproto_parser
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
         bid, flags = self._bundle_id, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -213,3 +229,9 @@ class OFSwitch:
         dp.set_xid(commit)
         dp.send_msg(commit)
         self._barrier(dp, [commit.xid], "bundle commit")
+        if known is not None and self._cache_dp is dp:
+            flows = {f.key: f for f in known}
+            for f in change.delete:
+                flows.pop(f.key, None)
+            flows.update((f.key, f) for f in change.add)
+            self._cache = frozenset(flows.values())
