@@ -109,7 +109,8 @@ class Agent:
             try:
                 again = self.reconcile(reasons)
                 backoff = 0.0
-                next_resync = time.monotonic() + self.conf.resync_interval
+                if "periodic resync" in reasons:  # events must not postpone it forever
+                    next_resync = time.monotonic() + self.conf.resync_interval
                 if again:
                     self.mark(again)
             except Exception as exc:  # any failure: full resync after a backoff

@@ -390,3 +390,20 @@ def test_agent_started_before_tapdb_waits_for_it(mlab):
     mlab.wait_source("s", "vm-230")
     sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 5)
     assert mlab.wait_frames(tgt, 1) == [sent]
+
+
+def test_periodic_resync_repairs_flows_changed_behind_its_back(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    a = mlab["host-a"]
+    a.start_agent(mlab.lab.tapdb.remote, resync_interval="1", heartbeat_interval="1")
+    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
+    target_port(mlab, "host-a")
+    mlab.example(target02_ip="10.255.0.2")
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: any("reg0=0x1" in f for f in mlab.brtap_flows("host-a")), 10, "flows")
+    before = sorted(mlab.brtap_flows("host-a"))
+    # someone deletes our forwarding flows by hand; heartbeats keep waking the agent
+    a.ofctl("del-flows", "brtap", "table=20,reg0=1")
+    assert not any("reg0=0x1" in f for f in mlab.brtap_flows("host-a"))
+    wait_until(lambda: sorted(mlab.brtap_flows("host-a")) == before, 15, "the flows repaired")
