@@ -24,7 +24,7 @@ PORT = (0, 65535)
 VLAN = (0, 4095)
 MAX_RULES_PER_DIRECTION = 10
 MAX_SOURCES_PER_SESSION = 10
-MAX_SESSIONS_PER_SOURCE_PORT = 3
+MAX_SESSIONS_PER_SOURCE = 3  # a port, or a vswitch (bridge and VLAN)
 
 DIRECTIONS = ("in", "out", "both")
 RULE_DIRECTIONS = ("inbound", "outbound")
@@ -180,8 +180,12 @@ class Intent:
         return sorted(s.name for s in self.sessions.values() if getattr(s, attr) == name)
 
     def sessions_of_port(self, iface_id: str) -> list[str]:
+        return self.sessions_of("port", iface_id)
+
+    def sessions_of(self, source_type: str, key: str) -> list[str]:
+        """The sessions that have this source (a port's iface-id or a vswitch's key)."""
         return sorted(s.name for s in self.sessions.values()
-                      if any(src.type == "port" and src.iface_id == iface_id for src in s.sources))
+                      if any(src.type == source_type and src.key == key for src in s.sources))
 
 
 def _get(table: Mapping, kind: str, name: str):
@@ -442,17 +446,17 @@ def new_source(intent: Intent, session: str, *, port: Optional[str] = None,
             if t.type == "port" and t.iface_id == iface:
                 raise IntentError("port", f"iface {iface} is target {t.name!r}; a port cannot be "
                                   "both a source and a target")
-        using = intent.sessions_of_port(iface)
-        if sess.name not in using and len(using) >= MAX_SESSIONS_PER_SOURCE_PORT:
-            raise IntentError("port", f"iface {iface} is already a source of "
-                              f"{len(using)} sessions ({', '.join(using)}); allowed at most "
-                              f"{MAX_SESSIONS_PER_SOURCE_PORT}")
     else:
         if direction is not None:
             raise IntentError("direction", "applies to --port sources only; a --vswitch source "
                               "takes everything the bridge (or VLAN) carries")
         chassis, bridge, vlan = parse_vswitch(vswitch)
         src = Source("vswitch", "both", chassis=chassis, bridge=bridge, vlan=vlan)
+    using = intent.sessions_of(src.type, src.key)
+    if sess.name not in using and len(using) >= MAX_SESSIONS_PER_SOURCE:
+        what = f"iface {src.key}" if src.type == "port" else src.key
+        raise IntentError(src.type, f"{what} is already a source of {len(using)} sessions "
+                          f"({', '.join(using)}); allowed at most {MAX_SESSIONS_PER_SOURCE}")
     for existing in sess.sources:
         if existing.key == src.key:
             raise IntentError("source", f"{src.key} is already a source of session {sess.name!r}")

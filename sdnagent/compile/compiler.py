@@ -26,6 +26,8 @@ TUNNEL_PORT = {"gre": "tapgre", "vxlan": "tapvxc"}
 VXLAN_TARGET_PORT = "tapvxlan"
 ETH_TYPE = {"ipv4": 0x0800, "ipv6": 0x86DD}
 FILTER_TOP = 60000
+# keeps a hook's filter ranks (sessions x 10 rules) far above priority 0
+MAX_SESSIONS_PER_HOOK = model.MAX_SESSIONS_PER_SOURCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +175,7 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     source_status: dict[tuple[str, str], Status] = {}
     target_status: dict[str, Status] = {}
     wanted: dict[str, Hook] = {}
+    hook_sessions: dict[str, set[str]] = {}
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         target = intent.targets.get(sess.target)
         for src in sess.sources:
@@ -191,9 +194,16 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             if isinstance(route, Status):
                 source_status[sess.name, src.key] = route
                 continue
+            crowded = [h for h in hooks if len(hook_sessions.get(h.name, ())) >= MAX_SESSIONS_PER_HOOK]
+            if crowded:  # tapctl prevents it; another OVSDB client may not have
+                source_status[sess.name, src.key] = Status(
+                    "error", f"{src.key} is in more than {MAX_SESSIONS_PER_HOOK} sessions; only "
+                    f"the {MAX_SESSIONS_PER_HOOK} of highest priority mirror it")
+                continue
             deliveries[sess.name] = route
             for h in hooks:
                 wanted.setdefault(h.name, h)
+                hook_sessions.setdefault(h.name, set()).add(sess.name)
             source_hooks[sess.name, src.key] = tuple(h.name for h in hooks)
             source_status[sess.name, src.key] = ACTIVE
 

@@ -314,3 +314,19 @@ def test_diff_orders_exact_and_masked_values_of_one_field():
     change = flows.diff(frozenset(), table)
     assert set(change.add) == set(table) and not change.delete
     assert not flows.diff(table, table)
+
+
+def test_a_source_in_too_many_sessions_is_an_error_not_a_crash():
+    """Another OVSDB client may bypass tapctl's quota: the agent mirrors the first three."""
+    intent = example()
+    src = model.Source("port", "in", iface_id="vm-230")
+    sessions = [model.Session(f"s{i}", i + 1, 1, "target-02", enabled=True, sources=(src,))
+                for i in range(5)]
+    intent = model.Intent.of(intent.targets.values(), intent.filters.values(), sessions)
+    plan, _, table = compile_all(intent, inventory())
+    states = {k[0]: s.state for k, s in plan.source_status.items()}
+    assert states == {"s0": "active", "s1": "active", "s2": "active", "s3": "error",
+                      "s4": "error"}
+    assert plan.source_status["s3", "vm-230"].reason == (
+        "vm-230 is in more than 3 sessions; only the 3 of highest priority mirror it")
+    assert len([f for f in table if f.table == 10 and f.priority]) == 3

@@ -348,3 +348,16 @@ def test_allocation_takes_the_lowest_free_value():
     assert s.vni == 3
     assert model.free_number("vni", [1, 2, 4], (1, 10)) == 3
     assert err(model.free_number, "vni", [1, 2], (1, 2)) == "vni: every value in 1..2 is in use"
+
+
+def test_fourth_session_on_a_vswitch_source():
+    intent = example()
+    sessions = list(intent.sessions.values())
+    vs = model.Source("vswitch", "both", chassis="host-a", bridge="br-int", vlan=5)
+    for i in range(3):
+        sessions.append(model.Session(f"v{i}", 10 + i, 1, "target-02", sources=(vs,)))
+    sessions.append(model.Session("v3", 20, 1, "target-02"))
+    intent = model.Intent.of(intent.targets.values(), intent.filters.values(), sessions)
+    assert err(model.new_source, intent, "v3", vswitch="host-a:br-int:5") == (
+        "vswitch: host-a:br-int:5 is already a source of 3 sessions (v0, v1, v2); allowed at most 3")
+    assert model.new_source(intent, "v3", vswitch="host-a:br-int:6").vlan == 6
