@@ -400,6 +400,41 @@ def new_rule(flt: Filter, direction: str, *, priority: str, action: str,
                 ranges.get("src-port"), ranges.get("dst-port"))
 
 
+def check_stored(intent: Intent, session: Session) -> None:
+    """Judge what another OVSDB client may have written, for the agent.
+
+    tapctl never writes these faults; raising here lets the agent set one
+    session aside with a status a person can act on, instead of failing all.
+    """
+    target = intent.target(session.target)
+    if target.type == "vxlan":
+        parse_ip("vxlan", target.remote_ip or "")
+    if session.filter is None:
+        return
+    flt = intent.filter(session.filter)
+    for direction in RULE_DIRECTIONS:
+        for rule in flt.rules(direction):
+            where = f"filter {flt.name} {direction} rule {rule.priority}"
+            try:
+                _check_stored_rule(rule)
+            except IntentError as exc:
+                raise IntentError(where, str(exc)) from None
+
+
+def _check_stored_rule(rule: Rule) -> None:
+    parse_choice("ethertype", rule.ethertype, ETHERTYPES)
+    for field, cidr in (("src", rule.src), ("dst", rule.dst)):
+        if cidr is not None:
+            net = parse_cidr(field, cidr)
+            if f"ipv{net.version}" != rule.ethertype:
+                raise IntentError(field, f"{net} is not an {rule.ethertype} CIDR")
+    for field, rng in (("src-port", rule.src_port), ("dst-port", rule.dst_port)):
+        if rng is not None:
+            if rule.protocol not in PORT_PROTOCOLS:
+                raise IntentError(field, "port ranges need protocol tcp or udp")
+            parse_port_range(field, f"{rng.lo}-{rng.hi}")
+
+
 def find_rule(flt: Filter, direction: str, priority: str) -> Rule:
     direction = parse_choice("direction", direction, RULE_DIRECTIONS)
     prio = parse_int("priority", priority, RULE_PRIORITY)

@@ -178,6 +178,11 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     hook_sessions: dict[str, set[str]] = {}
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         target = intent.targets.get(sess.target)
+        try:
+            model.check_stored(intent, sess)
+            broken = None
+        except model.IntentError as exc:
+            broken = Status("error", f"session {sess.name}: {exc}")
         for src in sess.sources:
             hooks, problem = _source_hooks(src, inv)
             if problem is not None:
@@ -189,6 +194,9 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                        "the source is disabled" if not src.enabled else
                        f"target {sess.target} is disabled")
                 source_status[sess.name, src.key] = Status("disabled", why)
+                continue
+            if broken is not None:
+                source_status[sess.name, src.key] = broken
                 continue
             route = _delivery(target, inv)
             if isinstance(route, Status):

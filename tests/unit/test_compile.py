@@ -330,3 +330,19 @@ def test_a_source_in_too_many_sessions_is_an_error_not_a_crash():
     assert plan.source_status["s3", "vm-230"].reason == (
         "vm-230 is in more than 3 sessions; only the 3 of highest priority mirror it")
     assert len([f for f in table if f.table == 10 and f.priority]) == 3
+
+
+def test_a_session_with_broken_stored_data_is_set_aside():
+    """Another OVSDB client wrote a bad CIDR: that session reports it, the others run."""
+    intent = example()
+    bad = model.Rule(1, "accept", 6, "ipv4", src="10.0.0.0/33")
+    intent = model.Intent.of(intent.targets.values(),
+                             [model.Filter("filter-01", (bad,)), intent.filter("filter-02")],
+                             intent.sessions.values())
+    plan, ofports, table = compile_all(intent, inventory())
+    assert plan.source_status["session-01", "vm-230"] == compiler.Status(
+        "error", "session session-01: filter filter-01 inbound rule 1: src: '10.0.0.0/33' is "
+        "not a CIDR; use ADDRESS/PREFIX such as 192.168.0.0/24 or 2001:db8::/64")
+    assert plan.source_status["session-02", "vm-230"] == compiler.ACTIVE
+    port_in = {"in_port": ofports[plan.hooks[0].patch_tap]}
+    assert oftable.run(table, {**port_in, **tcp(proto=17, dport=1235)}) != []
