@@ -58,20 +58,28 @@ def one_host_session(mlab: MirrorLab, source=("--port", "vm-230", "--direction",
     return tgt
 
 
-@pytest.mark.parametrize("encap", ["gre", "vxlan"])
-def test_two_session_example_across_hosts(mlab, encap):
-    b = mlab["host-b"]
+def two_host_example(mlab: MirrorLab, encap: str = "gre"):
+    """The two-session example: vm-230 (and vm-161, vm-99) on host-a, target-01's vNIC on
+    host-b, target-02 at host-b's underlay address; returns target-01's capture file once
+    both sessions are active and host-b accepts target-01's key."""
     for vm in ("vm-161", "vm-230", "vm-99"):
         mlab.vm("host-a", vm)
     start_agents(mlab, encap)
     tgt = target_port(mlab, "host-b")
-    mlab.example(target02_ip=b.ip)
+    mlab.example(target02_ip=mlab["host-b"].ip)
     mlab.wait_source("session-01", "vm-230")
     mlab.wait_source("session-02", "vm-230")
     wait_until(lambda: mlab.status()["targets"][0]["status"].get("state") == "active", 10,
                "target-01 active")
     wait_until(lambda: any("tun_id=0x1" in f for f in mlab.brtap_flows("host-b")), 10,
                "host-b to accept target-01's key")
+    return tgt
+
+
+@pytest.mark.parametrize("encap", ["gre", "vxlan"])
+def test_two_session_example_across_hosts(mlab, encap):
+    b = mlab["host-b"]
+    tgt = two_host_example(mlab, encap)
 
     mlab.send("host-a", "vm-161", "vm-230", "tcp", 1235)  # TCP to 1235: no
     mlab.send("host-a", "vm-161", "vm-230", "udp", 1234)  # UDP to 1234: no
@@ -214,16 +222,8 @@ def test_session_delete_removes_flows_mirrors_and_patch_ports(mlab):
 
 
 def test_target_iface_that_moves_is_followed(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    start_agents(mlab)
-    on_b = target_port(mlab, "host-b")
-    mlab.example(target02_ip=mlab["host-b"].ip)
-    wait_until(lambda: mlab.status()["targets"][0]["status"].get("chassis") == "host-b", 15,
-               "target-01 on host-b")
-    mlab.wait_source("session-01", "vm-230")
-    wait_until(lambda: any("tun_id=0x1" in f for f in mlab.brtap_flows("host-b")), 10,
-               "host-b to accept target-01's key")
+    on_b = two_host_example(mlab)
+    assert mlab.status()["targets"][0]["status"]["chassis"] == "host-b"
     first = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
     assert mlab.wait_frames(on_b, 1) == [first[:96]]
 
@@ -270,12 +270,7 @@ def test_thirty_third_mirror_is_a_status_error(mlab):
 
 
 def test_restart_with_unchanged_intent_changes_no_flow(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    start_agents(mlab)
-    target_port(mlab, "host-b")
-    mlab.example(target02_ip=mlab["host-b"].ip)
-    mlab.wait_source("session-01", "vm-230")
+    two_host_example(mlab)
     mlab.quiet("host-a")
     before = mlab.brtap_flows("host-a")
     a = mlab["host-a"]
@@ -348,14 +343,7 @@ def test_agents_watch_only_their_sources(mlab):
 
 
 def test_switch_and_tapdb_restarts_are_recovered(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    start_agents(mlab)
-    tgt = target_port(mlab, "host-b")
-    mlab.example(target02_ip=mlab["host-b"].ip)
-    mlab.wait_source("session-01", "vm-230")
-    wait_until(lambda: any("tun_id=0x1" in f for f in mlab.brtap_flows("host-b")), 10,
-               "host-b to accept target-01's key")
+    tgt = two_host_example(mlab)
     before = sorted(mlab.brtap_flows("host-a"))
 
     # ovs-vswitchd dies and comes back with no flows: the agent puts them back
