@@ -151,7 +151,8 @@ class Agent:
         self.of.apply(change)
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
-        updated = self.tapdb.write_status(self.chassis, source_status, target_status)
+        updated = self.tapdb.write_status(self.chassis, view.snapshot, source_status,
+                                          target_status)
         # a pass that changed nothing (a heartbeat, a statistics-free event) stays quiet
         level = logging.INFO if (port_changes or change or updated or waiting) else logging.DEBUG
         LOG.log(level, "reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "

@@ -126,13 +126,23 @@ def _hook(bridge: str, select: str, port: Optional[str], vlan: Optional[int], ru
     return Hook(f"tap-{h}", bridge, select, port, vlan, rules, f"tpi{h}", f"tpt{h}")
 
 
+def _local_port(target: model.Target, inv: Inventory) -> Optional[str]:
+    """The brtap port of a target on this chassis: its vNIC (by iface-id) or its NIC."""
+    if target.type == "port":
+        local = inv.ports.get(target.iface_id or "")
+        return local.port if local is not None and local.bridge == inv.tap_bridge else None
+    if target.type == "nic" and target.chassis == inv.chassis:
+        return target.nic or ""
+    return None
+
+
 def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
     if target.type == "vxlan":
         return Delivery("vxlan", ip=target.remote_ip or "")
+    local = _local_port(target, inv)
+    if local is not None:
+        return Delivery("local", port=local)
     if target.type == "port":
-        local = inv.ports.get(target.iface_id or "")
-        if local is not None and local.bridge == inv.tap_bridge:
-            return Delivery("local", port=local.port)
         hosts = [c for c in inv.bindings.get(target.iface_id or "", ()) if c != inv.chassis]
         known = sorted(c for c in hosts if c in inv.chassis_ips)
         if known:
@@ -142,9 +152,7 @@ def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
                           f"{sorted(hosts)[0]}, which has no tunnel IP registered")
         return Status("error", f"target {target.name}: iface {target.iface_id} not found on any "
                       "chassis")
-    # a host NIC
-    if target.chassis == inv.chassis:
-        return Delivery("local", port=target.nic or "")
+    # a host NIC on another chassis
     if target.chassis in inv.chassis_ips:
         return Delivery("chassis", ip=inv.chassis_ips[target.chassis or ""], key=target.tunnel_key)
     return Status("error", f"target {target.name}: chassis {target.chassis} is unknown (no agent "
@@ -235,23 +243,20 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     local_targets: dict[str, str] = {}
     nics = []
     for t in intent.targets.values():
-        if t.type == "port":
-            local = inv.ports.get(t.iface_id or "")
-            if local is not None and local.bridge == inv.tap_bridge:
-                local_targets[t.name] = local.port
-        elif t.type == "nic" and t.chassis == inv.chassis:
-            nics.append(t.nic or "")
-            local_targets[t.name] = t.nic or ""
-        else:
+        port = _local_port(t, inv)
+        if port is None:
             continue
-        if t.name in local_targets:
-            if t.type == "nic" and inv.brtap_ofports.get(t.nic or "") == -1:
-                why = inv.brtap_errors.get(t.nic or "", "")
-                target_status[t.name] = Status("error", f"nic {t.nic} could not be added to "
-                                               f"{inv.tap_bridge} on chassis {inv.chassis}"
-                                               + (f": {why}" if why else ""))
-            else:
-                target_status[t.name] = ACTIVE if t.enabled else Status("disabled", "the target is disabled")
+        local_targets[t.name] = port
+        if t.type == "nic":
+            nics.append(port)
+        if t.type == "nic" and inv.brtap_ofports.get(port) == -1:
+            why = inv.brtap_errors.get(port, "")
+            target_status[t.name] = Status("error", f"nic {t.nic} could not be added to "
+                                           f"{inv.tap_bridge} on chassis {inv.chassis}"
+                                           + (f": {why}" if why else ""))
+        else:
+            target_status[t.name] = (ACTIVE if t.enabled
+                                     else Status("disabled", "the target is disabled"))
 
     tunnels = [_chassis_tunnel(inv.encap)]
     if any(d.kind == "vxlan" for d in deliveries.values()):

@@ -303,13 +303,16 @@ class TapdbApi(ovsdbutil.Backend):
             return 0
         return self.run(run, f"bindings of {chassis}")
 
-    def write_status(self, chassis: str, sources: dict[tuple[str, str], dict[str, str]],
+    def write_status(self, chassis: str, snap: Snapshot,
+                     sources: dict[tuple[str, str], dict[str, str]],
                      targets: dict[str, dict[str, str]]) -> int:
         """Make the statuses ``chassis`` owns exactly these; returns how many changed.
 
         A status belongs to the chassis named in it: one this chassis wrote before
         and has nothing to say about any more (the VM left, the session went) is
-        cleared, so no stale "active" stays behind.
+        cleared, so no stale "active" stays behind.  ``snap`` (the pass's own read)
+        tells whether anything is to be written; only then is tapdb read again,
+        inside the transaction.
         """
         def changed(snap: Snapshot) -> list[tuple[Any, dict]]:
             want: dict[Any, dict] = {}
@@ -326,7 +329,7 @@ class TapdbApi(ovsdbutil.Backend):
                     want[row] = status
             return [(row, st) for row, st in want.items() if dict(row.status) != st]
 
-        if not self.read(lambda idl: changed(read_snapshot(idl))):
+        if not self.read(lambda idl: changed(snap)):
             return 0
 
         def run(txn: Any) -> int:
