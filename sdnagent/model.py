@@ -35,6 +35,12 @@ PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_NUMBERS.items()}
 PORT_PROTOCOLS = (6, 17)
 
+# Port and bridge names the agent owns on every host: its tunnel ports, the hook
+# patch ports (tpi/tpt and 10 hex digits) and the tap bridge (default name).
+AGENT_PORTS = ("tapgre", "tapvxc", "tapvxlan")
+HOOK_PORT_RE = re.compile(r"^tp[it][0-9a-f]{10}$")
+TAP_BRIDGE = "brtap"
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -304,6 +310,16 @@ def parse_nic(text: str) -> tuple[str, str]:
     return chassis, ifname
 
 
+def reserved_port(name: str, tap_bridge: str = TAP_BRIDGE) -> Optional[str]:
+    """Why ``name`` cannot be a NIC target's interface, or None."""
+    if name in AGENT_PORTS or HOOK_PORT_RE.match(name):
+        return (f"{name!r} is reserved for the agent's own ports ({', '.join(AGENT_PORTS)}, "
+                "tpi<hex> and tpt<hex>); use the name of a host NIC")
+    if name == tap_bridge:
+        return f"{name!r} is the agent's tap bridge; use the name of a host NIC"
+    return None
+
+
 def parse_vswitch(text: str) -> tuple[str, str, Optional[int]]:
     """CHASSIS:BRIDGE[:VLAN]."""
     parts = (text or "").split(":")
@@ -342,6 +358,9 @@ def new_target(intent: Intent, name: str, *, port: Optional[str] = None,
         return Target(name, "port", key, iface_id=iface, enabled=enabled)
     if nic is not None:
         chassis, ifname = parse_nic(nic)
+        why = reserved_port(ifname)
+        if why:
+            raise IntentError("nic", why)
         for t in intent.targets.values():
             if t.type == "nic" and (t.chassis, t.nic) == (chassis, ifname):
                 raise IntentError("nic", f"{chassis}:{ifname} is already target {t.name!r}")
@@ -407,8 +426,10 @@ def check_stored(intent: Intent, session: Session) -> None:
     session aside with a status a person can act on, instead of failing all.
     """
     target = intent.target(session.target)
-    if target.type == "vxlan":
-        parse_ip("vxlan", target.remote_ip or "")
+    try:
+        check_stored_target(target)
+    except IntentError as exc:
+        raise IntentError(f"target {target.name}", str(exc)) from None
     if session.filter is None:
         return
     flt = intent.filter(session.filter)
@@ -421,7 +442,39 @@ def check_stored(intent: Intent, session: Session) -> None:
                 raise IntentError(where, str(exc)) from None
 
 
+def check_stored_target(target: Target) -> None:
+    """A stored target has the fields of its type, each well formed."""
+    if target.type == "port":
+        parse_iface_id("iface_id", target.iface_id or "")
+    elif target.type == "nic":
+        parse_nic(f"{target.chassis or ''}:{target.nic or ''}")
+        why = reserved_port(target.nic or "")
+        if why:
+            raise IntentError("nic", why)
+    elif target.type == "vxlan":
+        parse_ip("remote_ip", target.remote_ip or "")
+    else:
+        parse_choice("type", target.type, TARGET_TYPES)
+
+
+def check_stored_source(source: Source) -> None:
+    """A stored source has the fields of its type, each well formed."""
+    if source.type == "port":
+        parse_iface_id("iface_id", source.iface_id or "")
+        parse_choice("direction", source.direction, DIRECTIONS)
+    else:
+        parse_vswitch(f"{source.chassis or ''}:{source.bridge or ''}")
+
+
+def check_chassis(name: str, tunnel_ip: str) -> None:
+    """A Chassis row an agent (or anyone) wrote: a host name and a unicast tunnel IP."""
+    if not _HOST_RE.match(name or ""):
+        raise IntentError("name", f"{name!r} is not a host name")
+    parse_ip("tunnel_ip", tunnel_ip or "")
+
+
 def _check_stored_rule(rule: Rule) -> None:
+    parse_choice("action", rule.action, ACTIONS)
     parse_choice("ethertype", rule.ethertype, ETHERTYPES)
     for field, cidr in (("src", rule.src), ("dst", rule.dst)):
         if cidr is not None:
@@ -486,6 +539,9 @@ def new_source(intent: Intent, session: str, *, port: Optional[str] = None,
             raise IntentError("direction", "applies to --port sources only; a --vswitch source "
                               "takes everything the bridge (or VLAN) carries")
         chassis, bridge, vlan = parse_vswitch(vswitch)
+        if bridge == TAP_BRIDGE:
+            raise IntentError("vswitch", f"{bridge} is the agent's tap bridge, which carries "
+                              "mirrored copies; use an integration bridge such as br-int")
         src = Source("vswitch", "both", chassis=chassis, bridge=bridge, vlan=vlan)
     using = intent.sessions_of(src.type, src.key)
     if sess.name not in using and len(using) >= MAX_SESSIONS_PER_SOURCE:

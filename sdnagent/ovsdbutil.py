@@ -2,11 +2,70 @@
 with its own connection, and transactions given as plain functions."""
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any, Callable, Optional
 
+import ovs.poller
+import ovs.timeval
+from ovs import jsonrpc, stream
 from ovsdbapp import api as ovsdbapp_api
 from ovsdbapp.backend import ovs_idl
-from ovsdbapp.backend.ovs_idl import command, connection
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+
+
+class FetchError(RuntimeError):
+    """No remote answered with the schema in time; the text says why, per remote."""
+
+
+def schema_helper(remote: str, schema_name: str, timeout: float) -> Any:
+    """The schema from the first of ``remote``'s members that serves it within ``timeout``.
+
+    ovsdbapp's own fetch blocks forever on an endpoint that accepts the
+    connection but never speaks OVSDB; here every step has a deadline.
+    """
+    problems = []
+    for member in idlutils.parse_connection(remote):
+        try:
+            return idlutils.create_schema_helper(_fetch(member, schema_name, timeout))
+        except FetchError as exc:
+            problems.append(f"{member}: {exc}")
+    raise FetchError("; ".join(problems))
+
+
+def _fetch(member: str, schema_name: str, timeout: float) -> Any:
+    deadline = ovs.timeval.msec() + int(timeout * 1000)
+    err, strm = stream.Stream.open_block(stream.Stream.open(member), int(timeout * 1000))
+    if err:
+        raise FetchError(os.strerror(err) if err != errno.ETIMEDOUT else
+                         f"no connection within {timeout:g} s")
+    rpc = jsonrpc.Connection(strm)
+    try:
+        request = jsonrpc.Message.create_request("get_schema", [schema_name])
+        err = rpc.send(request)
+        while not err:
+            rpc.run()
+            err, msg = rpc.recv()
+            if err == errno.EAGAIN:
+                err = 0
+                if ovs.timeval.msec() >= deadline:
+                    raise FetchError(f"no OVSDB answer within {timeout:g} s")
+                poller = ovs.poller.Poller()
+                rpc.wait(poller)
+                rpc.recv_wait(poller)
+                poller.timer_wait_until(deadline)
+                poller.block()
+                continue
+            if err:
+                break
+            if msg.type in (jsonrpc.Message.T_REPLY, jsonrpc.Message.T_ERROR) and \
+                    msg.id == request.id:
+                if msg.error:
+                    raise FetchError(f"the server has no database {schema_name} ({msg.error})")
+                return msg.result
+        raise FetchError(os.strerror(err) if err > 0 else "connection closed")
+    finally:
+        rpc.close()
 
 
 class NotifyingIdl(connection.OvsdbIdl):
@@ -55,6 +114,15 @@ class Backend(ovs_idl.Backend, ovsdbapp_api.API):
     def run(self, func: Callable[[Any], Any], description: str) -> Any:
         """Run ``func(txn)`` in one transaction; errors raise."""
         return FuncCommand(self, func, description).execute(check_error=True, log_errors=False)
+
+    def wake(self) -> None:
+        """Make the connection thread run the IDL now (to send a changed condition).
+
+        Through the transaction queue, with an empty transaction: a bare
+        ``alert_notify`` leaves a byte in the queue's alert pipe that only a
+        dequeued transaction consumes, and the thread then spins on it forever.
+        """
+        self.run(lambda txn: None, "wake the IDL")
 
     def read(self, func: Callable[[Any], Any]) -> Any:
         """Call ``func(idl)`` while the IDL cannot change under it."""

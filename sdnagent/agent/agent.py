@@ -1,9 +1,12 @@
 """The reconcile loop: events only mark work; one loop recomputes from full state.
 
-Each pass reads tapdb and the local switch, plans ports and flows with the
-pure compiler, applies the port changes (one OVSDB transaction), the flow
-diff (one OpenFlow bundle), then writes status for what was applied.  Any
-error makes the next pass a full resync after a backoff, logged with why.
+Each pass reads tapdb and the local switch and keeps only what concerns this
+chassis; when that is what the last pass applied, it stops there (other
+chassis's changes, its own status and binding writes coming back).  Otherwise
+it plans ports and flows with the pure compiler, applies the port changes (one
+OVSDB transaction), the flow diff (one OpenFlow bundle), then writes status
+for what was applied.  Any error makes the next pass a full resync after a
+backoff, which any change reported by tapdb or the switch cuts short.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class Agent:
         self._reasons: set[str] = set()
         self._lock = threading.Lock()
         self._watched: Optional[tuple] = None
+        self._applied: Optional[tuple] = None  # the inputs of the last pass that succeeded
+        self._rejected: dict[str, str] = {}  # chassis rows set aside, as last logged
 
     # ------------------------------------------------------------ events
 
@@ -56,11 +61,15 @@ class Agent:
         self.of.start(lambda why: self.mark(why))
         self._retry("the local switch", lambda: self.switch.start(
             lambda table: self.mark(f"local {table}")))
-        self.tapdb = self._retry("tapdb", lambda: client.connect(self.conf.tapdb.connection,
-                                                                 self.conf.tapdb.timeout))
-        self.tapdb.idl.on_change = lambda table: self.mark(f"tapdb {table}")
-        self._heartbeat()
+        self.tapdb = self._retry("tapdb", lambda: client.connect(
+            self.conf.tapdb.connection, self.conf.tapdb.timeout, chassis=self.chassis))
+        self.tapdb.idl.on_change = self._tapdb_changed
+        self._retry("tapdb", self._heartbeat)
         self.mark("start")
+
+    def _tapdb_changed(self, table: str) -> None:
+        if table != "Chassis_Private":  # only our own heartbeat coming back
+            self.mark(f"tapdb {table}")
 
     def _retry(self, what: str, func: Any) -> Any:
         delay = 0.5
@@ -78,9 +87,12 @@ class Agent:
         self.wake.set()
 
     def _heartbeat(self) -> None:
+        """Keep this chassis's row right (someone may have changed it) and say we are alive."""
         assert self.tapdb is not None
         self.tapdb.register_chassis(self.chassis, str(self.conf.tunnel.local_ip),
-                                    self.conf.tunnel.encap, int(time.time()))
+                                    self.conf.tunnel.encap)
+        self.tapdb.heartbeat(self.chassis, int(time.time()),
+                             max(1, round(self.conf.heartbeat_interval)))
 
     def run(self) -> None:
         """Reconcile until stopped."""
@@ -114,11 +126,25 @@ class Agent:
                 if again:
                     self.mark(again)
             except Exception as exc:  # any failure: full resync after a backoff
+                self._applied = None
                 backoff = min(max(backoff * 2, 0.5), 30.0)
-                LOG.error("reconcile failed: %s; full resync in %.1f s", _why(exc), backoff,
+                LOG.error("reconcile failed: %s; full resync in %.1f s, or at the next change",
+                          _why(exc), backoff,
                           exc_info=not isinstance(exc, (OFError, SwitchError, client.TapdbError)))
-                self.stopping.wait(backoff)
+                if self._backoff(backoff):
+                    backoff = 0.0
                 self.mark(f"resync after error: {_why(exc)}")
+
+    def _backoff(self, delay: float) -> bool:
+        """Wait ``delay`` seconds, or less when tapdb or the switch reports a change (but
+        at least half a second, so that a pass failing on its own echo cannot spin).
+        Returns whether a change cut it short."""
+        floor = min(delay, 0.5)
+        self.wake.clear()
+        if self.stopping.wait(floor):
+            return False
+        woken = self.wake.wait(delay - floor)
+        return woken and not self.stopping.is_set()
 
     # ------------------------------------------------------------ one pass
 
@@ -128,14 +154,23 @@ class Agent:
         started = time.monotonic()
         conf = self.conf
         view = self.tapdb.agent_view()
-        intent = view.snapshot.intent
         local = self.switch.inventory()
-        self._watch(intent, local)
+        self._log_rejected(view.rejected)
+        intent = compiler.concerning(view.snapshot.intent, self.chassis, frozenset(local["ports"]))
+        inputs = (intent, view.chassis_ips, view.rejected, view.bindings, local,
+                  _port_target_ifaces(view.snapshot.intent))
+        if inputs == self._applied and not any(r.split(" ")[0] in FORCING for r in reasons):
+            LOG.debug("reconcile (%s): nothing that concerns chassis %s changed; %.1f ms",
+                      ", ".join(reasons), self.chassis, (time.monotonic() - started) * 1000)
+            return None
+        self._applied = None
+        self._watch(view.snapshot.intent, local)
         self._publish_bindings(intent, local)
         inv = compiler.Inventory(chassis=self.chassis, encap=conf.tunnel.encap,
                                  integration_bridges=tuple(conf.ovs.integration_bridges),
                                  tap_bridge=conf.ovs.tap_bridge, chassis_ips=view.chassis_ips,
-                                 bindings=view.bindings, **local)
+                                 bindings=view.bindings, local_ip=str(conf.tunnel.local_ip),
+                                 rejected_chassis=view.rejected, **local)
         plan = compiler.plan_ports(intent, inv)
         port_changes = self.switch.apply(plan)
         needed = ({h.patch_tap for h in plan.hooks} | {t.name for t in plan.tunnels}
@@ -144,7 +179,7 @@ class Agent:
         if not self.of.connected and not self.of.wait_connected(5.0):
             raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
         desired = compiler.plan_flows(intent, plan, ofports, view.chassis_ips, self.chassis,
-                                      conf.tunnel.encap)
+                                      conf.tunnel.encap, str(conf.tunnel.local_ip))
         # the switch's own word on every periodic resync and after any error
         full = any(r == "periodic resync" or r.startswith("resync after error") for r in reasons)
         change = flows.diff(self.of.installed(refresh=full), desired)
@@ -162,7 +197,19 @@ class Agent:
                  f"; waiting for the switch to number {', '.join(waiting)}" if waiting else "")
         # a replaced hook is created on the next pass; an ofport still to come arrives as an
         # OVSDB event, which marks work by itself
-        return "ports changed" if port_changes else None
+        if port_changes:
+            return "ports changed"
+        self._applied = inputs
+        return None
+
+    def _log_rejected(self, rejected: dict[str, str]) -> None:
+        """One line when a chassis row is set aside, and when it is right again."""
+        for name, why in sorted(rejected.items()):
+            if self._rejected.get(name) != why:
+                LOG.warning("chassis %s set aside (nothing is tunnelled to it): %s", name, why)
+        for name in sorted(set(self._rejected) - set(rejected)):
+            LOG.info("chassis %s is no longer set aside", name)
+        self._rejected = dict(rejected)
 
     def _status(self, plan: compiler.PortPlan, ofports: dict[str, int]) -> tuple[dict, dict]:
         hooks = {h.name: h for h in plan.hooks}
@@ -181,8 +228,7 @@ class Agent:
         """Narrow tapdb monitoring to what concerns this chassis."""
         assert self.tapdb is not None
         local_ifaces = frozenset(local["ports"])
-        target_ifaces = frozenset(t.iface_id for t in intent.targets.values()
-                                  if t.type == "port" and t.iface_id)
+        target_ifaces = _port_target_ifaces(intent)
         if self._watched != (local_ifaces, target_ifaces):
             self.tapdb.watch(self.chassis, set(local_ifaces), set(target_ifaces))
             self._watched = (local_ifaces, target_ifaces)
@@ -194,6 +240,16 @@ class Agent:
         for sess in intent.sessions.values():
             wanted |= {s.iface_id for s in sess.sources if s.type == "port"}
         self.tapdb.publish_bindings(self.chassis, {i for i in wanted if i in local["ports"]})
+
+
+# reasons that make a pass run even when its inputs look unchanged: the switch's
+# state may differ from what the agent believes
+FORCING = {"start", "periodic", "resync", "switch", "ports", "drift"}
+
+
+def _port_target_ifaces(intent: Any) -> frozenset[str]:
+    return frozenset(t.iface_id for t in intent.targets.values()
+                     if t.type == "port" and t.iface_id)
 
 
 def _why(exc: BaseException) -> str:

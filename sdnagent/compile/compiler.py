@@ -24,6 +24,9 @@ MAX_MIRRORS_PER_BRIDGE = 32  # an OVS limit
 CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
 TUNNEL_PORT = {"gre": "tapgre", "vxlan": "tapvxc"}
 VXLAN_TARGET_PORT = "tapvxlan"
+VXLAN_TARGET_UDP_PORT = 4789
+GRE_PROTO, UDP_PROTO = 47, 17
+assert set(model.AGENT_PORTS) == {*TUNNEL_PORT.values(), VXLAN_TARGET_PORT}
 ETH_TYPE = {"ipv4": 0x0800, "ipv6": 0x86DD}
 FILTER_TOP = 60000
 # keeps a hook's filter ranks (sessions x 10 rules) far above priority 0
@@ -56,6 +59,9 @@ class Inventory:
     bindings: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     brtap_ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by port name
     brtap_errors: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by port name
+    port_bridges: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every port's bridge
+    local_ip: str = ""  # this chassis's tunnel address
+    rejected_chassis: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,33 +142,63 @@ def _local_port(target: model.Target, inv: Inventory) -> Optional[str]:
     return None
 
 
+def _nic_problem(target: model.Target, inv: Inventory) -> Optional[str]:
+    """Why a NIC target of this chassis cannot be put on brtap, or None."""
+    nic = target.nic or ""
+    why = model.reserved_port(nic, inv.tap_bridge)
+    if why:
+        return f"nic {why}"
+    bridge = inv.port_bridges.get(nic)
+    if bridge is not None and bridge != inv.tap_bridge:
+        return (f"nic {nic} is already a port of bridge {bridge} on chassis {inv.chassis}; "
+                "a nic target needs a NIC that no other bridge uses")
+    return None
+
+
+def _chassis_route(target: model.Target, chassis: str, inv: Inventory) -> Delivery | Status:
+    if chassis in inv.chassis_ips:
+        return Delivery("chassis", ip=inv.chassis_ips[chassis], key=target.tunnel_key)
+    if chassis in inv.rejected_chassis:
+        return Status("error", f"target {target.name}: chassis {chassis} is set aside: "
+                      f"{inv.rejected_chassis[chassis]}")
+    return Status("error", f"target {target.name}: chassis {chassis} is unknown (no agent "
+                  "registered it)")
+
+
 def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
     if target.type == "vxlan":
         return Delivery("vxlan", ip=target.remote_ip or "")
+    if target.type == "nic" and target.chassis == inv.chassis:
+        why = _nic_problem(target, inv)
+        if why:
+            return Status("error", f"target {target.name}: {why}")
     local = _local_port(target, inv)
     if local is not None:
         return Delivery("local", port=local)
-    if target.type == "port":
-        hosts = [c for c in inv.bindings.get(target.iface_id or "", ()) if c != inv.chassis]
-        known = sorted(c for c in hosts if c in inv.chassis_ips)
-        if known:
-            return Delivery("chassis", ip=inv.chassis_ips[known[0]], key=target.tunnel_key)
-        if hosts:
-            return Status("error", f"target {target.name}: iface {target.iface_id} is on chassis "
-                          f"{sorted(hosts)[0]}, which has no tunnel IP registered")
-        return Status("error", f"target {target.name}: iface {target.iface_id} not found on any "
-                      "chassis")
-    # a host NIC on another chassis
-    if target.chassis in inv.chassis_ips:
-        return Delivery("chassis", ip=inv.chassis_ips[target.chassis or ""], key=target.tunnel_key)
-    return Status("error", f"target {target.name}: chassis {target.chassis} is unknown (no agent "
-                  "registered it)")
+    if target.type == "nic":  # a host NIC on another chassis
+        return _chassis_route(target, target.chassis or "", inv)
+    hosts = sorted(c for c in inv.bindings.get(target.iface_id or "", ()) if c != inv.chassis)
+    known = [c for c in hosts if c in inv.chassis_ips]
+    if known:
+        return _chassis_route(target, known[0], inv)
+    if hosts:
+        if hosts[0] in inv.rejected_chassis:
+            return _chassis_route(target, hosts[0], inv)
+        return Status("error", f"target {target.name}: iface {target.iface_id} is on chassis "
+                      f"{hosts[0]}, which has no tunnel IP registered")
+    return Status("error", f"target {target.name}: iface {target.iface_id} not found on any "
+                  "chassis")
 
 
 def _source_hooks(src: model.Source, inv: Inventory) -> tuple[list[Hook], Optional[Status]]:
     if src.type == "vswitch":
         if src.chassis != inv.chassis:
             return [], None
+        if src.bridge not in inv.integration_bridges:
+            # any other bridge may carry this chassis's own tunnels or copies: a loop
+            return [], Status("error", f"bridge {src.bridge} is not an integration bridge of "
+                              f"chassis {inv.chassis} ({', '.join(inv.integration_bridges)}); "
+                              "vswitch sources can only be integration bridges")
         if src.bridge not in inv.bridges:
             return [], Status("error", f"bridge {src.bridge} not found on chassis {inv.chassis}")
         return [_hook(src.bridge or "", "all", None, src.vlan, "inbound", src.key)], None
@@ -175,6 +211,27 @@ def _source_hooks(src: model.Source, inv: Inventory) -> tuple[list[Hook], Option
     if src.direction in ("out", "both"):
         hooks.append(_hook(local.bridge, "src", local.port, None, "outbound", src.iface_id))
     return hooks, None
+
+
+def concerning(intent: model.Intent, chassis: str, local_ifaces: frozenset[str]) -> model.Intent:
+    """The part of ``intent`` that can change what this chassis does, without statuses.
+
+    An agent's view of sources is already narrowed to its own (conditional
+    monitoring), so the sessions that matter are those with a source in view;
+    with them their targets and filters, and the targets that may live here.
+    Planning this gives what planning the whole intent gives, and comparing it
+    with the last pass's tells whether a change elsewhere concerns this chassis.
+    """
+    sessions = [dataclasses.replace(s, sources=tuple(dataclasses.replace(src, status=())
+                                                     for src in s.sources))
+                for s in intent.sessions.values() if s.sources]
+    wanted = {s.target for s in sessions}
+    targets = [dataclasses.replace(t, status=()) for t in intent.targets.values()
+               if t.name in wanted or (t.type == "port" and t.iface_id in local_ifaces)
+               or (t.type == "nic" and t.chassis == chassis)]
+    filters = {s.filter for s in sessions if s.filter is not None}
+    return model.Intent.of(targets, [intent.filters[f] for f in sorted(filters)
+                                     if f in intent.filters], sessions)
 
 
 def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
@@ -192,6 +249,14 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
         except model.IntentError as exc:
             broken = Status("error", f"session {sess.name}: {exc}")
         for src in sess.sources:
+            try:
+                model.check_stored_source(src)
+            except model.IntentError as exc:
+                if src.type == "vswitch" and src.chassis != inv.chassis:
+                    continue
+                source_status[sess.name, src.key] = Status(
+                    "error", f"session {sess.name}: source {src.key}: {exc}")
+                continue
             hooks, problem = _source_hooks(src, inv)
             if problem is not None:
                 source_status[sess.name, src.key] = problem
@@ -243,6 +308,16 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     local_targets: dict[str, str] = {}
     nics = []
     for t in intent.targets.values():
+        try:
+            why = _nic_problem(t, inv) if t.type == "nic" and t.chassis == inv.chassis else None
+            if why is None:
+                model.check_stored_target(t)
+        except model.IntentError as exc:
+            why = f"target {t.name}: {exc}"
+        if why:
+            if t.type == "nic" and t.chassis == inv.chassis:
+                target_status[t.name] = Status("error", why)
+            continue
         port = _local_port(t, inv)
         if port is None:
             continue
@@ -320,8 +395,24 @@ def _range_values(rng: Optional[model.PortRange]) -> list:
             if m != 0] or [None]
 
 
+def _own_tunnel_matches(local_ip: str) -> list[dict]:
+    """What this chassis's tunnels carry on the underlay: copies it sends (GRE, VXLAN to
+    chassis and to vxlan targets) and copies it receives (GRE, VXLAN from chassis)."""
+    fam = _ip_field(local_ip)
+    base = {"eth_type": ETH_TYPE[fam]}
+    out = []
+    for end in ("src", "dst"):
+        here = {**base, f"{fam}_{end}": local_ip}
+        out.append({**here, "ip_proto": GRE_PROTO})
+        out.append({**here, "ip_proto": UDP_PROTO, "udp_dst": CHASSIS_VXLAN_UDP_PORT})
+    out.append({**base, f"{fam}_src": local_ip, "ip_proto": UDP_PROTO,
+                "udp_dst": VXLAN_TARGET_UDP_PORT})
+    return out
+
+
 def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
-               chassis_ips: Mapping[str, str], local_chassis: str, encap: str) -> frozenset[Flow]:
+               chassis_ips: Mapping[str, str], local_chassis: str, encap: str,
+               local_ip: str = "") -> frozenset[Flow]:
     """brtap's flows; ports without an ofport (yet) are left out, a later pass adds them."""
     flows: list[Flow] = [flow(t, 0, {}, kind="default", obj=t)
                          for t in ("classify", "filter", "forward", "tunnel_in")]
@@ -360,6 +451,9 @@ def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
             continue
         flows.append(flow("classify", 200, {"in_port": in_port}, goto="filter", kind="source",
                           obj=hname))
+        if hook.select == "all" and local_ip:
+            flows += [flow("classify", 250, {**m, "in_port": in_port}, kind="source", obj=hname)
+                      for m in _own_tunnel_matches(local_ip)]
         rank = 0
         for sess in sorted({s.name: s for s in sessions}.values(), key=lambda s: s.priority):
             accept = (("set_field", "reg0", sess.priority),)

@@ -24,10 +24,12 @@ _IP_FIELDS = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_
               "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
 
 TABLES = (
-    Table("classify", 0, frozenset({"in_port", "tun_ipv4_src", "tun_ipv6_src"}),
+    Table("classify", 0, frozenset({"in_port", "tun_ipv4_src", "tun_ipv6_src"} | _IP_FIELDS),
           ("filter", "tunnel_in"),
           "by in_port: a source hook goes to filter, a known chassis's tunnel traffic to "
-          "tunnel_in, a target port's own traffic is dropped; anything else is dropped"),
+          "tunnel_in, a target port's own traffic is dropped; anything else is dropped. A "
+          "vswitch hook drops this chassis's own tunnel packets first: a copy is never "
+          "mirrored again"),
     Table("filter", 10, frozenset({"in_port"} | _IP_FIELDS), ("forward",),
           "the sessions' rules of the hook's direction, ranked by (session priority, rule "
           "priority): accept writes the session into reg0 and goes on, reject drops"),

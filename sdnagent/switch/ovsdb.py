@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
-from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import ovsdbutil
 from sdnagent.compile.compiler import Hook, LocalPort, PortPlan
@@ -52,14 +52,20 @@ class LocalSwitch:
 
     def start(self, on_change: Callable[[str], None]) -> None:
         try:
-            helper = idlutils.get_schema_helper(self.remote, "Open_vSwitch")
-        except Exception as exc:  # the ovs library raises plain Exception here
+            helper = ovsdbutil.schema_helper(self.remote, "Open_vSwitch", self.timeout)
+        except ovsdbutil.FetchError as exc:
             raise SwitchError(f"cannot reach the local switch at {self.remote}: {exc}") from exc
         for table, columns in COLUMNS.items():
             helper.register_columns(table, columns)
         idl = ovsdbutil.NotifyingIdl(self.remote, helper)
         idl.on_change = on_change
-        self.api = ovsdbutil.Backend(connection.Connection(idl, self.timeout))
+        try:
+            self.api = ovsdbutil.Backend(connection.Connection(idl, self.timeout))
+        except Exception as exc:  # ovsdbapp's timeout, or the connection failed
+            idl.close()
+            raise SwitchError(f"cannot reach the local switch at {self.remote}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                              ) from exc
 
     def stop(self) -> None:
         if self.api is not None:
@@ -79,6 +85,7 @@ class LocalSwitch:
         brtap_ofports: dict[str, int] = {}
         brtap_errors: dict[str, str] = {}
         bridges = set()
+        port_bridges: dict[str, str] = {}
         watched = set(self.integration_bridges) | {self.tap_bridge}
         for br in idl.tables["Bridge"].rows.values():
             bridges.add(br.name)
@@ -88,6 +95,7 @@ class LocalSwitch:
                 else:
                     foreign[br.name] = foreign.get(br.name, 0) + 1
             for port in br.ports:
+                port_bridges[port.name] = br.name
                 for iface in port.interfaces:
                     if br.name == self.tap_bridge:
                         brtap_ofports[iface.name] = _ofport(iface)
@@ -98,7 +106,7 @@ class LocalSwitch:
                         ports[iface_id] = LocalPort(iface_id, br.name, port.name, _ofport(iface))
         return {"ports": ports, "bridges": frozenset(bridges), "foreign_mirrors": foreign,
                 "installed_hooks": frozenset(hooks), "brtap_ofports": brtap_ofports,
-                "brtap_errors": brtap_errors}
+                "brtap_errors": brtap_errors, "port_bridges": port_bridges}
 
     def wait_ofports(self, names: set[str], timeout: float) -> dict[str, int]:
         """brtap's ofports, once every port in ``names`` has one (or the time is up)."""

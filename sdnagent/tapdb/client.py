@@ -14,7 +14,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
-from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import model, ovsdbutil
 from sdnagent.tapdb import schema
@@ -272,10 +272,11 @@ class TapdbApi(ovsdbutil.Backend):
         with self.ovsdb_connection.lock:
             self.idl.cond_change("Mirror_Source", sources)
             self.idl.cond_change("Binding", bindings)
-        # the IDL sends new conditions from its connection thread: wake it
-        self.ovsdb_connection.txns.alert_notify()
+        # the IDL sends new conditions from its connection thread
+        self.wake()
 
-    def register_chassis(self, name: str, tunnel_ip: str, encap: str, now: int) -> None:
+    def register_chassis(self, name: str, tunnel_ip: str, encap: str) -> None:
+        """Make this chassis's row say where its tunnels end; written only when it differs."""
         def run(txn: Any) -> None:
             row = next((r for r in self.tables["Chassis"].rows.values() if r.name == name), None)
             if row is None:
@@ -283,8 +284,21 @@ class TapdbApi(ovsdbutil.Backend):
                 row.name, row.tunnel_ip, row.encap = name, tunnel_ip, encap
             elif (row.tunnel_ip, row.encap) != (tunnel_ip, encap):
                 row.tunnel_ip, row.encap = tunnel_ip, encap
-            row.heartbeat = now
         self.run(run, f"register chassis {name}")
+
+    def heartbeat(self, name: str, now: int, interval: int) -> None:
+        """Say that ``name`` is alive, in a table that agents monitor only for their own row."""
+        def run(txn: Any) -> None:
+            row = next((r for r in self.tables["Chassis_Private"].rows.values()
+                        if r.name == name), None)
+            if row is None:
+                row = self.insert(txn, "Chassis_Private")
+                row.name = name
+                row.heartbeat_interval = interval
+            elif row.heartbeat_interval != interval:
+                row.heartbeat_interval = interval
+            row.heartbeat = now
+        self.run(run, f"heartbeat of {name}")
 
     def publish_bindings(self, chassis: str, iface_ids: set[str]) -> int:
         """Make the Binding rows of ``chassis`` exactly ``iface_ids``; returns changes."""
@@ -342,30 +356,66 @@ class TapdbApi(ovsdbutil.Backend):
 
 @dataclasses.dataclass(frozen=True)
 class AgentView:
-    """An agent's view of tapdb: the intent, where chassis are, where ifaces live."""
+    """An agent's view of tapdb: the intent, where chassis are, where ifaces live.
+
+    Chassis rows are judged here: one with a bad name or tunnel IP is left out
+    of ``chassis_ips`` and kept in ``rejected`` with the reason, so that no
+    row, whoever wrote it, can stop a pass."""
 
     snapshot: Snapshot
     chassis_ips: dict[str, str]
     bindings: dict[str, tuple[str, ...]]
+    rejected: dict[str, str] = dataclasses.field(default_factory=dict)  # chassis -> why
 
 
 def read_agent_view(idl: Any) -> AgentView:
-    chassis = {r.name: r.tunnel_ip for r in idl.tables["Chassis"].rows.values() if r.tunnel_ip}
+    chassis, rejected = {}, {}
+    for r in idl.tables["Chassis"].rows.values():
+        try:
+            model.check_chassis(r.name, r.tunnel_ip)
+        except model.IntentError as exc:
+            rejected[r.name] = str(exc)
+            continue
+        chassis[r.name] = r.tunnel_ip
     bindings: dict[str, list[str]] = {}
     for r in idl.tables["Binding"].rows.values():
         bindings.setdefault(r.iface_id, []).append(r.chassis)
     return AgentView(read_snapshot(idl), chassis,
-                     {k: tuple(sorted(v)) for k, v in bindings.items()})
+                     {k: tuple(sorted(v)) for k, v in bindings.items()}, rejected)
 
 
-def connect(remote: str, timeout: float = DEFAULT_TIMEOUT) -> TapdbApi:
-    """Connect to tapdb at ``remote`` (comma-separated for a Raft cluster)."""
+@dataclasses.dataclass(frozen=True)
+class Liveness:
+    """When each chassis last said it was alive, and how often it says so."""
+
+    heartbeat: int  # Unix seconds
+    interval: int  # seconds
+
+    def silent_for(self, now: float) -> Optional[int]:
+        """Seconds of silence once 3 heartbeats were missed, else None."""
+        age = now - self.heartbeat
+        return int(age) if age > 3 * self.interval else None
+
+
+def read_liveness(idl: Any) -> dict[str, Liveness]:
+    return {r.name: Liveness(r.heartbeat, r.heartbeat_interval)
+            for r in idl.tables["Chassis_Private"].rows.values()}
+
+
+def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,
+            chassis: Optional[str] = None) -> TapdbApi:
+    """Connect to tapdb at ``remote`` (comma-separated for a Raft cluster).
+
+    An agent gives its ``chassis``: of ``Chassis_Private`` (heartbeats) it then
+    monitors only its own row, so no other chassis's heartbeat reaches it.
+    Every step honours ``timeout``.
+    """
     if remote.startswith("unix:") and "," not in remote and not os.path.exists(remote[5:]):
         raise TapdbError(f"cannot reach tapdb at {remote}: no such socket "
                          "(is sdnagent-tapdb running?)")
     try:
-        helper = idlutils.get_schema_helper(remote, schema.NAME)
-    except Exception as exc:  # the ovs library raises plain Exception here
+        helper = ovsdbutil.schema_helper(remote, schema.NAME, timeout)
+    except ovsdbutil.FetchError as exc:
         raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
     found = helper.schema_json.get("version", "0")
     if schema.version_tuple(found) < schema.version_tuple(schema.version()):
@@ -373,8 +423,16 @@ def connect(remote: str, timeout: float = DEFAULT_TIMEOUT) -> TapdbApi:
                          f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
     helper.register_all()
     idl = ovsdbutil.NotifyingIdl(remote, helper, leader_only=True)
+    if chassis is not None:
+        idl.cond_change("Chassis_Private", [["name", "==", chassis]])
     conn = connection.Connection(idl, timeout)
     try:
         return TapdbApi(conn)
     except Exception as exc:
-        raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+        idl.close()
+        raise TapdbError(f"cannot reach tapdb at {remote}: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

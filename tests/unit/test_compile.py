@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -346,3 +348,115 @@ def test_a_session_with_broken_stored_data_is_set_aside():
     assert plan.source_status["session-02", "vm-230"] == compiler.ACTIVE
     port_in = {"in_port": ofports[plan.hooks[0].patch_tap]}
     assert oftable.run(table, {**port_in, **tcp(proto=17, dport=1235)}) != []
+
+
+def test_a_chassis_set_aside_is_named_by_the_sources_that_need_it():
+    intent = example()
+    inv = inventory(chassis_ips={"host-a": "10.255.0.1"},
+                    rejected_chassis={"host-b": "tunnel_ip: 'not-an-ip' is not an IP address"})
+    plan, _, table = compile_all(intent, inv)
+    assert plan.source_status["session-01", "vm-230"] == compiler.Status(
+        "error", "target target-01: chassis host-b is set aside: tunnel_ip: 'not-an-ip' is not "
+        "an IP address")
+    assert plan.source_status["session-02", "vm-230"] == compiler.ACTIVE
+    assert not [f for f in table if f.table == 0 and "tun_ipv4_src" in dict(f.match)]
+
+
+def nic_intent(nic: str) -> model.Intent:
+    intent = example()
+    t = model.Target("collector", "nic", 9, chassis="host-a", nic=nic, enabled=True)
+    sess = model.Session("s9", 9, 9, "collector", enabled=True,
+                         sources=(model.Source("port", "in", iface_id="vm-230"),))
+    return model.Intent.of([*intent.targets.values(), t], intent.filters.values(),
+                           [*intent.sessions.values(), sess])
+
+
+@pytest.mark.parametrize("nic,bridges,reason", [
+    ("vm230", {"vm230": "br-int"}, "nic vm230 is already a port of bridge br-int on chassis "
+     "host-a; a nic target needs a NIC that no other bridge uses"),
+    ("tapgre", {}, "nic 'tapgre' is reserved for the agent's own ports (tapgre, tapvxc, "
+     "tapvxlan, tpi<hex> and tpt<hex>); use the name of a host NIC"),
+    ("brtap", {"brtap": "brtap"}, "nic 'brtap' is the agent's tap bridge; use the name of a "
+     "host NIC"),
+])
+def test_a_nic_target_that_cannot_be_on_brtap_is_an_error_on_that_target_only(nic, bridges,
+                                                                            reason):
+    plan, _, _ = compile_all(nic_intent(nic), inventory(port_bridges=bridges))
+    assert plan.nics == ()
+    assert "collector" not in plan.local_targets
+    assert plan.target_status["collector"].state == "error"
+    assert plan.target_status["collector"] == compiler.Status("error", reason)
+    source = plan.source_status["s9", "vm-230"]
+    assert source.state == "error" and "target collector: nic" in source.reason
+    assert source.reason.endswith(reason.split(" ", 2)[2])
+    assert plan.source_status["session-01", "vm-230"] == compiler.ACTIVE
+
+
+def test_a_nic_already_on_brtap_is_used():
+    plan, _, _ = compile_all(nic_intent("nic1"), inventory(port_bridges={"nic1": "brtap"}))
+    assert plan.nics == ("nic1",) and plan.target_status["collector"] == compiler.ACTIVE
+
+
+def vswitch_intent(bridge: str) -> model.Intent:
+    intent = example()
+    sess = model.Session("s9", 9, 9, "target-02", enabled=True,
+                         sources=(model.Source("vswitch", chassis="host-a", bridge=bridge),))
+    return model.Intent.of(intent.targets.values(), intent.filters.values(),
+                           [*intent.sessions.values(), sess])
+
+
+def test_vswitch_sources_only_on_integration_bridges():
+    inv = inventory(bridges=frozenset({"br-int", "br-ul", "brtap"}))
+    plan, _, _ = compile_all(vswitch_intent("br-ul"), inv)
+    assert plan.source_status["s9", "host-a:br-ul"] == compiler.Status(
+        "error", "bridge br-ul is not an integration bridge of chassis host-a (br-int); "
+        "vswitch sources can only be integration bridges")
+    assert not [h for h in plan.hooks if h.bridge == "br-ul"]
+    inv = dataclasses.replace(inv, integration_bridges=("br-int", "br-ul"))
+    plan, _, _ = compile_all(vswitch_intent("br-ul"), inv)
+    assert plan.source_status["s9", "host-a:br-ul"] == compiler.ACTIVE
+
+
+def test_a_vswitch_hook_drops_this_chassiss_own_tunnel_packets():
+    """A bridge that also carries the underlay: the copies we tunnel are not mirrored again."""
+    inv = inventory(bridges=frozenset({"br-int", "br-ul", "brtap"}), local_ip="10.255.0.1",
+                    integration_bridges=("br-int", "br-ul"))
+    intent = vswitch_intent("br-ul")
+    plan = compiler.plan_ports(intent, inv)
+    hook = next(h for h in plan.hooks if h.bridge == "br-ul")
+    ofports = {hook.patch_tap: 10, "tapgre": 50, "tapvxlan": 51}
+    table = compiler.plan_flows(intent, plan, ofports, inv.chassis_ips, inv.chassis, "gre",
+                                inv.local_ip)
+    port = {"in_port": 10, "eth_type": 0x0800}
+    gre_out = {**port, "ip_proto": 47, "ipv4_src": "10.255.0.1", "ipv4_dst": HOST_B_IP}
+    gre_in = {**port, "ip_proto": 47, "ipv4_src": HOST_B_IP, "ipv4_dst": "10.255.0.1"}
+    vxlan_out = {**port, "ip_proto": 17, "ipv4_src": "10.255.0.1", "ipv4_dst": "192.168.1.165",
+                 "udp_src": 5000, "udp_dst": 4789}
+    vxc_in = {**port, "ip_proto": 17, "ipv4_src": HOST_B_IP, "ipv4_dst": "10.255.0.1",
+              "udp_src": 5000, "udp_dst": 4790}
+    for pkt in (gre_out, gre_in, vxlan_out, vxc_in):
+        assert oftable.run(table, pkt) == [], pkt
+    other = {**port, "ip_proto": 17, "ipv4_src": "10.255.0.7", "ipv4_dst": "10.255.0.1",
+             "udp_src": 5000, "udp_dst": 53}
+    assert len(oftable.run(table, other)) == 1
+
+
+def test_only_what_concerns_the_chassis_is_planned():
+    """A session without a source in view, and targets elsewhere, are left out; planning
+    the rest gives what planning everything gives."""
+    intent = example()
+    elsewhere = model.Target("far", "port", 7, iface_id="vm-far", enabled=True)
+    other = model.Session("other", 7, 7, "far", enabled=True)  # its sources are not in view
+    full = model.Intent.of([*intent.targets.values(), elsewhere], intent.filters.values(),
+                           [*intent.sessions.values(), other])
+    part = compiler.concerning(full, "host-a", frozenset({"vm-230"}))
+    assert sorted(part.sessions) == ["session-01", "session-02"]
+    assert sorted(part.targets) == ["target-01", "target-02"]
+    assert compile_all(part, inventory())[2] == compile_all(full, inventory())[2]
+    # statuses do not count: an agent's own status writes change nothing
+    sess = full.session("session-01")
+    noted = dataclasses.replace(sess, sources=tuple(dataclasses.replace(
+        s, status=(("state", "active"),)) for s in sess.sources))
+    again = model.Intent.of(full.targets.values(), full.filters.values(),
+                            [noted, *[s for s in full.sessions.values() if s.name != sess.name]])
+    assert compiler.concerning(again, "host-a", frozenset({"vm-230"})) == part

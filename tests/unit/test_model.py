@@ -277,6 +277,55 @@ def test_target_errors(kw, message):
     assert err(model.new_target, example(), "t3", **kw) == message
 
 
+@pytest.mark.parametrize("nic", ["tapgre", "tapvxc", "tapvxlan", "tpi0123456789", "tpta0b1c2d3e4"])
+def test_nic_targets_cannot_take_the_agents_port_names(nic):
+    assert err(model.new_target, example(), "t3", nic=f"host-a:{nic}") == (
+        f"nic: {nic!r} is reserved for the agent's own ports (tapgre, tapvxc, tapvxlan, "
+        "tpi<hex> and tpt<hex>); use the name of a host NIC")
+
+
+def test_nic_targets_cannot_be_the_tap_bridge_and_look_alikes_are_fine():
+    assert err(model.new_target, example(), "t3", nic="host-a:brtap") == (
+        "nic: 'brtap' is the agent's tap bridge; use the name of a host NIC")
+    for fine in ("tap0", "tapgre0", "tpi0", "tpt-eth1"):
+        assert model.new_target(example(), "t3", nic=f"host-a:{fine}").nic == fine
+
+
+def test_vswitch_source_on_the_tap_bridge_is_refused():
+    assert err(model.new_source, example(), "session-01", vswitch="host-a:brtap") == (
+        "vswitch: brtap is the agent's tap bridge, which carries mirrored copies; use an "
+        "integration bridge such as br-int")
+
+
+@pytest.mark.parametrize("name,ip,message", [
+    ("host-b", "not-an-ip", "tunnel_ip: 'not-an-ip' is not an IP address; use an IPv4 or IPv6 "
+     "unicast address"),
+    ("host-b", "", "tunnel_ip: '' is not an IP address; use an IPv4 or IPv6 unicast address"),
+    ("host-b", "127.0.0.1", "tunnel_ip: '127.0.0.1' is not a unicast address; use an IPv4 or "
+     "IPv6 unicast address"),
+    ("", "10.0.0.1", "name: '' is not a host name"),
+    ("a b", "10.0.0.1", "name: 'a b' is not a host name"),
+])
+def test_stored_chassis_rows_are_judged(name, ip, message):
+    assert err(model.check_chassis, name, ip) == message
+    model.check_chassis("host-b", "10.255.0.2")
+    model.check_chassis("host-b", "2001:db8::2")
+
+
+def test_stored_targets_and_sources_are_judged():
+    assert err(model.check_stored_target, model.Target("t", "nic", 1, chassis="h",
+                                                       nic="tapgre")).startswith(
+        "nic: 'tapgre' is reserved for the agent's own ports")
+    assert err(model.check_stored_target, model.Target("t", "port", 1)) == (
+        "iface_id: '' is not an iface-id; use 1 to 255 printable characters without blanks")
+    assert err(model.check_stored_target, model.Target("t", "vxlan", 1, remote_ip="x")) == (
+        "remote_ip: 'x' is not an IP address; use an IPv4 or IPv6 unicast address")
+    assert err(model.check_stored_source, model.Source("vswitch", chassis="h")).startswith(
+        "vswitch: 'h:' is not CHASSIS:BRIDGE[:VLAN]")
+    model.check_stored_target(model.Target("t", "nic", 1, chassis="h", nic="eth1"))
+    model.check_stored_source(model.Source("port", "in", iface_id="vm-1"))
+
+
 def test_target_kinds():
     intent = example()
     t = model.new_target(intent, "t3", nic="host-b:eth1")

@@ -1,0 +1,122 @@
+"""An agent left on a hypervisor: bad rows, names it owns, bridges that carry the underlay.
+
+Each test writes what tapctl would refuse with a raw OVSDB client, as any
+integrator's code could, and checks that only that object is set aside.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.functional.mirrorlab import wait_until
+from tests.functional.test_agent import (a_mirrors, mlab, one_host_session,  # noqa: F401
+                                         start_agents, two_host_example)
+
+
+def transact(mlab, *ops: dict) -> list:
+    out = subprocess.run(["ovsdb-client", "transact", mlab.lab.tapdb.remote,
+                          json.dumps(["Tap", *ops])], check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout)
+    assert not [r for r in result if r and "error" in r], result
+    return result
+
+
+def forwarding(mlab, host: str, session_priority: int) -> bool:
+    return any(f"reg0=0x{session_priority:x} " in f or f"reg0=0x{session_priority:x}," in f
+               for f in mlab.brtap_flows(host))
+
+
+def target_status(mlab, name: str) -> dict:
+    return next(t["status"] for t in mlab.status()["targets"] if t["name"] == name)
+
+
+def test_a_broken_chassis_row_stops_no_host(mlab):
+    two_host_example(mlab)
+    transact(mlab, {"op": "insert", "table": "Chassis",
+                    "row": {"name": "aaa-evil", "tunnel_ip": "not-an-ip", "encap": "gre"}})
+    for host in ("host-a", "host-b"):
+        wait_until(lambda: "chassis aaa-evil set aside" in mlab[host].agent_log(), 10,
+                   f"{host} to set the row aside")
+    # every other change still applies, at once
+    mlab.tapctl("session-disable", "session-01")
+    wait_until(lambda: not forwarding(mlab, "host-a", 1), 5, "session-01's flows to go")
+    mlab.wait_source("session-01", "vm-230", state="disabled", timeout=5)
+    assert forwarding(mlab, "host-a", 2)
+    # a target bound to the broken chassis says why copies cannot go there
+    transact(mlab, {"op": "insert", "table": "Binding",
+                    "row": {"iface_id": "vm-777", "chassis": "aaa-evil"}})
+    mlab.tapctl("target-add", "target-03", "--port", "vm-777", "--enable")
+    mlab.tapctl("session-add", "session-03", "--target", "target-03", "--priority", "3",
+                "--enable")
+    mlab.tapctl("source-add", "session-03", "--port", "vm-230", "--direction", "in")
+    st = mlab.wait_source("session-03", "vm-230", state="error", timeout=5)
+    assert st["reason"] == ("target target-03: chassis aaa-evil is set aside: tunnel_ip: "
+                            "'not-an-ip' is not an IP address; use an IPv4 or IPv6 unicast address")
+    for host in ("host-a", "host-b"):
+        assert "reconcile failed" not in mlab[host].agent_log()
+
+
+def test_nic_targets_named_like_existing_or_agent_ports(mlab):
+    tgt = one_host_session(mlab)
+    a = mlab["host-a"]
+    # tapctl refuses the agent's own names
+    proc = subprocess.run(["tapctl", "target-add", "c0", "--nic", "host-a:tapgre"],
+                          env=mlab.env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr == ("tapctl: error: nic: 'tapgre' is reserved for the agent's own ports "
+                           "(tapgre, tapvxc, tapvxlan, tpi<hex> and tpt<hex>); use the name of a "
+                           "host NIC\n")
+    # a NIC target whose name is a VM's port on br-int: an error on that target only
+    mlab.tapctl("target-add", "c1", "--nic", "host-a:vm230", "--enable")
+    st = wait_until(lambda: target_status(mlab, "c1").get("state") == "error"
+                    and target_status(mlab, "c1"), 10, "c1's error")
+    assert st["reason"] == ("nic vm230 is already a port of bridge br-int on chassis host-a; a "
+                            "nic target needs a NIC that no other bridge uses")
+    # the same name written past tapctl: the tunnel port stays the agent's
+    transact(mlab, {"op": "insert", "table": "Mirror_Target",
+                    "row": {"name": "c2", "type": "nic", "chassis": "host-a", "nic": "tapgre",
+                            "tunnel_key": 99, "enabled": True}})
+    wait_until(lambda: target_status(mlab, "c2").get("state") == "error", 10, "c2's error")
+    assert a.vsctl("get", "interface", "tapgre", "type").strip() == "gre"
+    assert "vm230" in a.vsctl("list-ports", "br-int").split()
+    # and the host keeps applying every other change
+    mlab.tapctl("session-disable", "s")
+    mlab.wait_source("s", "vm-230", state="disabled", timeout=5)
+    mlab.tapctl("session-enable", "s")
+    mlab.wait_source("s", "vm-230", timeout=5)
+    wait_until(lambda: forwarding(mlab, "host-a", 1), 5, "forwarding back")
+    sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 5)
+    assert mlab.wait_frames(tgt, 1) == [sent]
+    assert "reconcile failed" not in a.agent_log()
+
+
+def test_vswitch_source_on_the_underlay_bridge_copies_each_frame_once(mlab):
+    """br-ul carries the tunnels: its Mirror would see every copy we send, again and again."""
+    for vm in ("vm-161", "vm-230", "vm-99"):
+        mlab.vm("host-a", vm)
+    for name, bridges in (("host-a", "br-int,br-ul"), ("host-b", "br-int")):
+        mlab[name].start_agent(mlab.lab.tapdb.remote, ovs__integration_bridges=bridges)
+    for name in ("host-a", "host-b"):
+        wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
+    tgt = mlab.vm("host-b", "vm-164", bridge="brtap")
+    mlab.example(target02_ip=mlab["host-b"].ip)
+    mlab.tapctl("session-add", "underlay", "--target", "target-01", "--priority", "5",
+                "--enable")
+    mlab.tapctl("source-add", "underlay", "--vswitch", "host-a:br-ul")
+    mlab.wait_source("session-01", "vm-230")
+    mlab.wait_source("underlay", "host-a:br-ul")
+    wait_until(lambda: any("tun_id=0x1" in f for f in mlab.brtap_flows("host-b")), 10,
+               "host-b to accept target-01's key")
+    tcp = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    assert mlab.wait_frames(tgt, 1) == [tcp[:96]]
+    time.sleep(1)
+    assert mlab.captured(tgt) == [tcp[:96]]
+    tunnelled = [s for s in mlab.underlay_to("host-b") if s.gre_key]
+    assert len(tunnelled) == 1, tunnelled
+    # on a host whose integration bridges are only br-int, the same source is refused
+    mlab.tapctl("source-add", "underlay", "--vswitch", "host-b:br-ul")
+    st = mlab.wait_source("underlay", "host-b:br-ul", state="error")
+    assert st["reason"] == ("bridge br-ul is not an integration bridge of chassis host-b "
+                            "(br-int); vswitch sources can only be integration bridges")
+    assert not a_mirrors(mlab, "host-b")
