@@ -20,8 +20,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("os_ken", "OfctlService", "ovsdbapp", "ofp_event"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if conf.debug else logging.WARNING)
-    # os-ken reports errors of our bundles that we handle ourselves
-    logging.getLogger("OfctlService").setLevel(logging.CRITICAL)
+    # os-ken's warnings are the operator's, except the one about errors answering our bundle
+    # messages (sent past its ofctl service), which the agent reports itself
+    logging.getLogger("OfctlService").addFilter(
+        lambda record: record.msg != "unknown error xid %s")
     from sdnagent.agent.agent import Agent  # after logging: os-ken logs at import
 
     agent = Agent(conf)

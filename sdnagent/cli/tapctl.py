@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any, Optional, Sequence
 
-from sdnagent import model
+from sdnagent import liveness, model
 from sdnagent.tapdb import client, server
 
 DEFAULT_DB = server.TapdbServer().remote
@@ -25,7 +26,9 @@ def _status_text(status: tuple[tuple[str, str], ...], iface: Optional[str] = Non
     text = st.get("state", "pending")
     if st.get("reason"):
         text += f": {st['reason']}"
-    if st.get("chassis"):
+    if st.get("was"):  # stale: what its silent writer last said
+        text += f" (was {st['was']})"
+    elif st.get("chassis"):
         text += f" (on {st['chassis']})"
     return text
 
@@ -58,10 +61,26 @@ def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
     return lines
 
 
-def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None) -> str:
+def chassis_json(rows: list[tuple[str, str, str]], beats: dict[str, liveness.Liveness],
+                 now: float) -> list[dict]:
+    """Every chassis, with how long ago it was heard from and whether it is silent."""
+    out = []
+    for name, ip, encap in rows:
+        beat = beats.get(name)
+        why = liveness.silence(name, beats, now)
+        out.append({"name": name, "tunnel_ip": ip, "encap": encap,
+                    "heartbeat_interval": beat.interval if beat else None,
+                    "last_heard": max(0, int(now - beat.heartbeat)) if beat else None,
+                    "state": "silent" if why else "alive", "reason": why})
+    return out
+
+
+def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
+                chassis: Optional[list[dict]] = None) -> str:
     """A tree: each session (by priority) with its target, filter rules and sources.
 
-    ``bound``: the iface-ids some chassis has published, when known."""
+    ``bound``: the iface-ids some chassis has published, when known; ``chassis``:
+    :func:`chassis_json`, whose silent members are named at the end."""
     lines = []
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         length = f"packet length {sess.packet_length}" if sess.packet_length else "whole frames"
@@ -86,6 +105,9 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None) ->
         if not intent.sessions_using("filter", f.name):
             lines.append(f"filter {f.name} (no session)")
             lines += _filter_lines(f, "  ")
+    for c in chassis or ():
+        if c["state"] == "silent":
+            lines.append(f"{c['reason']} (tunnel {c['tunnel_ip']}): its statuses are stale")
     return "\n".join(lines) if lines else "(tapdb is empty)"
 
 
@@ -132,8 +154,9 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
 
 
-def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None) -> str:
-    """Every object, one line each, in three tables."""
+def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
+                chassis: Optional[list[dict]] = None) -> str:
+    """Every object, one line each, in four tables."""
     targets = sorted(intent.targets.values(), key=lambda t: t.name)
     lines = _table(("TARGET", "WHERE", "KEY", "ENABLED", "STATUS"),
                    [(t.name, t.where(), t.tunnel_key, t.enabled,
@@ -152,6 +175,10 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None) ->
                            [(s.name, s.priority, s.vni, s.packet_length, s.enabled, s.target,
                              s.filter, ", ".join(f"{src.key}({src.direction})" for src in s.sources)
                              or None) for s in sessions])
+    lines += [""] + _table(("CHASSIS", "TUNNEL", "ENCAP", "LAST HEARD", "STATE"),
+                           [(c["name"], c["tunnel_ip"], c["encap"],
+                             None if c["last_heard"] is None else f"{c['last_heard']} s ago",
+                             c["state"]) for c in chassis or ()])
     return "\n".join(lines)
 
 
@@ -248,11 +275,17 @@ def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
     """Carry out one parsed command; returns what to print."""
     cmd = _ALIASES.get(args.cmd, args.cmd)
     if cmd in ("show", "list"):
-        view = api.agent_view()
-        intent, bound = view.snapshot.intent, frozenset(view.bindings)
+        view, rows, beats = api.read(lambda idl: (client.read_agent_view(idl),
+                                                  client.read_chassis(idl),
+                                                  client.read_liveness(idl)))
+        now = time.time()
+        intent = liveness.apply(view.snapshot.intent, view.bindings, beats, now)
+        chassis, bound = chassis_json(rows, beats, now), frozenset(view.bindings)
         if args.format == "json":
-            return json.dumps(intent_json(intent), indent=2, sort_keys=True)
-        return format_show(intent, bound) if cmd == "show" else format_list(intent, bound)
+            return json.dumps(dict(intent_json(intent), chassis=chassis), indent=2,
+                              sort_keys=True)
+        return (format_show(intent, bound, chassis) if cmd == "show"
+                else format_list(intent, bound, chassis))
     if cmd == "target-add":
         t = api.target_add(args.name, port=args.port, nic=args.nic, vxlan=args.vxlan,
                            enabled=args.enable)

@@ -152,7 +152,12 @@ class OFSwitch:
         return dp
 
     def _request(self, msg: Any, reply_cls: Any = None, multi: bool = False) -> Any:
-        """ofctl's send_msg, with a timeout (os-ken's own waits forever)."""
+        """ofctl's send_msg, with a timeout (os-ken's own waits forever).
+
+        A switch that does not answer in time is not trusted again on that
+        connection: it is dropped, so the switch reconnects and the next pass
+        starts from a fresh handshake and a dump of what it really holds.
+        """
         req = ofctl_event.SendMsgRequest(msg=msg, reply_cls=reply_cls, reply_multi=multi)
         req.sync = True
         req.reply_q = queue.Queue()
@@ -160,12 +165,26 @@ class OFSwitch:
         try:
             reply = req.reply_q.get(timeout=self.timeout)
         except queue.Empty:
+            self.drop(msg.datapath)
             raise OFError(f"{type(msg).__name__}: no answer from the switch within "
-                          f"{self.timeout:g} s") from None
+                          f"{self.timeout:g} s; dropped the connection, the switch will "
+                          "reconnect") from None
         try:
             return reply()
         except Exception as exc:  # os-ken raises its own exception types here
             raise OFError(f"{type(msg).__name__} failed: {exc}") from exc
+
+    def drop(self, dp: Any) -> None:
+        """Close one connection to the switch and forget what we knew through it."""
+        if self._cache_dp is dp:
+            self._cache, self._cache_dp = None, None
+        LOG.warning("dropping the OpenFlow connection of %s (%s)", self.target,
+                    getattr(dp, "address", "?"))
+        dp.close()
+
+    def _send(self, dp: Any, msg: Any) -> None:
+        if not dp.send_msg(msg):
+            raise OFError("the OpenFlow connection closed while sending")
 
     def _barrier(self, dp: Any, xids: list[int], what: str) -> None:
         """Wait until the switch processed ``xids``; raise with its first error."""
@@ -218,7 +237,7 @@ class OFSwitch:
         for m in msgs:
             dp.set_xid(m)
             xids.append(m.xid)
-            dp.send_msg(m)
+            self._send(dp, m)
         try:
             self._barrier(dp, xids, "bundle")
         except OFError:
@@ -227,7 +246,7 @@ class OFSwitch:
             raise
         commit = parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
         dp.set_xid(commit)
-        dp.send_msg(commit)
+        self._send(dp, commit)
         self._barrier(dp, [commit.xid], "bundle commit")
         if known is not None and self._cache_dp is dp:
             flows = {f.key: f for f in known}

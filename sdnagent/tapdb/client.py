@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from ovsdbapp.backend.ovs_idl import connection
 
-from sdnagent import model, ovsdbutil
+from sdnagent import liveness, model, ovsdbutil
 from sdnagent.tapdb import schema
 
 DEFAULT_TIMEOUT = 10.0
@@ -384,22 +384,14 @@ def read_agent_view(idl: Any) -> AgentView:
                      {k: tuple(sorted(v)) for k, v in bindings.items()}, rejected)
 
 
-@dataclasses.dataclass(frozen=True)
-class Liveness:
-    """When each chassis last said it was alive, and how often it says so."""
-
-    heartbeat: int  # Unix seconds
-    interval: int  # seconds
-
-    def silent_for(self, now: float) -> Optional[int]:
-        """Seconds of silence once 3 heartbeats were missed, else None."""
-        age = now - self.heartbeat
-        return int(age) if age > 3 * self.interval else None
-
-
-def read_liveness(idl: Any) -> dict[str, Liveness]:
-    return {r.name: Liveness(r.heartbeat, r.heartbeat_interval)
+def read_liveness(idl: Any) -> dict[str, liveness.Liveness]:
+    return {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval)
             for r in idl.tables["Chassis_Private"].rows.values()}
+
+
+def read_chassis(idl: Any) -> list[tuple[str, str, str]]:
+    """Every Chassis row as written: (name, tunnel_ip, encap)."""
+    return sorted((r.name, r.tunnel_ip, r.encap) for r in idl.tables["Chassis"].rows.values())
 
 
 def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,

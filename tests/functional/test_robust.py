@@ -6,6 +6,10 @@ integrator's code could, and checks that only that object is set aside.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
 import subprocess
 import time
 
@@ -120,3 +124,79 @@ def test_vswitch_source_on_the_underlay_bridge_copies_each_frame_once(mlab):
     assert st["reason"] == ("bridge br-ul is not an integration bridge of chassis host-b "
                             "(br-int); vswitch sources can only be integration bridges")
     assert not a_mirrors(mlab, "host-b")
+
+
+def test_a_switch_that_stops_answering_is_dropped_and_reconnected(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    a = mlab["host-a"]
+    a.start_agent(mlab.lab.tapdb.remote, ovs__of_request_timeout="1")
+    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
+    mlab.vm("host-a", "vm-164", bridge="brtap")
+    mlab.example(target02_ip="10.255.0.2")
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
+    vswitchd = int((a.dir / "ovs-vswitchd.pid").read_text())
+    os.kill(vswitchd, signal.SIGSTOP)  # the connection stays open; nothing answers on it
+    try:
+        mlab.tapctl("rule-add", "filter-01", "inbound", "--priority", "2", "--action",
+                    "accept", "--protocol", "udp", "--dst-port", "4444")
+        wait_until(lambda: "dropping the OpenFlow connection" in a.agent_log(), 15,
+                   "the agent to drop the silent connection")
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+    wait_until(lambda: any("tp_dst=4444" in f for f in mlab.brtap_flows("host-a")), 20,
+               "the new rule's flow after the switch reconnected")
+
+
+def test_an_endpoint_that_never_speaks_ovsdb_times_out(mlab):
+    """tapctl and the agent give up on it after their timeout, naming the remote."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections are accepted by the kernel; nothing is ever said
+        remote = f"tcp:127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        proc = subprocess.run(["tapctl", "--db", remote, "--timeout", "1", "show"],
+                              env=mlab.env, capture_output=True, text=True, timeout=30)
+        assert time.monotonic() - started < 10
+        assert proc.returncode == 1
+        assert proc.stderr == (f"tapctl: cannot reach tapdb at {remote}: {remote}: no OVSDB "
+                               "answer within 1 s\n")
+        a = mlab["host-a"]
+        a.start_agent(remote, tapdb__timeout="1")
+        wait_until(lambda: a.agent_log().count("cannot reach tapdb yet") >= 2, 15,
+                   "the agent to time out and retry")
+        assert f"{remote}: no OVSDB answer within 1 s" in a.agent_log()
+
+
+def test_a_dead_host_shows_stale_statuses(mlab):
+    """host-b dies (agent and switch): nothing it said stays 'active'."""
+    for vm in ("vm-161", "vm-230", "vm-99"):
+        mlab.vm("host-a", vm)
+    for name in ("host-a", "host-b"):
+        mlab[name].start_agent(mlab.lab.tapdb.remote, heartbeat_interval="1")
+    for name in ("host-a", "host-b"):
+        wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
+    mlab.vm("host-b", "vm-164", bridge="brtap")
+    mlab.example(target02_ip=mlab["host-b"].ip)
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: target_status(mlab, "target-01").get("state") == "active", 10,
+               "target-01 active")
+    b = mlab["host-b"]
+    os.kill(b._agent.pid, signal.SIGKILL)
+    b.stop()  # its switch too
+    st = wait_until(lambda: target_status(mlab, "target-01").get("state") == "stale"
+                    and target_status(mlab, "target-01"), 15, "target-01 to be stale")
+    assert st["was"] == "active" and st["chassis"] == "host-b"
+    assert re.fullmatch(r"chassis host-b silent for \d+ s", st["reason"]), st
+    src = mlab.source_state("session-01", "vm-230")
+    assert src["state"] == "stale"
+    assert re.fullmatch(r"target target-01 is on chassis host-b silent for \d+ s", src["reason"])
+    assert mlab.source_state("session-02", "vm-230")["state"] == "active"  # a vxlan target
+    chassis = {c["name"]: c for c in mlab.status()["chassis"]}
+    assert (chassis["host-a"]["state"], chassis["host-b"]["state"]) == ("alive", "silent")
+    shown = mlab.tapctl("show")
+    assert "active (on host-b)" not in shown
+    assert re.search(r"status stale: chassis host-b silent for \d+ s \(was active\)", shown)
+    assert re.search(r"chassis host-b silent for \d+ s \(tunnel 10.255.0.2\): its statuses are "
+                     "stale", shown)

@@ -1,0 +1,47 @@
+"""Silent chassis and the statuses they make stale."""
+from __future__ import annotations
+
+import dataclasses
+
+from sdnagent import liveness, model
+from sdnagent.liveness import Liveness
+from tests.unit.test_model import example
+
+ACTIVE_A = (("chassis", "host-a"), ("state", "active"))
+ACTIVE_B = (("chassis", "host-b"), ("state", "active"))
+
+
+def written(intent: model.Intent) -> model.Intent:
+    """target-01 on host-b says active; vm-230 (host-a) of both sessions says active."""
+    targets = [dataclasses.replace(t, status=ACTIVE_B if t.name == "target-01" else ())
+               for t in intent.targets.values()]
+    sessions = [dataclasses.replace(s, sources=(model.Source("port", "in", iface_id="vm-230",
+                                                             status=ACTIVE_A),))
+                for s in intent.sessions.values()]
+    return model.Intent.of(targets, intent.filters.values(), sessions)
+
+
+def test_three_missed_heartbeats_make_a_chassis_silent():
+    beats = {"host-b": Liveness(1000, 10)}
+    assert liveness.silence("host-b", beats, 1030) is None
+    assert liveness.silence("host-b", beats, 1031) == "chassis host-b silent for 31 s"
+    assert liveness.silence("host-c", beats, 1000) == "chassis host-c has no heartbeat recorded"
+
+
+def test_statuses_of_a_silent_chassis_are_stale_never_active():
+    intent = written(example())
+    bindings = {"vm-164": ("host-b",), "vm-230": ("host-a",)}
+    beats = {"host-a": Liveness(1045, 10), "host-b": Liveness(1000, 10)}
+    seen = liveness.apply(intent, bindings, beats, 1045)
+    assert dict(seen.target("target-01").status) == {
+        "state": "stale", "reason": "chassis host-b silent for 45 s", "was": "active",
+        "chassis": "host-b"}
+    # host-a is alive, but session-01's copies go to a target on a silent chassis
+    assert dict(seen.session("session-01").sources[0].status) == {
+        "state": "stale", "reason": "target target-01 is on chassis host-b silent for 45 s",
+        "was": "active", "chassis": "host-a"}
+    # session-02 goes to a vxlan target: host-a's word stands
+    assert seen.session("session-02").sources[0].status == ACTIVE_A
+    # all alive: nothing changes
+    beats["host-b"] = Liveness(1044, 10)
+    assert liveness.apply(intent, bindings, beats, 1045) == intent
