@@ -170,7 +170,8 @@ class Agent:
                                  integration_bridges=tuple(conf.ovs.integration_bridges),
                                  tap_bridge=conf.ovs.tap_bridge, chassis_ips=view.chassis_ips,
                                  bindings=view.bindings, local_ip=str(conf.tunnel.local_ip),
-                                 rejected_chassis=view.rejected, **local)
+                                 rejected_chassis=view.rejected,
+                                 **{k: v for k, v in local.items() if k != "owned"})
         plan = compiler.plan_ports(intent, inv)
         port_changes = self.switch.apply(plan)
         needed = ({h.patch_tap for h in plan.hooks} | {t.name for t in plan.tunnels}
@@ -180,10 +181,12 @@ class Agent:
             raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
         desired = compiler.plan_flows(intent, plan, ofports, view.chassis_ips, self.chassis,
                                       conf.tunnel.encap, str(conf.tunnel.local_ip))
-        # the switch's own word on every periodic resync and after any error
-        full = any(r == "periodic resync" or r.startswith("resync after error") for r in reasons)
+        # the switch's own word on every periodic resync, after any error and on drift
+        full = any(r.split(" ")[0] in ("periodic", "resync", "drift:") for r in reasons)
         change = flows.diff(self.of.installed(refresh=full), desired)
         self.of.apply(change)
+        if full and change:
+            LOG.warning("repaired %s: %s", conf.ovs.tap_bridge, _repairs(change))
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
         updated = self.tapdb.write_status(self.chassis, view.snapshot, source_status,
@@ -244,7 +247,29 @@ class Agent:
 
 # reasons that make a pass run even when its inputs look unchanged: the switch's
 # state may differ from what the agent believes
-FORCING = {"start", "periodic", "resync", "switch", "ports", "drift"}
+FORCING = {"start", "periodic", "resync", "switch", "ports", "drift:"}
+
+
+def _repairs(change: flows.FlowDiff) -> str:
+    """What a resync had to fix on brtap, for the operator: by kind, and flows not ours."""
+    ours = {f.key for f in change.add}
+    foreign = [f for f in change.delete if not flows.is_ours(f.cookie)]
+    fixed: dict[str, int] = {}
+    for f in change.add:
+        fixed[flows.cookie_kind(f.cookie)] = fixed.get(flows.cookie_kind(f.cookie), 0) + 1
+    stale = [f for f in change.delete if flows.is_ours(f.cookie) and f.key not in ours]
+    parts = []
+    if fixed:
+        parts.append("put back or corrected " + ", ".join(f"{n} {k}" for k, n in
+                                                           sorted(fixed.items())) + " flow(s)")
+    if stale:
+        parts.append(f"removed {len(stale)} flow(s) of ours no longer wanted")
+    if foreign:
+        shown = "; ".join(f"table={f.table} priority={f.priority} cookie={f.cookie:#x}"
+                          for f in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        parts.append(f"removed {len(foreign)} flow(s) the agent did not write ({shown}{more})")
+    return "; ".join(parts)
 
 
 def _port_target_ifaces(intent: Any) -> frozenset[str]:

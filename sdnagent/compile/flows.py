@@ -29,6 +29,10 @@ def cookie(kind: str, obj: str = "") -> int:
     return (COOKIE_AGENT << 48) | (KINDS[kind] << 40) | digest
 
 
+def is_ours(value: int) -> bool:
+    return value & COOKIE_MASK == COOKIE_AGENT << 48
+
+
 def cookie_kind(value: int) -> str:
     return KIND_NAMES.get((value >> 40) & 0xFF, "unknown")
 

@@ -2,13 +2,17 @@
 
 os-ken owns the connection, handshake, barriers and error messages; this
 module turns :class:`~sdnagent.compile.flows.Flow` data into FlowMods and
-back, reads what the switch holds (our cookie only) and applies a diff as
-one atomic bundle: every change or none.
+back, reads what the switch holds (every flow: brtap is the agent's, so a
+flow it did not write is removed) and applies a diff as one atomic bundle:
+every change or none.  On each connection it asks the switch to report flow
+changes made by anyone else (ONF flow monitoring, OpenFlow 1.3), so that a
+flow added, changed or deleted by hand is repaired at once.
 """
 from __future__ import annotations
 
 import logging
 import queue
+import struct
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -19,14 +23,24 @@ from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto.ofproto_common import ONF_EXPERIMENTER_ID
 
-from sdnagent.compile.flows import COOKIE_AGENT, COOKIE_MASK, Flow, FlowDiff
+from sdnagent.compile.flows import Flow, FlowDiff
 
 LOG = logging.getLogger(__name__)
 
 
 class OFError(RuntimeError):
     """The switch refused a message, or is not connected."""
+
+
+class _Xid:
+    """Lets os-ken number a message that we encode ourselves."""
+
+    xid: Optional[int] = None
+
+    def set_xid(self, xid: int) -> None:
+        self.xid = xid
 
 
 class TapOFApp(app_manager.OSKenApp):
@@ -41,11 +55,13 @@ class TapOFApp(app_manager.OSKenApp):
         self.errors: dict[int, Any] = {}
         self.connected = threading.Event()
         self.on_change: Callable[[str], None] = lambda why: None
+        self._monitor_xid: Optional[int] = None
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev: Any) -> None:
         if ev.state == MAIN_DISPATCHER:
             self.datapath = ev.datapath
+            self._monitor(ev.datapath)
             self.connected.set()
             self.on_change(f"switch {ev.datapath.id:#x} connected")
         elif ev.datapath is self.datapath:
@@ -58,6 +74,33 @@ class TapOFApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         self.errors[ev.msg.xid] = ev.msg
+
+    def _monitor(self, dp: Any) -> None:
+        """Ask for every flow change on any table made by another connection (not ours).
+
+        Encoded here: os-ken 4.2's ONFFlowMonitorStatsRequest leaves out an empty
+        match, and OVS then refuses the request.  An OpenFlow 1.3 experimenter
+        multipart request (ONF, 1870) with one onf_flow_monitor_request: id, flags,
+        match_len, out_port (any), table_id (all), then an empty OXM match.
+        """
+        ofp = dp.ofproto
+        flags = ofp.ONFFMF_ADD | ofp.ONFFMF_DELETE | ofp.ONFFMF_MODIFY
+        match = struct.pack("!HH4x", ofp.OFPMT_OXM, 4)  # no field: every flow
+        body = struct.pack("!IHHIB3x", 1, flags, 4, ofp.OFPP_ANY, ofp.OFPTT_ALL) + match
+        xid = dp.set_xid(_Xid())
+        self._monitor_xid = xid
+        dp.send(struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REQUEST, 24 + len(body),
+                            xid)
+                + struct.pack("!HH4xII", ofp.OFPMP_EXPERIMENTER, 0, ONF_EXPERIMENTER_ID,
+                              ofp.ONFMP_FLOW_MONITOR)
+                + body)
+
+    @set_ev_cls(ofp_event.EventOFPExperimenterStatsReply, MAIN_DISPATCHER)
+    def _flow_update(self, ev: Any) -> None:
+        msg = ev.msg
+        if (msg.datapath is self.datapath and msg.xid != self._monitor_xid
+                and getattr(msg.body, "exp_type", None) == msg.datapath.ofproto.ONFMP_FLOW_MONITOR):
+            self.on_change("drift: brtap's flows changed by another controller")
 
 
 def _to_flowmod(dp: Any, f: Flow, command: int) -> Any:
@@ -197,7 +240,7 @@ class OFSwitch:
                           f"{len(errors)} error(s))")
 
     def installed(self, refresh: bool = False) -> frozenset[Flow]:
-        """Every flow on brtap that carries our cookie.
+        """Every flow on brtap, whoever wrote it.
 
         Read from the switch when asked, after a (re)connection or a failure;
         otherwise what our last bundles left there, as OVN's ofctrl keeps its
@@ -214,7 +257,7 @@ class OFSwitch:
     def _dump(self, dp: Any) -> frozenset[Flow]:
         ofp, parser = dp.ofproto, dp.ofproto_parser
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         COOKIE_AGENT << 48, COOKIE_MASK, parser.OFPMatch())
+                                         0, 0, parser.OFPMatch())
         replies = self._request(req, reply_cls=parser.OFPFlowStatsReply, multi=True) or []
         return frozenset(_from_stats(s) for r in replies for s in r.body)
 

@@ -87,15 +87,28 @@ class LocalSwitch:
         bridges = set()
         port_bridges: dict[str, str] = {}
         watched = set(self.integration_bridges) | {self.tap_bridge}
+        owned: set[tuple] = set()  # our rows as they are: any change by hand makes a pass run
         for br in idl.tables["Bridge"].rows.values():
             bridges.add(br.name)
+            if br.name == self.tap_bridge:
+                owned.add(("bridge", br.name, tuple(br.fail_mode), tuple(br.protocols),
+                           br.datapath_type, tuple(c.target for c in br.controller),
+                           br.other_config.get("disable-in-band")))
             for m in br.mirrors:
                 if HOOK_KEY in m.external_ids:
                     hooks.add(m.external_ids[HOOK_KEY])
+                    owned.add(("mirror", br.name, m.name,
+                               tuple(sorted(p.name for p in m.select_dst_port)),
+                               tuple(sorted(p.name for p in m.select_src_port)),
+                               bool(m.select_all), tuple(m.select_vlan),
+                               tuple(p.name for p in m.output_port)))
                 else:
                     foreign[br.name] = foreign.get(br.name, 0) + 1
             for port in br.ports:
                 port_bridges[port.name] = br.name
+                if HOOK_KEY in port.external_ids or PORT_KEY in port.external_ids:
+                    owned.update(("port", br.name, port.name, i.name, i.type,
+                                  tuple(sorted(i.options.items()))) for i in port.interfaces)
                 for iface in port.interfaces:
                     if br.name == self.tap_bridge:
                         brtap_ofports[iface.name] = _ofport(iface)
@@ -106,7 +119,8 @@ class LocalSwitch:
                         ports[iface_id] = LocalPort(iface_id, br.name, port.name, _ofport(iface))
         return {"ports": ports, "bridges": frozenset(bridges), "foreign_mirrors": foreign,
                 "installed_hooks": frozenset(hooks), "brtap_ofports": brtap_ofports,
-                "brtap_errors": brtap_errors, "port_bridges": port_bridges}
+                "brtap_errors": brtap_errors, "port_bridges": port_bridges,
+                "owned": frozenset(owned)}
 
     def wait_ofports(self, names: set[str], timeout: float) -> dict[str, int]:
         """brtap's ofports, once every port in ``names`` has one (or the time is up)."""

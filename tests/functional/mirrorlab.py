@@ -104,7 +104,7 @@ class MirrorLab:
 
     def brtap_flows(self, host: str) -> list[str]:
         out = self.lab[host].ofctl("dump-flows", "brtap", "--no-stats")
-        return [line.strip() for line in out.splitlines() if "cookie=" in line or "table=" in line]
+        return [line.strip() for line in out.splitlines() if "actions=" in line]
 
     def quiet(self, host: str, seconds: float = 1.0) -> None:
         """Wait until the agent has logged nothing new for ``seconds``."""

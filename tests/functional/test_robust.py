@@ -200,3 +200,40 @@ def test_a_dead_host_shows_stale_statuses(mlab):
     assert re.search(r"status stale: chassis host-b silent for \d+ s \(was active\)", shown)
     assert re.search(r"chassis host-b silent for \d+ s \(tunnel 10.255.0.2\): its statuses are "
                      "stale", shown)
+
+
+def test_brtap_drift_is_repaired_within_seconds(mlab):
+    """Flows added, changed or deleted by hand, and a Mirror removed, without waiting for the
+    periodic resync (an hour away here)."""
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    a = mlab["host-a"]
+    a.start_agent(mlab.lab.tapdb.remote, resync_interval="3600")
+    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
+    tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
+    mlab.example(target02_ip="10.255.0.2")
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
+    mlab.quiet("host-a")
+    before = sorted(mlab.brtap_flows("host-a"))
+
+    # a flow someone else wrote, that would drop everything
+    a.ofctl("add-flow", "brtap", "table=0,priority=500,actions=drop")
+    wait_until(lambda: sorted(mlab.brtap_flows("host-a")) == before, 5, "the foreign flow gone")
+    assert ("removed 1 flow(s) the agent did not write (table=0 priority=500 cookie=0x0)"
+            in a.agent_log())
+    # one of ours changed, and one deleted
+    a.ofctl("mod-flows", "brtap", "table=20,reg0=1,actions=drop")
+    wait_until(lambda: sorted(mlab.brtap_flows("host-a")) == before, 5, "the flow corrected")
+    a.ofctl("del-flows", "brtap", "table=10")
+    wait_until(lambda: sorted(mlab.brtap_flows("host-a")) == before, 5, "the flows put back")
+    assert "put back or corrected" in a.agent_log()
+    # the hook's Mirror removed from br-int
+    [mirror] = a_mirrors(mlab)
+    a.vsctl("--", "--id=@m", "get", "mirror", mirror, "--", "remove", "bridge", "br-int",
+            "mirrors", "@m")
+    wait_until(lambda: len(a_mirrors(mlab)) == 1, 5, "the hook back")
+    wait_until(lambda: sorted(mlab.brtap_flows("host-a")) != before and len(
+        mlab.brtap_flows("host-a")) == len(before), 5, "the hook's flows, on its new port")
+    sent = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    assert mlab.wait_frames(tgt, 1) == [sent[:96]]
