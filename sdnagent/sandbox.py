@@ -71,12 +71,15 @@ class Ovs:
         db = self.dir / "conf.db"
         if not db.exists():
             _run(["ovsdb-tool", "create", str(db), str(VSWITCH_SCHEMA)])
-        d = self.dir
-        _run(["ovsdb-server", str(db), f"--remote=punix:{self.sock}",
-              f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
-              f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"], self.env)
+        self._start_ovsdb_server()
         self.vsctl("--no-wait", "init")
         self._start_vswitchd()
+
+    def _start_ovsdb_server(self) -> None:
+        d = self.dir
+        _run(["ovsdb-server", str(d / "conf.db"), f"--remote=punix:{self.sock}",
+              f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
+              f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"], self.env)
 
     def _start_vswitchd(self) -> None:
         d = self.dir
@@ -88,14 +91,22 @@ class Ovs:
 
     def restart_vswitchd(self) -> None:
         """Kill and start ovs-vswitchd, as an upgrade or a crash would: flows are lost."""
-        pidfile = self.dir / "ovs-vswitchd.pid"
+        self._kill("ovs-vswitchd")
+        self._start_vswitchd()
+
+    def restart_ovsdb_server(self) -> None:
+        """Kill and start the local database server; its data stays on disk."""
+        self._kill("ovsdb-server")
+        self._start_ovsdb_server()
+
+    def _kill(self, daemon: str) -> None:
+        pidfile = self.dir / f"{daemon}.pid"
         pid = int(pidfile.read_text().strip())
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         pidfile.unlink(missing_ok=True)
-        self._start_vswitchd()
 
     def stop(self) -> None:
         stop_all(self.dir, recursive=False)

@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         c = cmd(f"{kind}-del", f"delete a {kind}", [f"{alias}-del"] if alias else [])
         c.add_argument("name")
 
+    c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings and statuses)")
+    c.add_argument("name")
+
     for name, help in (("show", "the sessions as a tree, with status"),
                        ("list", "every object in tables")):
         c = cmd(name, help)
@@ -286,6 +289,9 @@ def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
                               sort_keys=True)
         return (format_show(intent, bound, chassis) if cmd == "show"
                 else format_list(intent, bound, chassis))
+    if cmd == "chassis-del":
+        api.chassis_del(args.name, time.time())
+        return ""
     if cmd == "target-add":
         t = api.target_add(args.name, port=args.port, nic=args.nic, vxlan=args.vxlan,
                            enabled=args.enable)

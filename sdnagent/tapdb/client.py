@@ -277,13 +277,22 @@ class TapdbApi(ovsdbutil.Backend):
 
     def register_chassis(self, name: str, tunnel_ip: str, encap: str) -> None:
         """Make this chassis's row say where its tunnels end; written only when it differs."""
+        def mine(idl: Any) -> Any:
+            return next((r for r in idl.tables["Chassis"].rows.values() if r.name == name), None)
+
         def run(txn: Any) -> None:
-            row = next((r for r in self.tables["Chassis"].rows.values() if r.name == name), None)
+            row = mine(self.idl)
             if row is None:
                 row = self.insert(txn, "Chassis")
                 row.name, row.tunnel_ip, row.encap = name, tunnel_ip, encap
             elif (row.tunnel_ip, row.encap) != (tunnel_ip, encap):
                 row.tunnel_ip, row.encap = tunnel_ip, encap
+        def current(idl: Any) -> Optional[tuple[str, str]]:
+            row = mine(idl)
+            return None if row is None else (row.tunnel_ip, row.encap)
+
+        if self.read(current) == (tunnel_ip, encap):
+            return
         self.run(run, f"register chassis {name}")
 
     def heartbeat(self, name: str, now: int, interval: int) -> None:
@@ -299,6 +308,30 @@ class TapdbApi(ovsdbutil.Backend):
                 row.heartbeat_interval = interval
             row.heartbeat = now
         self.run(run, f"heartbeat of {name}")
+
+    def chassis_del(self, name: str, now: float) -> None:
+        """Forget a chassis that is gone for good: its rows, its bindings, its statuses.
+
+        Refused while it still beats: its agent would register it again."""
+        def run(txn: Any) -> None:
+            rows = [r for r in self.tables["Chassis"].rows.values() if r.name == name]
+            beats = read_liveness(self.idl)
+            if not rows and name not in beats:
+                raise model.NotFound("chassis", f"no chassis named {name!r}")
+            if liveness.silence(name, beats, now) is None:
+                raise model.IntentError(
+                    "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
+                    "s ago); stop its agent before deleting it")
+            for table in ("Chassis", "Chassis_Private", "Binding"):
+                key = "chassis" if table == "Binding" else "name"
+                for r in list(self.tables[table].rows.values()):
+                    if getattr(r, key) == name:
+                        r.delete()
+            for table in ("Mirror_Source", "Mirror_Target"):
+                for r in self.tables[table].rows.values():
+                    if r.status.get("chassis") == name:
+                        r.status = {}
+        self.run(run, f"chassis-del {name}")
 
     def publish_bindings(self, chassis: str, iface_ids: set[str]) -> int:
         """Make the Binding rows of ``chassis`` exactly ``iface_ids``; returns changes."""

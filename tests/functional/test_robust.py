@@ -200,6 +200,17 @@ def test_a_dead_host_shows_stale_statuses(mlab):
     assert re.search(r"status stale: chassis host-b silent for \d+ s \(was active\)", shown)
     assert re.search(r"chassis host-b silent for \d+ s \(tunnel 10.255.0.2\): its statuses are "
                      "stale", shown)
+    # gone for good: the operator forgets it (never a chassis that still beats)
+    proc = subprocess.run(["tapctl", "chassis-del", "host-a"], env=mlab.env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert re.fullmatch(r"tapctl: error: chassis: chassis host-a is alive \(heard \d+ s ago\); "
+                        r"stop its agent before deleting it\n", proc.stderr)
+    mlab.tapctl("chassis-del", "host-b")
+    assert "host-b" not in {c["name"] for c in mlab.status()["chassis"]}
+    assert target_status(mlab, "target-01") == {}
+    st = mlab.wait_source("session-01", "vm-230", state="error", timeout=5)
+    assert st["reason"] == "target target-01: iface vm-164 not found on any chassis"
 
 
 def test_brtap_drift_is_repaired_within_seconds(mlab):
@@ -237,3 +248,17 @@ def test_brtap_drift_is_repaired_within_seconds(mlab):
         mlab.brtap_flows("host-a")) == len(before), 5, "the hook's flows, on its new port")
     sent = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
     assert mlab.wait_frames(tgt, 1) == [sent[:96]]
+
+
+def test_local_ovsdb_server_restart_is_followed(mlab):
+    tgt = one_host_session(mlab)
+    mlab["host-a"].restart_ovsdb_server()
+    sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 5)  # the data plane never stopped
+    assert mlab.wait_frames(tgt, 1) == [sent]
+    mlab.tapctl("session-disable", "s")  # and the agent follows changes again
+    wait_until(lambda: not a_mirrors(mlab), 15, "the hook removed")
+    mlab.tapctl("session-enable", "s")
+    mlab.wait_source("s", "vm-230")
+    wait_until(lambda: forwarding(mlab, "host-a", 1) and a_mirrors(mlab), 10, "the hook back")
+    sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 6)
+    assert mlab.wait_frames(tgt, 2)[1:] == [sent]

@@ -59,10 +59,13 @@ def test_start_status_stop(workdir):
 
 
 def old_schema() -> dict:
-    """The packaged schema as an earlier release had it: no Binding table, fewer columns."""
+    """The packaged schema as an earlier release had it: no Binding table, fewer columns,
+    the heartbeat in Chassis (1.0.0) rather than in Chassis_Private."""
     old = copy.deepcopy(schema.load())
     old["version"] = "0.9.0"
     del old["tables"]["Binding"]
+    del old["tables"]["Chassis_Private"]
+    old["tables"]["Chassis"]["columns"]["heartbeat"] = {"type": "integer"}
     del old["tables"]["Mirror_Source"]["columns"]["external_ids"]
     del old["tables"]["Mirror_Target"]["columns"]["status"]
     return old
@@ -76,6 +79,9 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
     subprocess.run(["ovsdb-tool", "create", str(srv.db), str(old)], check=True)
     rows = ["Tap",
             {"op": "insert", "table": "Tap_Global", "row": {"generation": 7}},
+            {"op": "insert", "table": "Chassis",
+             "row": {"name": "host-a", "tunnel_ip": "10.255.0.1", "encap": "gre",
+                     "heartbeat": 1700000000}},
             {"op": "insert", "table": "Mirror_Target", "uuid-name": "t",
              "row": {"name": "target-01", "type": "port", "iface_id": "vm-164", "tunnel_key": 1,
                      "enabled": True}},
@@ -116,6 +122,9 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
         assert (sess.vni, sess.packet_length, sess.target, sess.filter) == (
             1, 96, "target-01", "filter-01")
         assert sess.sources == (model.Source("port", "in", iface_id="vm-230"),)
+        assert api.agent_view().chassis_ips == {"host-a": "10.255.0.1"}
+        api.heartbeat("host-a", 1700000010, 10)  # heartbeats now have a table of their own
+        assert api.read(client.read_liveness)["host-a"].heartbeat == 1700000010
         api.target_add("target-02", vxlan="10.0.0.2")  # the new schema is writable
         assert api.snapshot().intent.target("target-02").tunnel_key == 2
     finally:
