@@ -159,7 +159,13 @@ class Agent:
         intent = compiler.concerning(view.snapshot.intent, self.chassis, frozenset(local["ports"]))
         inputs = (intent, view.chassis_ips, view.rejected, view.bindings, local,
                   _port_target_ifaces(view.snapshot.intent))
-        if inputs == self._applied and not any(r.split(" ")[0] in FORCING for r in reasons):
+        # the switch's own word after any error, on drift, and when a periodic check finds
+        # that it holds another number of flows than we believe
+        full = any(r.split(" ")[0] in ("resync", "drift:") for r in reasons)
+        if "periodic resync" in reasons and self.of.connected and not self.of.consistent():
+            full = True
+        if inputs == self._applied and not full and not any(
+                r.split(" ")[0] in FORCING for r in reasons):
             LOG.debug("reconcile (%s): nothing that concerns chassis %s changed; %.1f ms",
                       ", ".join(reasons), self.chassis, (time.monotonic() - started) * 1000)
             return None
@@ -181,12 +187,13 @@ class Agent:
             raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
         desired = compiler.plan_flows(intent, plan, ofports, view.chassis_ips, self.chassis,
                                       conf.tunnel.encap, str(conf.tunnel.local_ip))
-        # the switch's own word on every periodic resync, after any error and on drift
-        full = any(r.split(" ")[0] in ("periodic", "resync", "drift:") for r in reasons)
-        change = flows.diff(self.of.installed(refresh=full), desired)
+        believed = self.of.believed()
+        installed = self.of.installed(refresh=full)
+        change = flows.diff(installed, desired)
         self.of.apply(change)
-        if full and change:
-            LOG.warning("repaired %s: %s", conf.ovs.tap_bridge, _repairs(change))
+        if believed is not None and installed != believed:  # drift, now repaired
+            LOG.warning("repaired %s: %s", conf.ovs.tap_bridge,
+                        _repairs(flows.diff(installed, believed)))
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
         updated = self.tapdb.write_status(self.chassis, view.snapshot, source_status,
@@ -247,11 +254,12 @@ class Agent:
 
 # reasons that make a pass run even when its inputs look unchanged: the switch's
 # state may differ from what the agent believes
-FORCING = {"start", "periodic", "resync", "switch", "ports", "drift:"}
+FORCING = {"start", "resync", "switch", "ports", "drift:"}
 
 
 def _repairs(change: flows.FlowDiff) -> str:
-    """What a resync had to fix on brtap, for the operator: by kind, and flows not ours."""
+    """What it takes to turn brtap back into what the agent had installed: by kind,
+    and the flows that are not ours."""
     ours = {f.key for f in change.add}
     foreign = [f for f in change.delete if not flows.is_ours(f.cookie)]
     fixed: dict[str, int] = {}

@@ -1,6 +1,7 @@
 """sdnagent --config-file FILE: the per-hypervisor daemon."""
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -18,15 +19,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if conf.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("os_ken", "OfctlService", "ovsdbapp", "ofp_event"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if conf.debug else logging.WARNING)
-    # os-ken's warnings are the operator's, except the one about errors answering our bundle
-    # messages (sent past its ofctl service), which the agent reports itself
-    logging.getLogger("OfctlService").addFilter(
-        lambda record: record.msg != "unknown error xid %s")
+    # the libraries log every message they pass at debug level: info is their most;
+    # their warnings are the operator's
+    for noisy in ("os_ken", "ovsdbapp", "ofp_event"):
+        logging.getLogger(noisy).setLevel(logging.INFO if conf.debug else logging.WARNING)
     from sdnagent.agent.agent import Agent  # after logging: os-ken logs at import
 
     agent = Agent(conf)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: every thread's stack to the log
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     log = logging.getLogger("sdnagent")

@@ -1,7 +1,8 @@
 """brtap's OpenFlow side, through os-ken embedded in the agent's process.
 
-os-ken owns the connection, handshake, barriers and error messages; this
-module turns :class:`~sdnagent.compile.flows.Flow` data into FlowMods and
+os-ken owns the connection, the handshake and message parsing; this module
+tracks its own requests (a message, then a barrier; the replies in between
+are the answer), turns :class:`~sdnagent.compile.flows.Flow` data into FlowMods and
 back, reads what the switch holds (every flow: brtap is the agent's, so a
 flow it did not write is removed) and applies a diff as one atomic bundle:
 every change or none.  On each connection it asks the switch to report flow
@@ -10,15 +11,13 @@ flow added, changed or deleted by hand is repaired at once.
 """
 from __future__ import annotations
 
+import functools
 import logging
-import queue
 import struct
 import threading
 import time
 from typing import Any, Callable, Optional
 
-from os_ken.app.ofctl import api as _ofctl_api  # noqa: F401 (makes os-ken load ofctl's service)
-from os_ken.app.ofctl import event as ofctl_event
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
@@ -34,6 +33,9 @@ class OFError(RuntimeError):
     """The switch refused a message, or is not connected."""
 
 
+NXFME_ABBREV = 3  # a flow update that only names the xid of our own request
+
+
 class _Xid:
     """Lets os-ken number a message that we encode ourselves."""
 
@@ -43,8 +45,41 @@ class _Xid:
         self.xid = xid
 
 
+_XIDS = threading.Lock()  # os-ken's Datapath.set_xid is not safe across threads
+
+
+def _number(dp: Any, msg: Any) -> int:
+    with _XIDS:
+        return dp.set_xid(msg)
+
+
+class _Waiter:
+    """One request in flight: the replies to its message, then its barrier's answer."""
+
+    def __init__(self, dp: Any, xid: Optional[int]):
+        self.dp = dp
+        self.xid = xid
+        self.replies: list[Any] = []
+        self.error: Optional[str] = None
+        self.done = threading.Event()
+
+
+def _guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """Log a handler's exception instead of raising it: with os-ken's native hub any
+    exception leaving a handler ends that app's event thread, silently and for good.
+    (os-ken's own ofctl service dies that way when it sees a switch's features before
+    the datapath has its id, which is why the agent does not use it.)"""
+    @functools.wraps(handler)
+    def run(self: Any, ev: Any) -> None:
+        try:
+            handler(self, ev)
+        except Exception:  # noqa: BLE001 (reported, and the thread lives on)
+            LOG.exception("OpenFlow event handler %s failed", handler.__name__)
+    return run
+
+
 class TapOFApp(app_manager.OSKenApp):
-    """Tracks brtap's datapath and the switch's error messages."""
+    """Tracks brtap's datapath, the switch's answers to our requests and its errors."""
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     _CONTEXTS: dict = {}
@@ -56,22 +91,61 @@ class TapOFApp(app_manager.OSKenApp):
         self.connected = threading.Event()
         self.on_change: Callable[[str], None] = lambda why: None
         self._monitor_xid: Optional[int] = None
+        self._lock = threading.Lock()
+        self._by_xid: dict[int, _Waiter] = {}  # the message's xid
+        self._by_barrier: dict[int, _Waiter] = {}  # its barrier's xid
+
+    def expect(self, waiter: _Waiter, barrier_xid: int) -> None:
+        with self._lock:
+            if waiter.xid is not None:
+                self._by_xid[waiter.xid] = waiter
+            self._by_barrier[barrier_xid] = waiter
+
+    def forget(self, waiter: _Waiter, barrier_xid: int) -> None:
+        with self._lock:
+            self._by_xid.pop(waiter.xid, None)  # type: ignore[arg-type]
+            self._by_barrier.pop(barrier_xid, None)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    @_guarded
     def _state_change(self, ev: Any) -> None:
         if ev.state == MAIN_DISPATCHER:
             self.datapath = ev.datapath
             self._monitor(ev.datapath)
             self.connected.set()
             self.on_change(f"switch {ev.datapath.id:#x} connected")
-        elif ev.datapath is self.datapath:
+            return
+        with self._lock:  # whatever waited on this connection will not be answered
+            for waiter in self._by_barrier.values():
+                if waiter.dp is ev.datapath:
+                    waiter.error = "the OpenFlow connection closed"
+                    waiter.done.set()
+        if ev.datapath is self.datapath:
             # only this connection: after a vswitchd restart the old one may die
             # after the new one (same datapath id) is already up
             self.datapath = None
             self.connected.clear()
             self.on_change("switch disconnected")
 
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPAggregateStatsReply],
+                MAIN_DISPATCHER)
+    @_guarded
+    def _reply(self, ev: Any) -> None:
+        with self._lock:
+            waiter = self._by_xid.get(ev.msg.xid)
+        if waiter is not None and waiter.dp is ev.msg.datapath:
+            waiter.replies.append(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @_guarded
+    def _barrier_reply(self, ev: Any) -> None:
+        with self._lock:
+            waiter = self._by_barrier.get(ev.msg.xid)
+        if waiter is not None and waiter.dp is ev.msg.datapath:
+            waiter.done.set()
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    @_guarded
     def _error(self, ev: Any) -> None:
         self.errors[ev.msg.xid] = ev.msg
 
@@ -87,7 +161,7 @@ class TapOFApp(app_manager.OSKenApp):
         flags = ofp.ONFFMF_ADD | ofp.ONFFMF_DELETE | ofp.ONFFMF_MODIFY
         match = struct.pack("!HH4x", ofp.OFPMT_OXM, 4)  # no field: every flow
         body = struct.pack("!IHHIB3x", 1, flags, 4, ofp.OFPP_ANY, ofp.OFPTT_ALL) + match
-        xid = dp.set_xid(_Xid())
+        xid = _number(dp, _Xid())
         self._monitor_xid = xid
         dp.send(struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REQUEST, 24 + len(body),
                             xid)
@@ -96,11 +170,21 @@ class TapOFApp(app_manager.OSKenApp):
                 + body)
 
     @set_ev_cls(ofp_event.EventOFPExperimenterStatsReply, MAIN_DISPATCHER)
+    @_guarded
     def _flow_update(self, ev: Any) -> None:
         msg = ev.msg
-        if (msg.datapath is self.datapath and msg.xid != self._monitor_xid
-                and getattr(msg.body, "exp_type", None) == msg.datapath.ofproto.ONFMP_FLOW_MONITOR):
-            self.on_change("drift: brtap's flows changed by another controller")
+        ofp = msg.datapath.ofproto
+        if (msg.datapath is not self.datapath or msg.xid == self._monitor_xid
+                or getattr(msg.body, "exp_type", None) != ofp.ONFMP_FLOW_MONITOR):
+            return
+        # our own changes come back abbreviated (NXFME_ABBREV: the xid only): not drift
+        data, offset = bytes(msg.body.data), 0
+        while offset + 4 <= len(data):
+            length, event = struct.unpack_from("!HH", data, offset)
+            if event != NXFME_ABBREV:
+                self.on_change("drift: brtap's flows changed by another controller")
+                return
+            offset += max(length, 4)
 
 
 def _to_flowmod(dp: Any, f: Flow, command: int) -> Any:
@@ -194,28 +278,40 @@ class OFSwitch:
             raise OFError("brtap is not connected to the agent's OpenFlow controller")
         return dp
 
-    def _request(self, msg: Any, reply_cls: Any = None, multi: bool = False) -> Any:
-        """ofctl's send_msg, with a timeout (os-ken's own waits forever).
+    def _request(self, dp: Any, msg: Any = None, timeout: Optional[float] = None) -> list[Any]:
+        """Send ``msg`` (if any) and a barrier; the replies to ``msg`` once the barrier is
+        answered, or OFError with the switch's error.
 
         A switch that does not answer in time is not trusted again on that
         connection: it is dropped, so the switch reconnects and the next pass
         starts from a fresh handshake and a dump of what it really holds.
         """
-        req = ofctl_event.SendMsgRequest(msg=msg, reply_cls=reply_cls, reply_multi=multi)
-        req.sync = True
-        req.reply_q = queue.Queue()
-        self.app.send_event(req.dst, req)
+        assert self.app is not None
+        what = type(msg).__name__ if msg is not None else "OFPBarrierRequest"
+        if msg is not None:
+            _number(dp, msg)
+        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+        _number(dp, barrier)
+        waiter = _Waiter(dp, msg.xid if msg is not None else None)
+        self.app.expect(waiter, barrier.xid)
+        timeout = self.timeout if timeout is None else timeout
         try:
-            reply = req.reply_q.get(timeout=self.timeout)
-        except queue.Empty:
-            self.drop(msg.datapath)
-            raise OFError(f"{type(msg).__name__}: no answer from the switch within "
-                          f"{self.timeout:g} s; dropped the connection, the switch will "
-                          "reconnect") from None
-        try:
-            return reply()
-        except Exception as exc:  # os-ken raises its own exception types here
-            raise OFError(f"{type(msg).__name__} failed: {exc}") from exc
+            if msg is not None:
+                self._send(dp, msg)
+            self._send(dp, barrier)
+            if not waiter.done.wait(timeout):
+                self.drop(dp)
+                raise OFError(f"{what}: no answer from the switch within {timeout:g} s; "
+                              "dropped the connection, the switch will reconnect")
+        finally:
+            self.app.forget(waiter, barrier.xid)
+        if waiter.error:
+            raise OFError(f"{what}: {waiter.error}")
+        error = self.app.errors.pop(waiter.xid, None) if waiter.xid is not None else None
+        if error is not None:
+            raise OFError(f"{what}: the switch refused it (error type {error.type}, code "
+                          f"{error.code})")
+        return waiter.replies
 
     def drop(self, dp: Any) -> None:
         """Close one connection to the switch and forget what we knew through it."""
@@ -231,8 +327,7 @@ class OFSwitch:
 
     def _barrier(self, dp: Any, xids: list[int], what: str) -> None:
         """Wait until the switch processed ``xids``; raise with its first error."""
-        self._request(dp.ofproto_parser.OFPBarrierRequest(dp),
-                      reply_cls=dp.ofproto_parser.OFPBarrierReply)
+        self._request(dp)
         errors = [self.app.errors.pop(x) for x in xids if x in self.app.errors]
         if errors:
             e = errors[0]
@@ -254,11 +349,38 @@ class OFSwitch:
         self._cache = self._dump(dp)
         return self._cache
 
-    def _dump(self, dp: Any) -> frozenset[Flow]:
+    def believed(self) -> Optional[frozenset[Flow]]:
+        """What we believe the current connection's switch holds, if we know."""
+        dp = self.app.datapath if self.app else None
+        return self._cache if dp is not None and self._cache_dp is dp else None
+
+    def consistent(self) -> bool:
+        """Whether the switch still holds as many flows as we believe it does.
+
+        One small request instead of a dump: the periodic safety net at any
+        flow count.  Flows changed in place are reported by flow monitoring."""
+        dp = self._dp()
+        if self._cache is None or self._cache_dp is not dp:
+            return False
+        return self._flow_count(dp) == len(self._cache)
+
+    def _flow_count(self, dp: Any) -> int:
         ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                              0, 0, parser.OFPMatch())
+        replies = self._request(dp, req)
+        if not replies:
+            raise OFError("OFPAggregateStatsRequest: the switch answered with no statistics")
+        return replies[0].body.flow_count
+
+    def _dump(self, dp: Any) -> frozenset[Flow]:
+        """Every flow; the wait grows with the count, since os-ken parses a large dump
+        slowly (about 10,000 flows/s here) and a slow answer must not read as a dead one."""
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        count = self._flow_count(dp)
         req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          0, 0, parser.OFPMatch())
-        replies = self._request(req, reply_cls=parser.OFPFlowStatsReply, multi=True) or []
+        replies = self._request(dp, req, timeout=self.timeout + count / 1000)
         return frozenset(_from_stats(s) for r in replies for s in r.body)
 
     def apply(self, change: FlowDiff) -> None:
@@ -278,7 +400,7 @@ class OFSwitch:
                  for f in change.add]
         xids = []
         for m in msgs:
-            dp.set_xid(m)
+            _number(dp, m)
             xids.append(m.xid)
             self._send(dp, m)
         try:
@@ -288,7 +410,7 @@ class OFSwitch:
             dp.send_msg(discard)
             raise
         commit = parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
-        dp.set_xid(commit)
+        _number(dp, commit)
         self._send(dp, commit)
         self._barrier(dp, [commit.xid], "bundle commit")
         if known is not None and self._cache_dp is dp:

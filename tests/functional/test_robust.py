@@ -15,7 +15,7 @@ import time
 
 from tests.functional.mirrorlab import wait_until
 from tests.functional.test_agent import (a_mirrors, mlab, one_host_session,  # noqa: F401
-                                         start_agents, two_host_example)
+                                         two_host_example)
 
 
 def transact(mlab, *ops: dict) -> list:
@@ -219,7 +219,7 @@ def test_brtap_drift_is_repaired_within_seconds(mlab):
     for vm in ("vm-161", "vm-230"):
         mlab.vm("host-a", vm)
     a = mlab["host-a"]
-    a.start_agent(mlab.lab.tapdb.remote, resync_interval="3600")
+    a.start_agent(mlab.lab.tapdb.remote, resync_interval="3600", debug="true")
     wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
     tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
     mlab.example(target02_ip="10.255.0.2")
@@ -227,6 +227,7 @@ def test_brtap_drift_is_repaired_within_seconds(mlab):
     wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
     mlab.quiet("host-a")
     before = sorted(mlab.brtap_flows("host-a"))
+    assert "drift:" not in a.agent_log()  # the agent's own changes are not drift
 
     # a flow someone else wrote, that would drop everything
     a.ofctl("add-flow", "brtap", "table=0,priority=500,actions=drop")
@@ -262,3 +263,27 @@ def test_local_ovsdb_server_restart_is_followed(mlab):
     wait_until(lambda: forwarding(mlab, "host-a", 1) and a_mirrors(mlab), 10, "the hook back")
     sent = mlab.send("host-a", "vm-161", "vm-230", "udp", 6)
     assert mlab.wait_frames(tgt, 2)[1:] == [sent]
+
+
+def test_changes_that_do_not_concern_a_chassis_run_no_pass_there(mlab):
+    """Another chassis's heartbeats, its session, its statuses: host-a reads, compares, stops."""
+    mlab.vm("host-b", "vm-161")
+    a, b = mlab["host-a"], mlab["host-b"]
+    a.start_agent(mlab.lab.tapdb.remote, debug="true")
+    b.start_agent(mlab.lab.tapdb.remote, heartbeat_interval="1")
+    for host in (a, b):
+        wait_until(lambda: "brtap" in host.vsctl("list-br").split(), 15, f"brtap on {host.name}")
+    mlab.tapctl("target-add", "t", "--vxlan", "10.255.0.9", "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", "--port", "vm-161", "--direction", "in")
+    mlab.wait_source("s", "vm-161")
+    time.sleep(1)
+    mark = len(a.agent_log())
+    mlab.tapctl("session-disable", "s")  # host-b's session: host-b works, host-a does not
+    mlab.wait_source("s", "vm-161", state="disabled")
+    time.sleep(3)  # three heartbeats of host-b meanwhile
+    passes = [line for line in a.agent_log()[mark:].splitlines()
+              if "sdnagent: reconcile (" in line]
+    assert passes, "the session change reached host-a"
+    assert all("nothing that concerns chassis host-a changed" in line for line in passes), passes
+    assert not any("Chassis_Private" in line for line in passes)
