@@ -14,7 +14,9 @@ DEFAULT_OPTS = [
                       "changes are applied as they arrive)."),
     cfg.FloatOpt("heartbeat_interval", default=10.0, min=1.0,
                  help="Seconds between updates of this chassis's heartbeat in tapdb."),
-    cfg.BoolOpt("debug", default=False, help="Log at debug level."),
+    cfg.BoolOpt("debug", default=False,
+                help="Log the agent's debug messages (every pass, even those that change "
+                     "nothing); the libraries it uses log at info level then."),
 ]
 
 OVS_OPTS = [
