@@ -153,6 +153,14 @@ class Agent:
         assert self.tapdb is not None
         started = time.monotonic()
         conf = self.conf
+        if reasons == ["periodic resync"] and self._applied is not None and self.of.connected:
+            # nothing reported a change since the last pass: reading tapdb again could
+            # only confirm it, while the switch could have lost flows unseen
+            if self.of.consistent():
+                LOG.debug("reconcile (periodic resync): brtap holds the flows installed; "
+                          "%.1f ms", (time.monotonic() - started) * 1000)
+                return None
+            reasons = [*reasons, "resync: brtap holds another number of flows than installed"]
         view = self.tapdb.agent_view()
         local = self.switch.inventory()
         self._log_rejected(view.rejected)

@@ -103,6 +103,11 @@ def read_snapshot(idl: Any) -> Snapshot:
 # ---------------------------------------------------------------- writing
 
 
+def _named(idl: Any, table: str, name: str) -> Any:
+    """The row of ``table`` whose ``name`` is ``name`` (an indexed column), or None."""
+    return next((r for r in idl.tables[table].rows.values() if r.name == name), None)
+
+
 def _set_opt(row: Any, column: str, value: Any) -> None:
     setattr(row, column, [] if value is None else [value])
 
@@ -277,18 +282,15 @@ class TapdbApi(ovsdbutil.Backend):
 
     def register_chassis(self, name: str, tunnel_ip: str, encap: str) -> None:
         """Make this chassis's row say where its tunnels end; written only when it differs."""
-        def mine(idl: Any) -> Any:
-            return next((r for r in idl.tables["Chassis"].rows.values() if r.name == name), None)
-
         def run(txn: Any) -> None:
-            row = mine(self.idl)
+            row = _named(self.idl, "Chassis", name)
             if row is None:
                 row = self.insert(txn, "Chassis")
                 row.name, row.tunnel_ip, row.encap = name, tunnel_ip, encap
             elif (row.tunnel_ip, row.encap) != (tunnel_ip, encap):
                 row.tunnel_ip, row.encap = tunnel_ip, encap
         def current(idl: Any) -> Optional[tuple[str, str]]:
-            row = mine(idl)
+            row = _named(idl, "Chassis", name)
             return None if row is None else (row.tunnel_ip, row.encap)
 
         if self.read(current) == (tunnel_ip, encap):
@@ -298,8 +300,7 @@ class TapdbApi(ovsdbutil.Backend):
     def heartbeat(self, name: str, now: int, interval: int) -> None:
         """Say that ``name`` is alive, in a table that agents monitor only for their own row."""
         def run(txn: Any) -> None:
-            row = next((r for r in self.tables["Chassis_Private"].rows.values()
-                        if r.name == name), None)
+            row = _named(self.idl, "Chassis_Private", name)
             if row is None:
                 row = self.insert(txn, "Chassis_Private")
                 row.name = name
