@@ -77,6 +77,10 @@ class NotifyingIdl(connection.OvsdbIdl):
         if self.on_change is not None:
             self.on_change(row._table.name)
 
+    def is_connected(self) -> bool:
+        """Whether the session to the server is up now (the IDL keeps it private)."""
+        return bool(self._session.is_connected())
+
 
 class FuncCommand(command.BaseCommand):
     """A command given as ``func(txn)``; its return value is the result."""

@@ -89,6 +89,8 @@ class Agent:
     def _heartbeat(self) -> None:
         """Keep this chassis's row right (someone may have changed it) and say we are alive."""
         assert self.tapdb is not None
+        if not self.tapdb.idl.is_connected():  # a transaction would wait out its timeout
+            raise client.TapdbError(f"tapdb at {self.conf.tapdb.connection} is not connected")
         self.tapdb.register_chassis(self.chassis, str(self.conf.tunnel.local_ip),
                                     self.conf.tunnel.encap)
         self.tapdb.heartbeat(self.chassis, int(time.time()),
@@ -170,7 +172,8 @@ class Agent:
         # the switch's own word after any error, on drift, and when a periodic check finds
         # that it holds another number of flows than we believe
         full = any(r.split(" ")[0] in ("resync", "drift:") for r in reasons)
-        if "periodic resync" in reasons and self.of.connected and not self.of.consistent():
+        if (not full and "periodic resync" in reasons and self.of.connected
+                and not self.of.consistent()):
             full = True
         if inputs == self._applied and not full and not any(
                 r.split(" ")[0] in FORCING for r in reasons):

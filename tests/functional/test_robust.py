@@ -287,3 +287,29 @@ def test_changes_that_do_not_concern_a_chassis_run_no_pass_there(mlab):
     assert passes, "the session change reached host-a"
     assert all("nothing that concerns chassis host-a changed" in line for line in passes), passes
     assert not any("Chassis_Private" in line for line in passes)
+
+
+def test_with_tapdb_down_the_agent_still_keeps_its_switch(mlab):
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    a = mlab["host-a"]
+    a.start_agent(mlab.lab.tapdb.remote, heartbeat_interval="1")
+    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
+    tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
+    mlab.example(target02_ip="10.255.0.2")
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
+    mlab.quiet("host-a")
+    before = sorted(mlab.brtap_flows("host-a"))
+    mlab.lab.tapdb.stop()
+    try:
+        wait_until(lambda: f"heartbeat failed: tapdb at {mlab.lab.tapdb.remote} is not "
+                   "connected" in a.agent_log(), 10, "a heartbeat to fail")
+        a.restart_vswitchd()  # its flows are gone; the agent puts them back from what it knows
+        wait_until(lambda: sorted(mlab.brtap_flows("host-a")) == before, 10, "the flows back")
+        sent = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+        assert mlab.wait_frames(tgt, 1) == [sent[:96]]
+    finally:
+        mlab.lab.tapdb.start()
+    mlab.tapctl("session-disable", "session-01")  # and tapdb back, changes flow again
+    wait_until(lambda: not forwarding(mlab, "host-a", 1), 20, "session-01's flows to go")
