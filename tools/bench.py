@@ -126,7 +126,7 @@ def main() -> int:
               f"({len(desired) / t_ofctl:,.0f} flows/s)")
         print(f"ratio sdnagent / ovs-ofctl: {t_install / t_ofctl:.2f}")
         print(f"unchanged intent:   {t_noop * 1000:8.1f} ms  (dump and diff, nothing sent; "
-              "each periodic resync)")
+              "after a reconnection, an error or drift)")
         print(f"unchanged intent:   {t_cached * 1000:8.1f} ms  (diff against the installed set "
               "kept since the last bundle; every other pass)")
     finally:
