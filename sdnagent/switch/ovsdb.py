@@ -123,11 +123,13 @@ class LocalSwitch:
                 "owned": frozenset(owned)}
 
     def wait_ofports(self, names: set[str], timeout: float) -> dict[str, int]:
-        """brtap's ofports, once every port in ``names`` has one (or the time is up)."""
+        """brtap's ofports, once every port in ``names`` that exists has one (or the time
+        is up).  A port not in the database (a hook removed to be created again) is not
+        waited for; one still to come is numbered in an OVSDB event, a pass of its own."""
         deadline = time.monotonic() + timeout
         while True:
             ofports = self.inventory()["brtap_ofports"]
-            if all(ofports.get(n, 0) != 0 for n in names) or time.monotonic() > deadline:
+            if all(ofports.get(n, -1) != 0 for n in names) or time.monotonic() > deadline:
                 return ofports
             time.sleep(0.01)
 
