@@ -35,6 +35,23 @@ def target_status(mlab, name: str) -> dict:
     return next(t["status"] for t in mlab.status()["targets"] if t["name"] == name)
 
 
+def one_host_example(mlab, **options: str):
+    """host-a alone runs the two-session example with ``options`` for its agent; target-01's
+    vNIC is on host-a's brtap.  Returns the agent's host and target-01's capture file once
+    session-01 forwards and the agent has gone quiet."""
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    a = mlab["host-a"]
+    a.start_agent(mlab.lab.tapdb.remote, **options)
+    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
+    tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
+    mlab.example(target02_ip="10.255.0.2")
+    mlab.wait_source("session-01", "vm-230")
+    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
+    mlab.quiet("host-a")
+    return a, tgt
+
+
 def test_a_broken_chassis_row_stops_no_host(mlab):
     two_host_example(mlab)
     transact(mlab, {"op": "insert", "table": "Chassis",
@@ -127,15 +144,7 @@ def test_vswitch_source_on_the_underlay_bridge_copies_each_frame_once(mlab):
 
 
 def test_a_switch_that_stops_answering_is_dropped_and_reconnected(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    a = mlab["host-a"]
-    a.start_agent(mlab.lab.tapdb.remote, ovs__of_request_timeout="1")
-    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
-    mlab.vm("host-a", "vm-164", bridge="brtap")
-    mlab.example(target02_ip="10.255.0.2")
-    mlab.wait_source("session-01", "vm-230")
-    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
+    a, _ = one_host_example(mlab, ovs__of_request_timeout="1")
     vswitchd = int((a.dir / "ovs-vswitchd.pid").read_text())
     os.kill(vswitchd, signal.SIGSTOP)  # the connection stays open; nothing answers on it
     try:
@@ -216,16 +225,7 @@ def test_a_dead_host_shows_stale_statuses(mlab):
 def test_brtap_drift_is_repaired_within_seconds(mlab):
     """Flows added, changed or deleted by hand, and a Mirror removed, without waiting for the
     periodic resync (an hour away here)."""
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    a = mlab["host-a"]
-    a.start_agent(mlab.lab.tapdb.remote, resync_interval="3600", debug="true")
-    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
-    tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
-    mlab.example(target02_ip="10.255.0.2")
-    mlab.wait_source("session-01", "vm-230")
-    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
-    mlab.quiet("host-a")
+    a, tgt = one_host_example(mlab, resync_interval="3600", debug="true")
     before = sorted(mlab.brtap_flows("host-a"))
     assert "drift:" not in a.agent_log()  # the agent's own changes are not drift
 
@@ -290,16 +290,7 @@ def test_changes_that_do_not_concern_a_chassis_run_no_pass_there(mlab):
 
 
 def test_with_tapdb_down_the_agent_still_keeps_its_switch(mlab):
-    for vm in ("vm-161", "vm-230"):
-        mlab.vm("host-a", vm)
-    a = mlab["host-a"]
-    a.start_agent(mlab.lab.tapdb.remote, heartbeat_interval="1")
-    wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
-    tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
-    mlab.example(target02_ip="10.255.0.2")
-    mlab.wait_source("session-01", "vm-230")
-    wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
-    mlab.quiet("host-a")
+    a, tgt = one_host_example(mlab, heartbeat_interval="1")
     before = sorted(mlab.brtap_flows("host-a"))
     mlab.lab.tapdb.stop()
     try:
