@@ -1,11 +1,11 @@
 """brtap's OpenFlow side, through os-ken embedded in the agent's process.
 
-os-ken owns the connection, the handshake and message parsing; this module
-tracks its own requests (a message, then a barrier; the replies in between
-are the answer), turns :class:`~sdnagent.compile.flows.Flow` data into FlowMods and
-back, reads what the switch holds (every flow: brtap is the agent's, so a
-flow it did not write is removed) and applies a diff as one atomic bundle:
-every change or none.  On each connection it asks the switch to report flow
+os-ken owns the connection and the handshake; the messages of a pass are
+written and read by :mod:`~sdnagent.switch.ofcodec` (os-ken's own objects cost
+most of a pass at scale).  This module tracks its own requests (a message,
+then a barrier; the replies in between are the answer), reads what the switch
+holds (every flow: brtap is the agent's, so a flow it did not write is
+removed) and applies a diff as one atomic bundle: every change or none.  On each connection it asks the switch to report flow
 changes made by anyone else (ONF flow monitoring, OpenFlow 1.3), so that a
 flow added, changed or deleted by hand is repaired at once.
 """
@@ -21,10 +21,11 @@ from typing import Any, Callable, Optional
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 from os_ken.ofproto.ofproto_common import ONF_EXPERIMENTER_ID
 
 from sdnagent.compile.flows import Flow, FlowDiff
+from sdnagent.switch import ofcodec
 
 LOG = logging.getLogger(__name__)
 
@@ -36,21 +37,41 @@ class OFError(RuntimeError):
 NXFME_ABBREV = 3  # a flow update that only names the xid of our own request
 
 
-class _Xid:
-    """Lets os-ken number a message that we encode ourselves."""
-
-    xid: Optional[int] = None
-
-    def set_xid(self, xid: int) -> None:
-        self.xid = xid
-
-
 _XIDS = threading.Lock()  # os-ken's Datapath.set_xid is not safe across threads
 
 
-def _number(dp: Any, msg: Any) -> int:
+def _reserve(dp: Any, count: int) -> int:
+    """``count`` consecutive xids (wrapping as os-ken does) for messages we encode."""
     with _XIDS:
-        return dp.set_xid(msg)
+        first = (dp.xid + 1) & dp.ofproto.MAX_XID
+        dp.xid = (dp.xid + count) & dp.ofproto.MAX_XID
+        return first
+
+
+class _RawFlowStats:
+    """The entries of one flow statistics reply, left as bytes for ofcodec."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.length = len(data)
+
+    @classmethod
+    def parser(cls, buf: Any, offset: int) -> "_RawFlowStats":
+        return cls(bytes(buf[offset:]))
+
+
+class _FlowStatsReply(ofproto_v1_3_parser.OFPFlowStatsReply):
+    cls_stats_body_cls = _RawFlowStats
+
+
+_FlowStatsReply.__name__ = "OFPFlowStatsReply"  # os-ken names the event after the class
+
+
+def _read_flow_stats_raw() -> None:
+    """Let flow statistics replies reach the agent unparsed: os-ken's parser is the
+    slow half of a dump.  Process-wide; the agent is os-ken's only user in its process."""
+    types = ofproto_v1_3_parser.OFPMultipartReply._STATS_MSG_TYPES
+    types[ofproto_v1_3.OFPMP_FLOW] = _FlowStatsReply
 
 
 class _Waiter:
@@ -161,7 +182,7 @@ class TapOFApp(app_manager.OSKenApp):
         flags = ofp.ONFFMF_ADD | ofp.ONFFMF_DELETE | ofp.ONFFMF_MODIFY
         match = struct.pack("!HH4x", ofp.OFPMT_OXM, 4)  # no field: every flow
         body = struct.pack("!IHHIB3x", 1, flags, 4, ofp.OFPP_ANY, ofp.OFPTT_ALL) + match
-        xid = _number(dp, _Xid())
+        xid = _reserve(dp, 1)
         self._monitor_xid = xid
         dp.send(struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REQUEST, 24 + len(body),
                             xid)
@@ -187,54 +208,6 @@ class TapOFApp(app_manager.OSKenApp):
             offset += max(length, 4)
 
 
-def _to_flowmod(dp: Any, f: Flow, command: int) -> Any:
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    actions, inst = [], []
-    for a in f.actions:
-        if a[0] == "output":
-            actions.append(parser.OFPActionOutput(a[1], 0))
-        elif a[0] == "output_trunc":
-            actions.append(parser.NXActionOutputTrunc(port=a[1], max_len=a[2]))
-        elif a[0] == "set_field":
-            actions.append(parser.OFPActionSetField(**{a[1]: a[2]}))
-        elif a[0] == "goto":
-            continue
-        else:
-            raise AssertionError(f"unknown action {a}")
-    if actions:
-        inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
-    for a in f.actions:
-        if a[0] == "goto":
-            inst.append(parser.OFPInstructionGotoTable(a[1]))
-    return parser.OFPFlowMod(dp, cookie=f.cookie, table_id=f.table, command=command,
-                             priority=f.priority, match=parser.OFPMatch(**dict(f.match)),
-                             instructions=inst if command != ofp.OFPFC_DELETE_STRICT else [],
-                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
-
-
-def _from_stats(stat: Any) -> Flow:
-    """A flow as the switch reports it, in the form the compiler produces."""
-    actions: list[tuple] = []
-    for inst in stat.instructions:
-        if hasattr(inst, "actions"):
-            for a in inst.actions:
-                name = type(a).__name__
-                if name == "OFPActionOutput":
-                    actions.append(("output", a.port))
-                elif name == "NXActionOutputTrunc":
-                    actions.append(("output_trunc", a.port, a.max_len))
-                elif name == "OFPActionSetField":
-                    actions.append(("set_field", a.key, a.value))
-                else:  # something we never write: keep it visible, so the diff replaces it
-                    actions.append(("unknown", repr(a)))
-    for inst in stat.instructions:
-        if hasattr(inst, "table_id") and not hasattr(inst, "actions"):
-            actions.append(("goto", inst.table_id))
-    match = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                         for k, v in stat.match.items()))
-    return Flow(stat.table_id, stat.priority, match, tuple(actions), stat.cookie)
-
-
 class OFSwitch:
     """The embedded os-ken controller that brtap connects to."""
 
@@ -258,6 +231,7 @@ class OFSwitch:
         osken_cfg.CONF.set_override("ofp_listen_host", self.listen[0])
         osken_cfg.CONF.set_override("ofp_tcp_listen_port", self.listen[1])
         mgr = app_manager.AppManager.get_instance()
+        _read_flow_stats_raw()
         mgr.load_apps([__name__])
         contexts = mgr.create_contexts()
         mgr.instantiate_apps(**contexts)
@@ -278,36 +252,32 @@ class OFSwitch:
             raise OFError("brtap is not connected to the agent's OpenFlow controller")
         return dp
 
-    def _request(self, dp: Any, msg: Any = None, timeout: Optional[float] = None) -> list[Any]:
-        """Send ``msg`` (if any) and a barrier; the replies to ``msg`` once the barrier is
-        answered, or OFError with the switch's error.
+    def _request(self, dp: Any, data: bytes = b"", xid: Optional[int] = None, what: str = "",
+                 timeout: Optional[float] = None) -> list[Any]:
+        """Send ``data`` (one encoded message numbered ``xid``, if any) and a barrier; the
+        replies to it once the barrier is answered, or OFError with the switch's error.
 
         A switch that does not answer in time is not trusted again on that
         connection: it is dropped, so the switch reconnects and the next pass
         starts from a fresh handshake and a dump of what it really holds.
         """
         assert self.app is not None
-        what = type(msg).__name__ if msg is not None else "OFPBarrierRequest"
-        if msg is not None:
-            _number(dp, msg)
-        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-        _number(dp, barrier)
-        waiter = _Waiter(dp, msg.xid if msg is not None else None)
-        self.app.expect(waiter, barrier.xid)
+        what = what or "barrier"
+        barrier_xid = _reserve(dp, 1)
+        waiter = _Waiter(dp, xid)
+        self.app.expect(waiter, barrier_xid)
         timeout = self.timeout if timeout is None else timeout
         try:
-            if msg is not None:
-                self._send(dp, msg)
-            self._send(dp, barrier)
+            self._send(dp, data + ofcodec.barrier(barrier_xid))
             if not waiter.done.wait(timeout):
                 self.drop(dp)
                 raise OFError(f"{what}: no answer from the switch within {timeout:g} s; "
                               "dropped the connection, the switch will reconnect")
         finally:
-            self.app.forget(waiter, barrier.xid)
+            self.app.forget(waiter, barrier_xid)
         if waiter.error:
             raise OFError(f"{what}: {waiter.error}")
-        error = self.app.errors.pop(waiter.xid, None) if waiter.xid is not None else None
+        error = self.app.errors.pop(xid, None) if xid is not None else None
         if error is not None:
             raise OFError(f"{what}: the switch refused it (error type {error.type}, code "
                           f"{error.code})")
@@ -321,13 +291,13 @@ class OFSwitch:
                     getattr(dp, "address", "?"))
         dp.close()
 
-    def _send(self, dp: Any, msg: Any) -> None:
-        if not dp.send_msg(msg):
+    def _send(self, dp: Any, data: bytes) -> None:
+        if not dp.send(data):
             raise OFError("the OpenFlow connection closed while sending")
 
     def _barrier(self, dp: Any, xids: list[int], what: str) -> None:
         """Wait until the switch processed ``xids``; raise with its first error."""
-        self._request(dp)
+        self._request(dp, what=what)
         errors = [self.app.errors.pop(x) for x in xids if x in self.app.errors]
         if errors:
             e = errors[0]
@@ -365,23 +335,22 @@ class OFSwitch:
         return self._flow_count(dp) == len(self._cache)
 
     def _flow_count(self, dp: Any) -> int:
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        req = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                              0, 0, parser.OFPMatch())
-        replies = self._request(dp, req)
+        xid = _reserve(dp, 1)
+        replies = self._request(dp, ofcodec.aggregate_stats_request(xid), xid,
+                                "aggregate statistics request")
         if not replies:
-            raise OFError("OFPAggregateStatsRequest: the switch answered with no statistics")
+            raise OFError("aggregate statistics request: the switch answered with no statistics")
         return replies[0].body.flow_count
 
     def _dump(self, dp: Any) -> frozenset[Flow]:
-        """Every flow; the wait grows with the count, since os-ken parses a large dump
-        slowly (about 10,000 flows/s here) and a slow answer must not read as a dead one."""
-        ofp, parser = dp.ofproto, dp.ofproto_parser
+        """Every flow; the wait grows with the count, so that a large dump's slow answer
+        does not read as a dead switch."""
         count = self._flow_count(dp)
-        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         0, 0, parser.OFPMatch())
-        replies = self._request(dp, req, timeout=self.timeout + count / 1000)
-        return frozenset(_from_stats(s) for r in replies for s in r.body)
+        xid = _reserve(dp, 1)
+        replies = self._request(dp, ofcodec.flow_stats_request(xid), xid,
+                                "flow statistics request", timeout=self.timeout + count / 5000)
+        return frozenset(f for r in replies for e in r.body
+                         for f, _, _ in ofcodec.decode_flow_stats(e.data))
 
     def apply(self, change: FlowDiff) -> None:
         """Apply ``change`` atomically: an ONF bundle, checked before it is committed."""
@@ -389,33 +358,27 @@ class OFSwitch:
             return
         dp = self._dp()
         known, self._cache = self._cache, None  # unknown until the bundle is committed
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
-        bid, flags = self._bundle_id, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
-        msgs = [parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_OPEN_REQUEST, flags, [])]
-        msgs += [parser.ONFBundleAddMsg(dp, bid, flags,
-                                        _to_flowmod(dp, f, ofp.OFPFC_DELETE_STRICT), [])
-                 for f in change.delete]
-        msgs += [parser.ONFBundleAddMsg(dp, bid, flags, _to_flowmod(dp, f, ofp.OFPFC_ADD), [])
-                 for f in change.add]
-        xids = []
-        for m in msgs:
-            _number(dp, m)
-            xids.append(m.xid)
-            self._send(dp, m)
+        self._bundle_id = bid = (self._bundle_id + 1) & 0xFFFFFFFF
+        flags = ofcodec.ONF_BF_ATOMIC | ofcodec.ONF_BF_ORDERED
+        count = 1 + len(change.delete) + len(change.add)
+        msgs, xids = ofcodec.bundle(bid, change.delete, change.add, _reserve(dp, count))
+        for i in range(0, len(msgs), _BATCH):  # a few large writes, not one per message
+            self._send(dp, b"".join(msgs[i:i + _BATCH]))
         try:
             self._barrier(dp, xids, "bundle")
         except OFError:
-            discard = parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_DISCARD_REQUEST, flags, [])
-            dp.send_msg(discard)
+            dp.send(ofcodec.bundle_ctrl(bid, ofcodec.ONF_BCT_DISCARD_REQUEST, flags,
+                                        _reserve(dp, 1)))
             raise
-        commit = parser.ONFBundleCtrlMsg(dp, bid, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
-        _number(dp, commit)
-        self._send(dp, commit)
-        self._barrier(dp, [commit.xid], "bundle commit")
+        commit = _reserve(dp, 1)
+        self._send(dp, ofcodec.bundle_ctrl(bid, ofcodec.ONF_BCT_COMMIT_REQUEST, flags, commit))
+        self._barrier(dp, [commit], "bundle commit")
         if known is not None and self._cache_dp is dp:
             flows = {f.key: f for f in known}
             for f in change.delete:
                 flows.pop(f.key, None)
             flows.update((f.key, f) for f in change.add)
             self._cache = frozenset(flows.values())
+
+
+_BATCH = 2048  # messages per write to the connection
