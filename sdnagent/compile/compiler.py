@@ -18,7 +18,7 @@ from typing import Optional
 from sdnagent import model
 from sdnagent.compile import portrange
 from sdnagent.compile.flows import Flow
-from sdnagent.compile.pipeline import flow
+from sdnagent.compile.pipeline import FILTER_TABLES, RULE_SLOTS, filter_band, flow
 
 MAX_MIRRORS_PER_BRIDGE = 32  # an OVS limit
 CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
@@ -28,8 +28,6 @@ VXLAN_TARGET_UDP_PORT = 4789
 GRE_PROTO, UDP_PROTO = 47, 17
 assert set(model.AGENT_PORTS) == {*TUNNEL_PORT.values(), VXLAN_TARGET_PORT}
 ETH_TYPE = {"ipv4": 0x0800, "ipv6": 0x86DD}
-FILTER_TOP = 60000
-# keeps a hook's filter ranks (sessions x 10 rules) far above priority 0
 MAX_SESSIONS_PER_HOOK = model.MAX_SESSIONS_PER_SOURCE
 
 
@@ -410,12 +408,36 @@ def _own_tunnel_matches(local_ip: str) -> list[dict]:
     return out
 
 
+def _session_filter(intent: model.Intent, sess: model.Session, hook: Hook,
+                    in_port: int) -> list[Flow]:
+    """One session's flows on one hook: its own priority band, so that they stay
+    as they are when other sessions, or their rules, come and go."""
+    table, top = filter_band(sess.priority)
+    accept = (("set_field", "reg0", sess.priority),)
+    obj = f"{sess.name}/{hook.name}"
+    if sess.filter is None:
+        return [flow(table, top, {"in_port": in_port}, accept, goto="forward", kind="session",
+                     obj=obj)]
+    rules = intent.filters[sess.filter].rules(hook.rules)
+    assert len(rules) <= RULE_SLOTS, "the schema allows at most 10 rules per direction"
+    out = []
+    for slot, rule in enumerate(rules):
+        for m in rule_matches(rule):
+            m["in_port"] = in_port
+            out.append(flow(table, top - slot, m, accept if rule.action == "accept" else (),
+                            goto="forward" if rule.action == "accept" else None, kind="rule",
+                            obj=f"{obj}/{rule.priority}"))
+    return out
+
+
 def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
                chassis_ips: Mapping[str, str], local_chassis: str, encap: str,
                local_ip: str = "") -> frozenset[Flow]:
     """brtap's flows; ports without an ofport (yet) are left out, a later pass adds them."""
     flows: list[Flow] = [flow(t, 0, {}, kind="default", obj=t)
-                         for t in ("classify", "filter", "forward", "tunnel_in")]
+                         for t in ("classify", FILTER_TABLES[-1], "forward", "tunnel_in")]
+    flows += [flow(t, 0, {}, goto=after, kind="default", obj=t)
+              for t, after in zip(FILTER_TABLES, FILTER_TABLES[1:])]
     tunnel = ofports.get(TUNNEL_PORT[encap], 0)
     vxlan = ofports.get(VXLAN_TARGET_PORT, 0)
 
@@ -449,30 +471,13 @@ def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
         in_port = port(hook.patch_tap)
         if in_port <= 0:
             continue
-        flows.append(flow("classify", 200, {"in_port": in_port}, goto="filter", kind="source",
-                          obj=hname))
+        flows.append(flow("classify", 200, {"in_port": in_port}, goto=FILTER_TABLES[0],
+                          kind="source", obj=hname))
         if hook.select == "all" and local_ip:
             flows += [flow("classify", 250, {**m, "in_port": in_port}, kind="source", obj=hname)
                       for m in _own_tunnel_matches(local_ip)]
-        rank = 0
         for sess in sorted({s.name: s for s in sessions}.values(), key=lambda s: s.priority):
-            accept = (("set_field", "reg0", sess.priority),)
-            obj = f"{sess.name}/{hname}"
-            if sess.filter is None:
-                flows.append(flow("filter", FILTER_TOP - rank, {"in_port": in_port}, accept,
-                                  goto="forward", kind="session", obj=obj))
-                rank += 1
-                continue
-            for rule in intent.filters[sess.filter].rules(hook.rules):
-                for m in rule_matches(rule):
-                    m["in_port"] = in_port
-                    if rule.action == "accept":
-                        flows.append(flow("filter", FILTER_TOP - rank, m, accept, goto="forward",
-                                          kind="rule", obj=f"{obj}/{rule.priority}"))
-                    else:
-                        flows.append(flow("filter", FILTER_TOP - rank, m, kind="rule",
-                                          obj=f"{obj}/{rule.priority}"))
-                rank += 1
+            flows += _session_filter(intent, sess, hook, in_port)
 
     # forward: per session with local hooks
     active_sessions = {s for (s, _), names in plan.source_hooks.items() if names}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from sdnagent import model
 from sdnagent.compile.flows import Flow, cookie
 
 
@@ -23,16 +24,37 @@ class Table:
 _IP_FIELDS = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst",
               "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
 
+# The filter stage is a chain of tables, each holding a fixed range of session
+# priorities, so that a session's flows have an OpenFlow priority band of their
+# own: other sessions and their rules come and go without moving it.
+SESSIONS_PER_FILTER_TABLE = 6000
+RULE_SLOTS = model.MAX_RULES_PER_DIRECTION  # one OpenFlow priority per rule
+FILTER_TOP = 65000
+FILTER_TABLES = tuple(f"filter{i}" for i in range(
+    -(-model.SESSION_PRIORITY[1] // SESSIONS_PER_FILTER_TABLE)))
+assert FILTER_TOP - SESSIONS_PER_FILTER_TABLE * RULE_SLOTS > 0
+
+
+def _filter_table(i: int) -> Table:
+    lo = i * SESSIONS_PER_FILTER_TABLE + 1
+    hi = min(lo + SESSIONS_PER_FILTER_TABLE - 1, model.SESSION_PRIORITY[1])
+    last = i == len(FILTER_TABLES) - 1
+    return Table(FILTER_TABLES[i], 10 + i, frozenset({"in_port"} | _IP_FIELDS),
+                 ("forward",) if last else ("forward", FILTER_TABLES[i + 1]),
+                 f"the rules of sessions of priority {lo}-{hi} for the hook's direction, each "
+                 "session in a priority band of its own: accept writes the session into reg0 "
+                 "and goes to forward, reject drops; "
+                 + ("no match drops" if last else f"no match goes on to {FILTER_TABLES[i + 1]}"))
+
+
 TABLES = (
     Table("classify", 0, frozenset({"in_port", "tun_ipv4_src", "tun_ipv6_src"} | _IP_FIELDS),
-          ("filter", "tunnel_in"),
-          "by in_port: a source hook goes to filter, a known chassis's tunnel traffic to "
-          "tunnel_in, a target port's own traffic is dropped; anything else is dropped. A "
-          "vswitch hook drops this chassis's own tunnel packets first: a copy is never "
-          "mirrored again"),
-    Table("filter", 10, frozenset({"in_port"} | _IP_FIELDS), ("forward",),
-          "the sessions' rules of the hook's direction, ranked by (session priority, rule "
-          "priority): accept writes the session into reg0 and goes on, reject drops"),
+          (FILTER_TABLES[0], "tunnel_in"),
+          "by in_port: a source hook goes to the filter stage, a known chassis's tunnel "
+          "traffic to tunnel_in, a target port's own traffic is dropped; anything else is "
+          "dropped. A vswitch hook drops this chassis's own tunnel packets first: a copy is "
+          "never mirrored again"),
+    *(_filter_table(i) for i in range(len(FILTER_TABLES))),
     Table("forward", 20, frozenset({"reg0"}), (),
           "by session (reg0): deliver to the target, truncated to the packet length: a local "
           "port, GRE/VXLAN to the target's chassis with the target's key, or VXLAN with the "
@@ -41,6 +63,15 @@ TABLES = (
           "traffic from a known chassis: the key names a local enabled target"),
 )
 BY_NAME = {t.name: t for t in TABLES}
+# goto only goes forward: ids grow in the order declared
+assert [t.id for t in TABLES] == sorted({t.id for t in TABLES}) and len(BY_NAME) == len(TABLES)
+
+
+def filter_band(session_priority: int) -> tuple[str, int]:
+    """The filter table of a session and the OpenFlow priority of its first rule; its
+    rules take the RULE_SLOTS priorities below, in evaluation order."""
+    i, pos = divmod(session_priority - 1, SESSIONS_PER_FILTER_TABLE)
+    return FILTER_TABLES[i], FILTER_TOP - pos * RULE_SLOTS
 
 
 def table(name: str) -> Table:

@@ -460,3 +460,67 @@ def test_only_what_concerns_the_chassis_is_planned():
     again = model.Intent.of(full.targets.values(), full.filters.values(),
                             [noted, *[s for s in full.sessions.values() if s.name != sess.name]])
     assert compiler.concerning(again, "host-a", frozenset({"vm-230"})) == part
+
+
+
+def _band(table, priority):
+    """The filter flows in a session's band (its table, its RULE_SLOTS priorities)."""
+    from sdnagent.compile import pipeline
+    name, top = pipeline.filter_band(priority)
+    tid = pipeline.table(name).id
+    return {f for f in table if f.table == tid and top - pipeline.RULE_SLOTS < f.priority <= top}
+
+
+def _with_rule(intent, fname, **kw):
+    flt = intent.filters[fname]
+    rule = model.new_rule(flt, "inbound", **kw)
+    flt = dataclasses.replace(flt, inbound=tuple(sorted((*flt.inbound, rule),
+                                                        key=lambda r: r.priority)))
+    return model.Intent.of(intent.targets.values(),
+                           [flt if f.name == fname else f for f in intent.filters.values()],
+                           intent.sessions.values())
+
+
+def test_a_change_to_one_session_rewrites_only_that_sessions_flows():
+    """Priority bands: each session's filter flows keep their OpenFlow priority when
+    other sessions or rules come and go, so a change touches only its own flows."""
+    base = example()  # session-01 (priority 1) and session-02 (2) on one hook
+    _, _, before = compile_all(base, inventory())
+    s1 = _band(before, 1)
+    assert s1 and _band(before, 2)
+
+    def touched(after):
+        change = flows.diff(before, after)
+        assert change
+        return set(change.add) | set(change.delete)
+
+    # a rule added to session-02's filter
+    _, _, ruled = compile_all(_with_rule(base, "filter-02", priority="2", action="reject",
+                                         protocol="tcp"), inventory())
+    assert _band(ruled, 1) == s1 and not touched(ruled) & s1
+    # and one added to session-01's filter leaves session-02's flows as they were
+    s2 = _band(before, 2)
+    _, _, ruled = compile_all(_with_rule(base, "filter-01", priority="2", action="reject",
+                                         protocol="udp"), inventory())
+    assert _band(ruled, 2) == s2 and not touched(ruled) & s2
+    # session-02 disabled, and a session of priority 3 added to the hook
+    third = model.Session("session-03", 3, 9, "target-01", None, None, True,
+                          (model.Source("port", "in", iface_id="vm-230"),))
+    more = model.Intent.of(base.targets.values(), base.filters.values(),
+                           [dataclasses.replace(base.sessions["session-02"], enabled=False),
+                            base.sessions["session-01"], third])
+    _, _, grown = compile_all(more, inventory())
+    assert _band(grown, 1) == s1 and not touched(grown) & s1
+    assert not _band(grown, 2) and len(_band(grown, 3)) == 1
+
+
+def test_session_bands_cover_every_priority_without_overlap():
+    from sdnagent.compile import pipeline
+    seen = {}
+    for prio in (1, 2, 5999, 6000, 6001, 12000, 32765, 32766):
+        table, top = pipeline.filter_band(prio)
+        assert table in pipeline.FILTER_TABLES and top - pipeline.RULE_SLOTS + 1 > 0
+        for p in range(top - pipeline.RULE_SLOTS + 1, top + 1):
+            assert seen.setdefault((table, p), prio) == prio
+    assert pipeline.filter_band(1) > pipeline.filter_band(2)[:1] + (0,)
+    assert pipeline.filter_band(1)[1] - pipeline.filter_band(2)[1] == pipeline.RULE_SLOTS
