@@ -69,11 +69,16 @@ def _fetch(member: str, schema_name: str, timeout: float) -> Any:
 
 
 class NotifyingIdl(connection.OvsdbIdl):
-    """An IDL that calls ``on_change(table_name)`` for every row change it receives."""
+    """An IDL that calls ``on_change(table_name)`` for every row change it receives, and
+    ``on_row(table_name, event, row)`` (under the connection lock) for those that
+    keep a cache of what they read."""
 
     on_change: Optional[Callable[[str], None]] = None
+    on_row: Optional[Callable[[str, str, Any], None]] = None
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        if self.on_row is not None:
+            self.on_row(row._table.name, event, row)
         if self.on_change is not None:
             self.on_change(row._table.name)
 

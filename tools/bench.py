@@ -21,14 +21,14 @@ from sdnagent.compile.compiler import Inventory, LocalPort
 from sdnagent.switch.ofswitch import OFSwitch
 
 
-def build(ports: int) -> tuple[model.Intent, Inventory]:
+def build(ports: int, rules_per_filter: int = 10) -> tuple[model.Intent, Inventory]:
     targets = [model.Target(f"t{i}", "vxlan", i + 1, remote_ip=f"10.9.0.{i + 1}", enabled=True)
                for i in range(3)]
     filters, sessions = [], []
     for s in range(3 * ports):
         flt = model.Filter(f"f{s}")
         rules = []
-        for r in range(10):
+        for r in range(rules_per_filter):
             rules.append(model.new_rule(flt, "inbound", priority=str(r + 1),
                                         action="accept" if r % 3 else "reject", protocol="tcp",
                                         src=f"10.{s % 250}.{r}.0/24",

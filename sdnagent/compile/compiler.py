@@ -10,6 +10,7 @@ assigns only once the ports exist:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Mapping
@@ -408,17 +409,20 @@ def _own_tunnel_matches(local_ip: str) -> list[dict]:
     return out
 
 
-def _session_filter(intent: model.Intent, sess: model.Session, hook: Hook,
-                    in_port: int) -> list[Flow]:
-    """One session's flows on one hook: its own priority band, so that they stay
-    as they are when other sessions, or their rules, come and go."""
-    table, top = filter_band(sess.priority)
-    accept = (("set_field", "reg0", sess.priority),)
-    obj = f"{sess.name}/{hook.name}"
-    if sess.filter is None:
-        return [flow(table, top, {"in_port": in_port}, accept, goto="forward", kind="session",
-                     obj=obj)]
-    rules = intent.filters[sess.filter].rules(hook.rules)
+@functools.lru_cache(maxsize=1 << 16)
+def _session_filter(session: str, priority: int, rules: Optional[tuple[model.Rule, ...]],
+                    hook: Hook, in_port: int) -> tuple[Flow, ...]:
+    """One session's flows on one hook (``rules`` None: the session has no filter).
+
+    Its own priority band, so that they stay as they are when other sessions, or
+    their rules, come and go; memoized, so that an unchanged session gives the very
+    same flows and a pass compares them by identity."""
+    table, top = filter_band(priority)
+    accept = (("set_field", "reg0", priority),)
+    obj = f"{session}/{hook.name}"
+    if rules is None:
+        return (flow(table, top, {"in_port": in_port}, accept, goto="forward", kind="session",
+                     obj=obj),)
     assert len(rules) <= RULE_SLOTS, "the schema allows at most 10 rules per direction"
     out = []
     for slot, rule in enumerate(rules):
@@ -427,17 +431,24 @@ def _session_filter(intent: model.Intent, sess: model.Session, hook: Hook,
             out.append(flow(table, top - slot, m, accept if rule.action == "accept" else (),
                             goto="forward" if rule.action == "accept" else None, kind="rule",
                             obj=f"{obj}/{rule.priority}"))
-    return out
+    return tuple(out)
 
 
 def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
                chassis_ips: Mapping[str, str], local_chassis: str, encap: str,
                local_ip: str = "") -> frozenset[Flow]:
     """brtap's flows; ports without an ofport (yet) are left out, a later pass adds them."""
-    flows: list[Flow] = [flow(t, 0, {}, kind="default", obj=t)
-                         for t in ("classify", FILTER_TABLES[-1], "forward", "tunnel_in")]
-    flows += [flow(t, 0, {}, goto=after, kind="default", obj=t)
-              for t, after in zip(FILTER_TABLES, FILTER_TABLES[1:])]
+    groups = plan_flow_groups(intent, plan, ofports, chassis_ips, local_chassis, encap, local_ip)
+    return frozenset(f for group in groups.values() for f in group)
+
+
+def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
+                     chassis_ips: Mapping[str, str], local_chassis: str, encap: str,
+                     local_ip: str = "") -> dict[str, tuple[Flow, ...]]:
+    """brtap's flows by the object they belong to (a session on a hook, a hook, a
+    target, a chassis...): a pass after a small change diffs only the groups that
+    changed (:func:`~sdnagent.compile.flows.diff_groups`)."""
+    groups: dict[str, tuple[Flow, ...]] = {"default": _DEFAULTS}
     tunnel = ofports.get(TUNNEL_PORT[encap], 0)
     vxlan = ofports.get(VXLAN_TARGET_PORT, 0)
 
@@ -447,18 +458,20 @@ def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
     # target side: a target's own traffic is dropped; known chassis reach tunnel_in
     for name, pname in sorted(plan.local_targets.items()):
         if port(pname) > 0:
-            flows.append(flow("classify", 300, {"in_port": port(pname)}, kind="target_drop",
-                              obj=name))
+            group = [flow("classify", 300, {"in_port": port(pname)}, kind="target_drop",
+                          obj=name)]
             target = intent.targets[name]
             if target.enabled and tunnel > 0:
-                flows.append(flow("tunnel_in", 100, {"tunnel_id": target.tunnel_key},
+                group.append(flow("tunnel_in", 100, {"tunnel_id": target.tunnel_key},
                                   (("output", port(pname)),), kind="target_in", obj=name))
+            groups[f"target {name}"] = tuple(group)
     if tunnel > 0:
         for chassis, ip in sorted(chassis_ips.items()):
             if chassis == local_chassis:
                 continue
-            flows.append(flow("classify", 100, {"in_port": tunnel, f"tun_{_ip_field(ip)}_src": ip},
-                              goto="tunnel_in", kind="chassis", obj=chassis))
+            groups[f"chassis {chassis}"] = (flow(
+                "classify", 100, {"in_port": tunnel, f"tun_{_ip_field(ip)}_src": ip},
+                goto="tunnel_in", kind="chassis", obj=chassis),)
 
     # source side
     hooks = {h.name: h for h in plan.hooks}
@@ -471,13 +484,17 @@ def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
         in_port = port(hook.patch_tap)
         if in_port <= 0:
             continue
-        flows.append(flow("classify", 200, {"in_port": in_port}, goto=FILTER_TABLES[0],
-                          kind="source", obj=hname))
+        group = [flow("classify", 200, {"in_port": in_port}, goto=FILTER_TABLES[0],
+                      kind="source", obj=hname)]
         if hook.select == "all" and local_ip:
-            flows += [flow("classify", 250, {**m, "in_port": in_port}, kind="source", obj=hname)
+            group += [flow("classify", 250, {**m, "in_port": in_port}, kind="source", obj=hname)
                       for m in _own_tunnel_matches(local_ip)]
+        groups[f"hook {hname}"] = tuple(group)
         for sess in sorted({s.name: s for s in sessions}.values(), key=lambda s: s.priority):
-            flows += _session_filter(intent, sess, hook, in_port)
+            rules = (intent.filters[sess.filter].rules(hook.rules) if sess.filter is not None
+                     else None)
+            groups[f"session {sess.name} {hname}"] = _session_filter(
+                sess.name, sess.priority, rules, hook, in_port)
 
     # forward: per session with local hooks
     active_sessions = {s for (s, _), names in plan.source_hooks.items() if names}
@@ -496,6 +513,12 @@ def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
             continue
         out = (("output_trunc", out_port, sess.packet_length) if sess.packet_length
                else ("output", out_port))
-        flows.append(flow("forward", 100, {"reg0": sess.priority}, sets + (out,),
-                          kind="forward", obj=sname))
-    return frozenset(flows)
+        groups[f"forward {sname}"] = (flow("forward", 100, {"reg0": sess.priority},
+                                           sets + (out,), kind="forward", obj=sname),)
+    return groups
+
+
+_DEFAULTS = tuple([flow(t, 0, {}, kind="default", obj=t)
+                   for t in ("classify", FILTER_TABLES[-1], "forward", "tunnel_in")]
+                  + [flow(t, 0, {}, goto=after, kind="default", obj=t)
+                     for t, after in zip(FILTER_TABLES, FILTER_TABLES[1:])])

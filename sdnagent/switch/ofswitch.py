@@ -216,7 +216,9 @@ class OFSwitch:
         self.timeout = timeout
         self.app: Optional[TapOFApp] = None
         self._bundle_id = int(time.time()) & 0xFFFF
-        self._cache: Optional[frozenset[Flow]] = None  # what the switch holds, as we know it
+        # what the switch holds as we know it, by flow key; kept up to date in proportion
+        # to each change, never rebuilt from scratch but by a dump
+        self._cache: Optional[dict[tuple, Flow]] = None
         self._cache_dp: Any = None
 
     @property
@@ -313,16 +315,24 @@ class OFSwitch:
         """
         dp = self._dp()
         if self._cache is not None and self._cache_dp is dp and not refresh:
-            return self._cache
+            return frozenset(self._cache.values())
         self._cache = None
         self._cache_dp = dp
-        self._cache = self._dump(dp)
-        return self._cache
+        dumped = self._dump(dp)
+        self._cache = {f.key: f for f in dumped}
+        return dumped
 
     def believed(self) -> Optional[frozenset[Flow]]:
         """What we believe the current connection's switch holds, if we know."""
         dp = self.app.datapath if self.app else None
-        return self._cache if dp is not None and self._cache_dp is dp else None
+        if dp is None or self._cache is None or self._cache_dp is not dp:
+            return None
+        return frozenset(self._cache.values())
+
+    def knows(self) -> bool:
+        """Whether we know what the current connection's switch holds (cheap)."""
+        dp = self.app.datapath if self.app else None
+        return dp is not None and self._cache is not None and self._cache_dp is dp
 
     def consistent(self) -> bool:
         """Whether the switch still holds as many flows as we believe it does.
@@ -374,11 +384,10 @@ class OFSwitch:
         self._send(dp, ofcodec.bundle_ctrl(bid, ofcodec.ONF_BCT_COMMIT_REQUEST, flags, commit))
         self._barrier(dp, [commit], "bundle commit")
         if known is not None and self._cache_dp is dp:
-            flows = {f.key: f for f in known}
             for f in change.delete:
-                flows.pop(f.key, None)
-            flows.update((f.key, f) for f in change.add)
-            self._cache = frozenset(flows.values())
+                known.pop(f.key, None)
+            known.update((f.key, f) for f in change.add)
+            self._cache = known
 
 
 _BATCH = 2048  # messages per write to the connection

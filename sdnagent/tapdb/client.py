@@ -64,40 +64,125 @@ class Snapshot:
     rows: dict  # ("target"|"filter"|"session", name) / ("rule", filter, dir, prio) / ("source", session, key)
 
 
+# An object read from tapdb: the model value, the rows behind it (Snapshot.rows
+# entries) and the uuids of every row it was read from.
+_Read = tuple[Any, dict, frozenset]
+
+
+def _target(row: Any) -> _Read:
+    t = model.Target(row.name, row.type, row.tunnel_key, _opt(row, "iface_id"),
+                     _opt(row, "chassis"), _opt(row, "nic"), _opt(row, "remote_ip"),
+                     row.enabled, _status(row))
+    return t, {("target", row.name): row}, frozenset({row.uuid})
+
+
+def _filter(row: Any) -> _Read:
+    rows: dict = {("filter", row.name): row}
+    deps = {row.uuid}
+    by_dir = {}
+    for direction in model.RULE_DIRECTIONS:
+        rules = []
+        for rrow in getattr(row, direction + "_rules"):
+            rule = rule_from_row(rrow)
+            rows["rule", row.name, direction, rule.priority] = rrow
+            deps.add(rrow.uuid)
+            rules.append(rule)
+        by_dir[direction] = tuple(sorted(rules, key=lambda r: r.priority))
+    return (model.Filter(row.name, by_dir["inbound"], by_dir["outbound"]), rows,
+            frozenset(deps))
+
+
+def _session(row: Any) -> _Read:
+    rows: dict = {("session", row.name): row}
+    deps = {row.uuid, row.target.uuid}
+    sources = []
+    for srow in row.sources:
+        if srow is None:  # outside this client's monitoring condition
+            continue
+        src = source_from_row(srow)
+        rows["source", row.name, src.key] = srow
+        deps.add(srow.uuid)
+        sources.append(src)
+    flt = _opt(row, "filter")
+    if flt is not None:
+        deps.add(flt.uuid)
+    sess = model.Session(row.name, row.priority, row.vni, row.target.name,
+                         flt.name if flt is not None else None, _opt(row, "packet_length"),
+                         row.enabled, tuple(sorted(sources, key=lambda s: (s.type, s.key))))
+    return sess, rows, frozenset(deps)
+
+
+_KINDS = (("Mirror_Target", _target), ("Mirror_Filter", _filter), ("Mirror_Session", _session))
+
+
 def read_snapshot(idl: Any) -> Snapshot:
     rows: dict = {}
-    targets, filters, sessions = [], [], []
-    for row in idl.tables["Mirror_Target"].rows.values():
-        rows["target", row.name] = row
-        targets.append(model.Target(row.name, row.type, row.tunnel_key, _opt(row, "iface_id"),
-                                    _opt(row, "chassis"), _opt(row, "nic"),
-                                    _opt(row, "remote_ip"), row.enabled, _status(row)))
-    for row in idl.tables["Mirror_Filter"].rows.values():
-        rows["filter", row.name] = row
-        by_dir = {}
-        for direction in model.RULE_DIRECTIONS:
-            rules = []
-            for rrow in getattr(row, direction + "_rules"):
-                rule = rule_from_row(rrow)
-                rows["rule", row.name, direction, rule.priority] = rrow
-                rules.append(rule)
-            by_dir[direction] = tuple(sorted(rules, key=lambda r: r.priority))
-        filters.append(model.Filter(row.name, by_dir["inbound"], by_dir["outbound"]))
-    for row in idl.tables["Mirror_Session"].rows.values():
-        rows["session", row.name] = row
-        sources = []
-        for srow in row.sources:
-            if srow is None:  # outside this client's monitoring condition
-                continue
-            src = source_from_row(srow)
-            rows["source", row.name, src.key] = srow
-            sources.append(src)
-        flt = _opt(row, "filter")
-        sessions.append(model.Session(
-            row.name, row.priority, row.vni, row.target.name,
-            flt.name if flt is not None else None, _opt(row, "packet_length"), row.enabled,
-            tuple(sorted(sources, key=lambda s: (s.type, s.key)))))
-    return Snapshot(model.Intent.of(targets, filters, sessions), rows)
+    found: dict[str, list] = {}
+    for table, read in _KINDS:
+        found[table] = []
+        for row in idl.tables[table].rows.values():
+            obj, its_rows, _ = read(row)
+            found[table].append(obj)
+            rows.update(its_rows)
+    return Snapshot(model.Intent.of(*found.values()), rows)
+
+
+class SnapshotCache:
+    """:func:`read_snapshot` in proportion to what changed since the last read.
+
+    The IDL reports every row it creates, updates or deletes (:meth:`changed`,
+    called under the connection lock, as reads are); an object is read again
+    only when a row it was read from changed, so a pass after one change reads
+    one object, not the whole intent.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: set = set()
+        self._sources_moved = False
+        self._objects: dict[str, dict[Any, _Read]] = {table: {} for table, _ in _KINDS}
+        self._users: dict[Any, set[tuple[str, Any]]] = {}  # row uuid -> objects read from it
+
+    def changed(self, table: str, event: str, row: Any) -> None:
+        self._dirty.add(row.uuid)
+        if table == "Mirror_Source" and event != "update":
+            # a source row that enters or leaves this client's view: its session does
+            # not name it among the rows it was read from
+            self._sources_moved = True
+
+    def read(self, idl: Any) -> Snapshot:
+        stale: set[tuple[str, Any]] = set()
+        for uuid in self._dirty:
+            stale.update(self._users.get(uuid, ()))
+        if self._sources_moved:
+            stale.update(("Mirror_Session", u) for u in self._objects["Mirror_Session"])
+        self._dirty, self._sources_moved = set(), False
+        rows: dict = {}
+        found: list[list] = []
+        for table, read in _KINDS:
+            known = self._objects[table]
+            present = idl.tables[table].rows
+            for uuid in [u for u in known if u not in present or (table, u) in stale]:
+                self._forget(table, uuid)
+            objs = []
+            for uuid, row in present.items():
+                entry = known.get(uuid)
+                if entry is None:
+                    entry = known[uuid] = read(row)
+                    for dep in entry[2]:
+                        self._users.setdefault(dep, set()).add((table, uuid))
+                objs.append(entry[0])
+                rows.update(entry[1])
+            found.append(objs)
+        return Snapshot(model.Intent.of(*found), rows)
+
+    def _forget(self, table: str, uuid: Any) -> None:
+        entry = self._objects[table].pop(uuid)
+        for dep in entry[2]:
+            users = self._users.get(dep)
+            if users is not None:
+                users.discard((table, uuid))
+                if not users:
+                    del self._users[dep]
 
 
 # ---------------------------------------------------------------- writing
@@ -263,8 +348,13 @@ class TapdbApi(ovsdbutil.Backend):
 
     # ---------------------------------------------------- what agents use
 
+    snapshots: Optional[SnapshotCache] = None  # an agent's: reads in proportion to changes
+
+    def read_intent(self, idl: Any) -> Snapshot:
+        return self.snapshots.read(idl) if self.snapshots is not None else read_snapshot(idl)
+
     def agent_view(self) -> "AgentView":
-        return self.read(read_agent_view)
+        return self.read(lambda idl: read_agent_view(idl, self.read_intent))
 
     def watch(self, chassis: str, local_ifaces: set[str], target_ifaces: set[str]) -> None:
         """Monitor only the sources and bindings that concern this chassis."""
@@ -381,7 +471,7 @@ class TapdbApi(ovsdbutil.Backend):
             return 0
 
         def run(txn: Any) -> int:
-            todo = changed(read_snapshot(self.idl))
+            todo = changed(self.read_intent(self.idl))
             for row, status in todo:
                 row.status = status
             return len(todo)
@@ -402,7 +492,7 @@ class AgentView:
     rejected: dict[str, str] = dataclasses.field(default_factory=dict)  # chassis -> why
 
 
-def read_agent_view(idl: Any) -> AgentView:
+def read_agent_view(idl: Any, intent: Callable[[Any], Snapshot] = read_snapshot) -> AgentView:
     chassis, rejected = {}, {}
     for r in idl.tables["Chassis"].rows.values():
         try:
@@ -414,7 +504,7 @@ def read_agent_view(idl: Any) -> AgentView:
     bindings: dict[str, list[str]] = {}
     for r in idl.tables["Binding"].rows.values():
         bindings.setdefault(r.iface_id, []).append(r.chassis)
-    return AgentView(read_snapshot(idl), chassis,
+    return AgentView(intent(idl), chassis,
                      {k: tuple(sorted(v)) for k, v in bindings.items()}, rejected)
 
 

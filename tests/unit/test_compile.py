@@ -524,3 +524,20 @@ def test_session_bands_cover_every_priority_without_overlap():
             assert seen.setdefault((table, p), prio) == prio
     assert pipeline.filter_band(1) > pipeline.filter_band(2)[:1] + (0,)
     assert pipeline.filter_band(1)[1] - pipeline.filter_band(2)[1] == pipeline.RULE_SLOTS
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(intents(), intents())
+def test_diff_of_changed_groups_equals_the_full_diff(one, two):
+    """What a pass applies after a change, looking only into the groups that changed,
+    is what the full diff of the two flow sets gives."""
+    def groups(intent):
+        plan, ofports, _ = compile_all(intent, inventory(ports={
+            "vm-1": LocalPort("vm-1", "br-int", "vm1", 1),
+            "vm-t": LocalPort("vm-t", "brtap", "vmt", 2)}))
+        return compiler.plan_flow_groups(intent, plan, ofports, {"host-a": "10.255.0.1"},
+                                         "host-a", "gre")
+    before, after = groups(one), groups(two)
+    flat = [frozenset(f for g in gs.values() for f in g) for gs in (before, after)]
+    assert flows.diff_groups(before, after) == flows.diff(*flat)
+    assert not flows.diff_groups(before, groups(one))
