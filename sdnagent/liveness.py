@@ -37,6 +37,13 @@ def silence(name: str, beats: Mapping[str, Liveness], now: float) -> Optional[st
     return None
 
 
+def lagging(generation: int, applied: Mapping[str, int], beats: Mapping[str, Liveness],
+            now: float) -> dict[str, int]:
+    """The live chassis that have not applied ``generation`` yet, with what they have."""
+    return {name: applied.get(name, 0) for name in sorted(beats)
+            if silence(name, beats, now) is None and applied.get(name, 0) < generation}
+
+
 def _stale(status: tuple[tuple[str, str], ...], why: str) -> tuple[tuple[str, str], ...]:
     st = dict(status)
     out = {"state": "stale", "reason": why, "was": st.get("state", "pending")}

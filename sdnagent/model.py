@@ -9,6 +9,7 @@ the writing transaction, so the rules hold for what is actually committed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -101,6 +102,18 @@ class Filter:
     def rules(self, direction: str) -> tuple[Rule, ...]:
         assert direction in RULE_DIRECTIONS, direction
         return self.inbound if direction == "inbound" else self.outbound
+
+    @functools.cached_property
+    def stored_problem(self) -> Optional[tuple[str, str]]:
+        """Where and why its stored rules break a rule, or None; judged once per object
+        (an agent's passes see the same Filter until one of its rows changes)."""
+        for direction in RULE_DIRECTIONS:
+            for rule in self.rules(direction):
+                try:
+                    _check_stored_rule(rule)
+                except IntentError as exc:
+                    return f"filter {self.name} {direction} rule {rule.priority}", str(exc)
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,14 +445,9 @@ def check_stored(intent: Intent, session: Session) -> None:
         raise IntentError(f"target {target.name}", str(exc)) from None
     if session.filter is None:
         return
-    flt = intent.filter(session.filter)
-    for direction in RULE_DIRECTIONS:
-        for rule in flt.rules(direction):
-            where = f"filter {flt.name} {direction} rule {rule.priority}"
-            try:
-                _check_stored_rule(rule)
-            except IntentError as exc:
-                raise IntentError(where, str(exc)) from None
+    problem = intent.filter(session.filter).stored_problem
+    if problem is not None:
+        raise IntentError(*problem)
 
 
 def check_stored_target(target: Target) -> None:

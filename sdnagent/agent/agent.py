@@ -121,7 +121,7 @@ class Agent:
                 self.mark("periodic resync")
             if not self.wake.is_set():
                 continue
-            time.sleep(0.02)  # let a burst of events land in one pass
+            time.sleep(0.002)  # let the rest of a burst of events land in this pass
             self.wake.clear()
             reasons = self._take_reasons()
             try:
@@ -182,6 +182,7 @@ class Agent:
             full = True
         if inputs == self._applied and not full and not any(
                 r.split(" ")[0] in FORCING for r in reasons):
+            self.tapdb.report_applied(self.chassis, view.generation)
             LOG.debug("reconcile (%s): nothing that concerns chassis %s changed; %.1f ms",
                       ", ".join(reasons), self.chassis, (time.monotonic() - started) * 1000)
             return None
@@ -240,6 +241,8 @@ class Agent:
         if port_changes:
             return "ports changed"
         self._applied = inputs
+        # the flows are committed and a barrier confirmed it: say which intent that was
+        self.tapdb.report_applied(self.chassis, view.generation)
         return None
 
     def _log_rejected(self, rejected: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any, Optional, Sequence
 
@@ -13,6 +14,7 @@ from sdnagent import liveness, model
 from sdnagent.tapdb import client, server
 
 DEFAULT_DB = server.TapdbServer().remote
+EXIT_NOT_APPLIED = 3  # the change is committed, but not every live chassis applied it in time
 
 
 def _status_text(status: tuple[tuple[str, str], ...], iface: Optional[str] = None,
@@ -191,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tapdb connection, comma-separated for a cluster (default: $TAPDB, else "
                         f"{DEFAULT_DB})")
     p.add_argument("--timeout", type=float, default=client.DEFAULT_TIMEOUT,
-                   help="seconds to wait for tapdb (default %(default)s)")
+                   help="seconds to wait for tapdb, and with --wait for the chassis "
+                        "(default %(default)s)")
+    p.add_argument("--wait", action="store_true",
+                   help="after a change, return only once every live chassis has applied it "
+                        f"(exit code {EXIT_NOT_APPLIED}, naming the others, if the time is up)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def cmd(name: str, help: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -342,6 +348,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         out = run(args, api)
+        generation = api.committed_generation
+        late = wait_applied(api, generation, args.timeout) if args.wait and generation else {}
     except model.IntentError as exc:
         print(f"tapctl: error: {exc}", file=sys.stderr)
         return 1
@@ -352,7 +360,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         api.close()
     if out:
         print(out)
+    if late:
+        names = ", ".join(f"{name} (at generation {at})" for name, at in late.items())
+        print(f"tapctl: committed as generation {generation}, but not applied within "
+              f"{args.timeout:g} s by {names}", file=sys.stderr)
+        return EXIT_NOT_APPLIED
     return 0
+
+
+def wait_applied(api: client.TapdbApi, generation: int, timeout: float) -> dict[str, int]:
+    """Wait until every live chassis reports ``generation`` applied (agents write it
+    once the switch confirmed the flows); the ones that did not in time, else {}."""
+    changed = threading.Event()
+    api.idl.on_change = lambda table: changed.set()
+    deadline = time.monotonic() + timeout
+    while True:
+        changed.clear()
+        beats, applied = api.read(lambda idl: (client.read_liveness(idl),
+                                               client.read_applied(idl)))
+        late = liveness.lagging(generation, applied, beats, time.time())
+        left = deadline - time.monotonic()
+        if not late or left <= 0:
+            return late
+        changed.wait(min(left, 1.0))  # and once a second: a chassis may fall silent
 
 
 if __name__ == "__main__":

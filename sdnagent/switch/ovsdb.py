@@ -49,6 +49,8 @@ class LocalSwitch:
         self.controller = controller
         self.timeout = timeout
         self.api: Optional[ovsdbutil.Backend] = None
+        self._last: Optional[tuple[int, dict[str, Any]]] = None  # (change_seqno, inventory)
+        self._settled: Optional[tuple] = None  # (ports planned, change_seqno) found in place
 
     def start(self, on_change: Callable[[str], None]) -> None:
         try:
@@ -74,9 +76,19 @@ class LocalSwitch:
     # ------------------------------------------------------------ reading
 
     def inventory(self) -> dict[str, Any]:
-        """This host's side of :class:`~sdnagent.compile.compiler.Inventory`."""
+        """This host's side of :class:`~sdnagent.compile.compiler.Inventory`.
+
+        Read again only when the local database changed since the last read (the
+        IDL's change sequence number): reading every port costs more than the rest
+        of a pass that follows one change in tapdb.  Treat it as read-only."""
         assert self.api is not None
-        return self.api.read(self._inventory)
+        return self.api.read(self._cached_inventory)
+
+    def _cached_inventory(self, idl: Any) -> dict[str, Any]:
+        seqno = idl.change_seqno
+        if self._last is None or self._last[0] != seqno:
+            self._last = (seqno, self._inventory(idl))
+        return self._last[1]
 
     def _inventory(self, idl: Any) -> dict[str, Any]:
         ports: dict[str, LocalPort] = {}
@@ -143,10 +155,17 @@ class LocalSwitch:
         OVS 3.1 does not revalidate traffic for a Mirror edited in place.
         """
         assert self.api is not None
+        wanted = (plan.hooks, plan.tunnels, plan.nics)
+        if self.api.read(lambda idl: self._settled == (wanted, idl.change_seqno)):
+            return []  # what the last transaction found already there, and nothing moved since
         try:
-            return self.api.run(lambda txn: _Apply(self, txn, plan).run(), "apply ports")
+            changes = self.api.run(lambda txn: _Apply(self, txn, plan).run(), "apply ports")
         except RuntimeError as exc:
+            self._settled = None
             raise SwitchError(f"the local switch refused the change: {exc}") from exc
+        self._settled = None if changes else self.api.read(lambda idl: (wanted,
+                                                                        idl.change_seqno))
+        return changes
 
 
 class _Apply:

@@ -240,9 +240,11 @@ class TapdbApi(ovsdbutil.Backend):
             rows = list(table.rows.values())
             if rows:
                 rows[0].verify("generation")
-                rows[0].generation = rows[0].generation + 1
+                generation = rows[0].generation + 1
+                rows[0].generation = generation
             else:
-                txn.insert(table).generation = 1
+                generation = txn.insert(table).generation = 1
+            self.committed_generation = generation  # if this try is the one that commits
             return func(txn, snap)
         try:
             return self.run(run, description)
@@ -349,6 +351,7 @@ class TapdbApi(ovsdbutil.Backend):
     # ---------------------------------------------------- what agents use
 
     snapshots: Optional[SnapshotCache] = None  # an agent's: reads in proportion to changes
+    committed_generation: Optional[int] = None  # Tap_Global.generation of our last change
 
     def read_intent(self, idl: Any) -> Snapshot:
         return self.snapshots.read(idl) if self.snapshots is not None else read_snapshot(idl)
@@ -399,6 +402,22 @@ class TapdbApi(ovsdbutil.Backend):
                 row.heartbeat_interval = interval
             row.heartbeat = now
         self.run(run, f"heartbeat of {name}")
+
+    def report_applied(self, name: str, generation: int) -> bool:
+        """Say that chassis ``name`` has applied the intent of ``generation`` (its row in
+        Chassis_Private, which other agents do not monitor); written when it differs."""
+        def current(idl: Any) -> Optional[int]:
+            row = _named(idl, "Chassis_Private", name)
+            return None if row is None else row.applied_generation
+        if self.read(current) in (None, generation):  # no row: the next heartbeat makes it
+            return False
+
+        def run(txn: Any) -> None:
+            row = _named(self.idl, "Chassis_Private", name)
+            if row is not None:
+                row.applied_generation = generation
+        self.run(run, f"applied generation of {name}")
+        return True
 
     def chassis_del(self, name: str, now: float) -> None:
         """Forget a chassis that is gone for good: its rows, its bindings, its statuses.
@@ -453,19 +472,21 @@ class TapdbApi(ovsdbutil.Backend):
         inside the transaction.
         """
         def changed(snap: Snapshot) -> list[tuple[Any, dict]]:
-            want: dict[Any, dict] = {}
-            for key, row in snap.rows.items():
-                if key[0] in ("source", "target") and row.status.get("chassis") == chassis:
-                    want[row] = {}
+            # statuses as the snapshot read them, not from the rows: one row read costs
+            # more than this whole comparison
+            current: dict[tuple, dict] = {("target", t.name): dict(t.status)
+                                          for t in snap.intent.targets.values()}
+            for sess in snap.intent.sessions.values():
+                for src in sess.sources:
+                    current["source", sess.name, src.key] = dict(src.status)
+            want = {k: {} for k, st in current.items() if st.get("chassis") == chassis}
             for (session, key), status in sources.items():
-                row = snap.rows.get(("source", session, key))
-                if row is not None:
-                    want[row] = status
+                if ("source", session, key) in current:
+                    want["source", session, key] = status
             for name, status in targets.items():
-                row = snap.rows.get(("target", name))
-                if row is not None:
-                    want[row] = status
-            return [(row, st) for row, st in want.items() if dict(row.status) != st]
+                if ("target", name) in current:
+                    want["target", name] = status
+            return [(snap.rows[k], st) for k, st in want.items() if current[k] != st]
 
         if not self.read(lambda idl: changed(snap)):
             return 0
@@ -490,6 +511,7 @@ class AgentView:
     chassis_ips: dict[str, str]
     bindings: dict[str, tuple[str, ...]]
     rejected: dict[str, str] = dataclasses.field(default_factory=dict)  # chassis -> why
+    generation: int = 0  # Tap_Global.generation: the intent's version, read with it
 
 
 def read_agent_view(idl: Any, intent: Callable[[Any], Snapshot] = read_snapshot) -> AgentView:
@@ -504,13 +526,19 @@ def read_agent_view(idl: Any, intent: Callable[[Any], Snapshot] = read_snapshot)
     bindings: dict[str, list[str]] = {}
     for r in idl.tables["Binding"].rows.values():
         bindings.setdefault(r.iface_id, []).append(r.chassis)
+    generation = max((r.generation for r in idl.tables["Tap_Global"].rows.values()), default=0)
     return AgentView(intent(idl), chassis,
-                     {k: tuple(sorted(v)) for k, v in bindings.items()}, rejected)
+                     {k: tuple(sorted(v)) for k, v in bindings.items()}, rejected, generation)
 
 
 def read_liveness(idl: Any) -> dict[str, liveness.Liveness]:
     return {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval)
             for r in idl.tables["Chassis_Private"].rows.values()}
+
+
+def read_applied(idl: Any) -> dict[str, int]:
+    """The generation each chassis has applied."""
+    return {r.name: r.applied_generation for r in idl.tables["Chassis_Private"].rows.values()}
 
 
 def read_chassis(idl: Any) -> list[tuple[str, str, str]]:

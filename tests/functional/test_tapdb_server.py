@@ -125,6 +125,8 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
         assert api.agent_view().chassis_ips == {"host-a": "10.255.0.1"}
         api.heartbeat("host-a", 1700000010, 10)  # heartbeats now have a table of their own
         assert api.read(client.read_liveness)["host-a"].heartbeat == 1700000010
+        assert api.read(client.read_applied) == {"host-a": 0}  # 1.2.0: applied generations
+        assert api.report_applied("host-a", 3) and api.read(client.read_applied) == {"host-a": 3}
         api.target_add("target-02", vxlan="10.0.0.2")  # the new schema is writable
         assert api.snapshot().intent.target("target-02").tunnel_key == 2
     finally:

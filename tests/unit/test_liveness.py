@@ -45,3 +45,12 @@ def test_statuses_of_a_silent_chassis_are_stale_never_active():
     # all alive: nothing changes
     beats["host-b"] = Liveness(1044, 10)
     assert liveness.apply(intent, bindings, beats, 1045) == intent
+
+
+def test_lagging_names_only_live_chassis_behind():
+    beats = {"a": liveness.Liveness(1000, 10), "b": liveness.Liveness(1000, 10),
+             "gone": liveness.Liveness(900, 10)}
+    applied = {"a": 7, "b": 5, "gone": 1}
+    assert liveness.lagging(7, applied, beats, now=1005) == {"b": 5}
+    assert liveness.lagging(5, applied, beats, now=1005) == {}
+    assert liveness.lagging(8, {}, beats, now=1005) == {"a": 0, "b": 0}
