@@ -9,7 +9,7 @@ import pytest
 
 from sdnagent import sandbox
 from sdnagent.cli import tapctl as tapctl_cli
-from sdnagent.tapdb import client, server
+from sdnagent.tapdb import ops, server
 
 
 def require_ovs() -> None:
@@ -37,7 +37,8 @@ def tapdb():
 
 @pytest.fixture
 def api(tapdb):
-    conn = client.connect(tapdb.remote)
+    """An operator's connection (tapctl's verbs)."""
+    conn = ops.connect(tapdb.remote, 10)
     yield conn
     conn.close()
 

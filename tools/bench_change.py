@@ -28,7 +28,7 @@ from bench import build  # noqa: E402
 from bench_rest import transact, transaction  # noqa: E402
 
 from sdnagent import sandbox  # noqa: E402
-from sdnagent.tapdb import client  # noqa: E402
+from sdnagent.tapdb import ops  # noqa: E402
 
 
 def installed(host: sandbox.Host) -> int:
@@ -90,7 +90,7 @@ def main() -> int:
         events: "queue.Queue[tuple[float, str]]" = queue.Queue()
         monitor = watch(host, events)
         time.sleep(1)
-        api = client.connect(lab.tapdb.remote)
+        api = ops.connect(lab.tapdb.remote, 10)
         latencies, mods = [], []
         sessions = sorted(intent.sessions.values(), key=lambda s: s.priority)
         for i in range(args.changes):

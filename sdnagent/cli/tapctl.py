@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import threading
 import time
 from typing import Any, Optional, Sequence
 
 from sdnagent import liveness, model
-from sdnagent.tapdb import client, server
+from sdnagent.tapdb import ops, rpc, schema
 
-DEFAULT_DB = server.TapdbServer().remote
+DEFAULT_DB = f"unix:{schema.DEFAULT_DIR}/tapdb.sock"
+DEFAULT_TIMEOUT = 10.0
 EXIT_NOT_APPLIED = 3  # the change is committed, but not every live chassis applied it in time
 
 
@@ -192,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=os.environ.get("TAPDB", DEFAULT_DB),
                    help="tapdb connection, comma-separated for a cluster (default: $TAPDB, else "
                         f"{DEFAULT_DB})")
-    p.add_argument("--timeout", type=float, default=client.DEFAULT_TIMEOUT,
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for tapdb, and with --wait for the chassis "
                         "(default %(default)s)")
     p.add_argument("--wait", action="store_true",
@@ -280,16 +279,14 @@ _ALIASES = {"tap-service-add": "target-add", "tap-flow-add": "source-add",
             "tap-flow-disable": "source-disable", "tap-service-del": "target-del"}
 
 
-def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
+def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
     """Carry out one parsed command; returns what to print."""
     cmd = _ALIASES.get(args.cmd, args.cmd)
     if cmd in ("show", "list"):
-        view, rows, beats = api.read(lambda idl: (client.read_agent_view(idl),
-                                                  client.read_chassis(idl),
-                                                  client.read_liveness(idl)))
+        snap, bindings, rows, beats, _ = api.everything()
         now = time.time()
-        intent = liveness.apply(view.snapshot.intent, view.bindings, beats, now)
-        chassis, bound = chassis_json(rows, beats, now), frozenset(view.bindings)
+        intent = liveness.apply(snap.intent, bindings, beats, now)
+        chassis, bound = chassis_json(rows, beats, now), frozenset(bindings)
         if args.format == "json":
             return json.dumps(dict(intent_json(intent), chassis=chassis), indent=2,
                               sort_keys=True)
@@ -339,22 +336,23 @@ def run(args: argparse.Namespace, api: client.TapdbApi) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    # failures reach the operator as one line from us, not as library log records
-    logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
     try:
-        api = client.connect(args.db, timeout=args.timeout)
-    except client.TapdbError as exc:
+        api = ops.connect(args.db, timeout=args.timeout)
+    except ops.TapdbError as exc:
         print(f"tapctl: {exc}", file=sys.stderr)
         return 1
     try:
         out = run(args, api)
         generation = api.committed_generation
-        late = wait_applied(api, generation, args.timeout) if args.wait and generation else {}
+        late = api.wait_applied(generation, args.timeout) if args.wait and generation else {}
     except model.IntentError as exc:
         print(f"tapctl: error: {exc}", file=sys.stderr)
         return 1
-    except client.TapdbError as exc:
+    except ops.TapdbError as exc:
         print(f"tapctl: {exc}", file=sys.stderr)
+        return 1
+    except rpc.RpcError as exc:
+        print(f"tapctl: tapdb at {args.db}: {exc}", file=sys.stderr)
         return 1
     finally:
         api.close()
@@ -366,23 +364,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{args.timeout:g} s by {names}", file=sys.stderr)
         return EXIT_NOT_APPLIED
     return 0
-
-
-def wait_applied(api: client.TapdbApi, generation: int, timeout: float) -> dict[str, int]:
-    """Wait until every live chassis reports ``generation`` applied (agents write it
-    once the switch confirmed the flows); the ones that did not in time, else {}."""
-    changed = threading.Event()
-    api.idl.on_change = lambda table: changed.set()
-    deadline = time.monotonic() + timeout
-    while True:
-        changed.clear()
-        beats, applied = api.read(lambda idl: (client.read_liveness(idl),
-                                               client.read_applied(idl)))
-        late = liveness.lagging(generation, applied, beats, time.time())
-        left = deadline - time.monotonic()
-        if not late or left <= 0:
-            return late
-        changed.wait(min(left, 1.0))  # and once a second: a chassis may fall silent
 
 
 if __name__ == "__main__":

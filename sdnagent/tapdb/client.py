@@ -1,12 +1,9 @@
-"""The tapdb client: an ovsdbapp backend with one method per tapctl verb.
+"""The agent's tapdb client: an ovsdbapp backend, an IDL narrowed to its chassis.
 
-Every write command runs in one OVSDB transaction that (1) reads the whole
-intent from the IDL, (2) judges the change with the pure rules of
-:mod:`sdnagent.model`, (3) verifies and bumps ``Tap_Global.generation``.  The
-verify is an OVSDB "wait" operation: when another writer committed in
-between, the server answers "try again" and ovsdbapp re-runs the command on
-the fresh data, so racing writers cannot break a rule the schema cannot
-express (quotas across sessions, a port that is both source and target).
+Agents read the intent from the IDL (through :class:`SnapshotCache`, in
+proportion to what changed) and write only what they own: their Chassis and
+Chassis_Private rows, Bindings, statuses.  Operators' verbs are in
+:mod:`sdnagent.tapdb.ops`, which tapctl uses without the IDL.
 """
 from __future__ import annotations
 
@@ -18,6 +15,7 @@ from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import liveness, model, ovsdbutil
 from sdnagent.tapdb import schema
+from sdnagent.tapdb.rows import KINDS, Read, Snapshot
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -28,97 +26,10 @@ class TapdbError(RuntimeError):
 
 # ---------------------------------------------------------------- reading
 
-
-def _opt(row: Any, column: str) -> Any:
-    value = getattr(row, column)
-    return value[0] if value else None
-
-
-def _range(row: Any, prefix: str) -> Optional[model.PortRange]:
-    lo, hi = _opt(row, prefix + "_min"), _opt(row, prefix + "_max")
-    if lo is None and hi is None:
-        return None
-    return model.PortRange(lo if lo is not None else hi, hi if hi is not None else lo)
-
-
-def _status(row: Any) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(row.status.items()))
-
-
-def rule_from_row(row: Any) -> model.Rule:
-    return model.Rule(row.priority, row.action, _opt(row, "protocol"), row.ethertype,
-                      _opt(row, "src_cidr"), _opt(row, "dst_cidr"),
-                      _range(row, "src_port"), _range(row, "dst_port"))
-
-
-def source_from_row(row: Any) -> model.Source:
-    return model.Source(row.type, row.direction, _opt(row, "iface_id"), _opt(row, "chassis"),
-                        _opt(row, "bridge"), _opt(row, "vlan"), row.enabled, _status(row))
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """The intent read from the IDL, and the row behind each object."""
-
-    intent: model.Intent
-    rows: dict  # ("target"|"filter"|"session", name) / ("rule", filter, dir, prio) / ("source", session, key)
-
-
-# An object read from tapdb: the model value, the rows behind it (Snapshot.rows
-# entries) and the uuids of every row it was read from.
-_Read = tuple[Any, dict, frozenset]
-
-
-def _target(row: Any) -> _Read:
-    t = model.Target(row.name, row.type, row.tunnel_key, _opt(row, "iface_id"),
-                     _opt(row, "chassis"), _opt(row, "nic"), _opt(row, "remote_ip"),
-                     row.enabled, _status(row))
-    return t, {("target", row.name): row}, frozenset({row.uuid})
-
-
-def _filter(row: Any) -> _Read:
-    rows: dict = {("filter", row.name): row}
-    deps = {row.uuid}
-    by_dir = {}
-    for direction in model.RULE_DIRECTIONS:
-        rules = []
-        for rrow in getattr(row, direction + "_rules"):
-            rule = rule_from_row(rrow)
-            rows["rule", row.name, direction, rule.priority] = rrow
-            deps.add(rrow.uuid)
-            rules.append(rule)
-        by_dir[direction] = tuple(sorted(rules, key=lambda r: r.priority))
-    return (model.Filter(row.name, by_dir["inbound"], by_dir["outbound"]), rows,
-            frozenset(deps))
-
-
-def _session(row: Any) -> _Read:
-    rows: dict = {("session", row.name): row}
-    deps = {row.uuid, row.target.uuid}
-    sources = []
-    for srow in row.sources:
-        if srow is None:  # outside this client's monitoring condition
-            continue
-        src = source_from_row(srow)
-        rows["source", row.name, src.key] = srow
-        deps.add(srow.uuid)
-        sources.append(src)
-    flt = _opt(row, "filter")
-    if flt is not None:
-        deps.add(flt.uuid)
-    sess = model.Session(row.name, row.priority, row.vni, row.target.name,
-                         flt.name if flt is not None else None, _opt(row, "packet_length"),
-                         row.enabled, tuple(sorted(sources, key=lambda s: (s.type, s.key))))
-    return sess, rows, frozenset(deps)
-
-
-_KINDS = (("Mirror_Target", _target), ("Mirror_Filter", _filter), ("Mirror_Session", _session))
-
-
 def read_snapshot(idl: Any) -> Snapshot:
     rows: dict = {}
     found: dict[str, list] = {}
-    for table, read in _KINDS:
+    for table, read in KINDS:
         found[table] = []
         for row in idl.tables[table].rows.values():
             obj, its_rows, _ = read(row)
@@ -139,7 +50,7 @@ class SnapshotCache:
     def __init__(self) -> None:
         self._dirty: set = set()
         self._sources_moved = False
-        self._objects: dict[str, dict[Any, _Read]] = {table: {} for table, _ in _KINDS}
+        self._objects: dict[str, dict[Any, Read]] = {table: {} for table, _ in KINDS}
         self._users: dict[Any, set[tuple[str, Any]]] = {}  # row uuid -> objects read from it
 
     def changed(self, table: str, event: str, row: Any) -> None:
@@ -158,7 +69,7 @@ class SnapshotCache:
         self._dirty, self._sources_moved = set(), False
         rows: dict = {}
         found: list[list] = []
-        for table, read in _KINDS:
+        for table, read in KINDS:
             known = self._objects[table]
             present = idl.tables[table].rows
             for uuid in [u for u in known if u not in present or (table, u) in stale]:
@@ -193,165 +104,20 @@ def _named(idl: Any, table: str, name: str) -> Any:
     return next((r for r in idl.tables[table].rows.values() if r.name == name), None)
 
 
-def _set_opt(row: Any, column: str, value: Any) -> None:
-    setattr(row, column, [] if value is None else [value])
-
-
-def _write_target(row: Any, t: model.Target) -> None:
-    row.name, row.type, row.tunnel_key, row.enabled = t.name, t.type, t.tunnel_key, t.enabled
-    for column in ("iface_id", "chassis", "nic", "remote_ip"):
-        _set_opt(row, column, getattr(t, column))
-
-
-def _write_rule(row: Any, r: model.Rule) -> None:
-    row.priority, row.action, row.ethertype = r.priority, r.action, r.ethertype
-    _set_opt(row, "protocol", r.protocol)
-    _set_opt(row, "src_cidr", r.src)
-    _set_opt(row, "dst_cidr", r.dst)
-    for prefix, rng in (("src_port", r.src_port), ("dst_port", r.dst_port)):
-        _set_opt(row, prefix + "_min", rng.lo if rng else None)
-        _set_opt(row, prefix + "_max", rng.hi if rng else None)
-
-
-def _write_source(row: Any, s: model.Source) -> None:
-    row.type, row.direction, row.enabled = s.type, s.direction, s.enabled
-    for column in ("iface_id", "chassis", "bridge", "vlan"):
-        _set_opt(row, column, getattr(s, column))
-
-
 class TapdbApi(ovsdbutil.Backend):
-    """tapdb: every verb of tapctl, and what agents read and write."""
+    """tapdb as an agent sees it: what it reads (an IDL kept up to date) and writes."""
 
     schema = schema.NAME
 
     def snapshot(self) -> Snapshot:
         return self.read(read_snapshot)
 
-    def execute(self, func: Callable, description: str) -> Any:
-        """Run ``func(txn, snapshot)`` as one change to the intent.
-
-        The snapshot is read inside the transaction, and ``Tap_Global.generation``
-        is verified and bumped, so a concurrent writer makes the server answer
-        "try again" and ovsdbapp re-runs ``func`` on fresh data.
-        """
-        def run(txn: Any) -> Any:
-            snap = read_snapshot(self.idl)
-            table = self.tables["Tap_Global"]
-            rows = list(table.rows.values())
-            if rows:
-                rows[0].verify("generation")
-                generation = rows[0].generation + 1
-                rows[0].generation = generation
-            else:
-                generation = txn.insert(table).generation = 1
-            self.committed_generation = generation  # if this try is the one that commits
-            return func(txn, snap)
-        try:
-            return self.run(run, description)
-        except model.IntentError:
-            raise
-        except RuntimeError as exc:
-            raise TapdbError(f"tapdb refused the change: {exc}") from exc
-
-    def insert(self, txn: Any, table: str) -> Any:
-        return txn.insert(self.tables[table])
-
-    # ---------------------------------------------------- the verbs
-
-    def target_add(self, name: str, *, port=None, nic=None, vxlan=None, enabled=False) -> model.Target:
-        def run(txn, snap):
-            target = model.new_target(snap.intent, name, port=port, nic=nic, vxlan=vxlan,
-                                      enabled=enabled)
-            _write_target(self.insert(txn, "Mirror_Target"), target)
-            return target
-        return self.execute(run, f"target-add {name}")
-
-    def filter_add(self, name: str) -> model.Filter:
-        def run(txn, snap):
-            flt = model.new_filter(snap.intent, name)
-            self.insert(txn, "Mirror_Filter").name = flt.name
-            return flt
-        return self.execute(run, f"filter-add {name}")
-
-    def rule_add(self, filter_name: str, direction: str, **fields: Optional[str]) -> model.Rule:
-        def run(txn, snap):
-            flt = snap.intent.filter(filter_name)
-            rule = model.new_rule(flt, direction, **fields)
-            row = self.insert(txn, "Filter_Rule")
-            _write_rule(row, rule)
-            frow = snap.rows["filter", flt.name]
-            column = direction.lower() + "_rules"
-            setattr(frow, column, list(getattr(frow, column)) + [row])
-            return rule
-        return self.execute(run, f"rule-add {filter_name} {direction}")
-
-    def rule_del(self, filter_name: str, direction: str, priority: str) -> model.Rule:
-        def run(txn, snap):
-            flt = snap.intent.filter(filter_name)
-            rule = model.find_rule(flt, direction, priority)
-            rrow = snap.rows["rule", flt.name, direction.lower(), rule.priority]
-            frow = snap.rows["filter", flt.name]
-            column = direction.lower() + "_rules"
-            setattr(frow, column, [r for r in getattr(frow, column) if r.uuid != rrow.uuid])
-            return rule
-        return self.execute(run, f"rule-del {filter_name} {direction} {priority}")
-
-    def session_add(self, name: str, **fields: Any) -> model.Session:
-        def run(txn, snap):
-            sess = model.new_session(snap.intent, name, **fields)
-            row = self.insert(txn, "Mirror_Session")
-            row.name, row.priority, row.vni, row.enabled = sess.name, sess.priority, sess.vni, sess.enabled
-            _set_opt(row, "packet_length", sess.packet_length)
-            row.target = snap.rows["target", sess.target]
-            row.filter = [snap.rows["filter", sess.filter]] if sess.filter else []
-            return sess
-        return self.execute(run, f"session-add {name}")
-
-    def source_add(self, session: str, *, port=None, direction=None, vswitch=None) -> model.Source:
-        def run(txn, snap):
-            src = model.new_source(snap.intent, session, port=port, direction=direction,
-                                   vswitch=vswitch)
-            row = self.insert(txn, "Mirror_Source")
-            _write_source(row, src)
-            srow = snap.rows["session", session]
-            srow.sources = list(srow.sources) + [row]
-            return src
-        return self.execute(run, f"source-add {session}")
-
-    def source_del(self, session: str, key: str) -> model.Source:
-        def run(txn, snap):
-            src = model.find_source(snap.intent, session, key)
-            victim = snap.rows["source", session, src.key]
-            srow = snap.rows["session", session]
-            srow.sources = [r for r in srow.sources if r.uuid != victim.uuid]
-            return src
-        return self.execute(run, f"source-del {session} {key}")
-
-    def set_enabled(self, kind: str, name: str, enabled: bool, key: Optional[str] = None) -> None:
-        """Enable or disable a target, a session or (with ``key``) a session's source."""
-        def run(txn, snap):
-            if kind == "source":
-                src = model.find_source(snap.intent, name, key)
-                row = snap.rows["source", name, src.key]
-            else:
-                getattr(snap.intent, kind)(name)
-                row = snap.rows[kind, name]
-            if row.enabled != enabled:
-                row.enabled = enabled
-        verb = "enable" if enabled else "disable"
-        self.execute(run, f"{kind}-{verb} {name}" + (f" {key}" if key else ""))
-
-    def delete(self, kind: str, name: str) -> None:
-        """Delete a target, filter or session; sources and rules go with their owner."""
-        def run(txn, snap):
-            model.check_del(snap.intent, kind, name)
-            snap.rows[kind, name].delete()
-        self.execute(run, f"{kind}-del {name}")
-
     # ---------------------------------------------------- what agents use
 
     snapshots: Optional[SnapshotCache] = None  # an agent's: reads in proportion to changes
-    committed_generation: Optional[int] = None  # Tap_Global.generation of our last change
+
+    def insert(self, txn: Any, table: str) -> Any:
+        return txn.insert(self.tables[table])
 
     def read_intent(self, idl: Any) -> Snapshot:
         return self.snapshots.read(idl) if self.snapshots is not None else read_snapshot(idl)
@@ -418,30 +184,6 @@ class TapdbApi(ovsdbutil.Backend):
                 row.applied_generation = generation
         self.run(run, f"applied generation of {name}")
         return True
-
-    def chassis_del(self, name: str, now: float) -> None:
-        """Forget a chassis that is gone for good: its rows, its bindings, its statuses.
-
-        Refused while it still beats: its agent would register it again."""
-        def run(txn: Any) -> None:
-            rows = [r for r in self.tables["Chassis"].rows.values() if r.name == name]
-            beats = read_liveness(self.idl)
-            if not rows and name not in beats:
-                raise model.NotFound("chassis", f"no chassis named {name!r}")
-            if liveness.silence(name, beats, now) is None:
-                raise model.IntentError(
-                    "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
-                    "s ago); stop its agent before deleting it")
-            for table in ("Chassis", "Chassis_Private", "Binding"):
-                key = "chassis" if table == "Binding" else "name"
-                for r in list(self.tables[table].rows.values()):
-                    if getattr(r, key) == name:
-                        r.delete()
-            for table in ("Mirror_Source", "Mirror_Target"):
-                for r in self.tables[table].rows.values():
-                    if r.status.get("chassis") == name:
-                        r.status = {}
-        self.run(run, f"chassis-del {name}")
 
     def publish_bindings(self, chassis: str, iface_ids: set[str]) -> int:
         """Make the Binding rows of ``chassis`` exactly ``iface_ids``; returns changes."""

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 NAME = "Tap"
+DEFAULT_DIR = Path("/var/lib/sdnagent/tapdb")  # where sdnagent-tapdb keeps the database
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "tap.ovsschema"
 
 

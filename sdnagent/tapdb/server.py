@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from sdnagent.tapdb import schema
 
-DEFAULT_DIR = Path("/var/lib/sdnagent/tapdb")
+DEFAULT_DIR = schema.DEFAULT_DIR
 
 
 class TapdbServerError(RuntimeError):

@@ -11,13 +11,13 @@ import subprocess
 import pytest
 
 from sdnagent import model
-from sdnagent.tapdb import client
+from sdnagent.tapdb import ops
 from tests.functional.test_tapctl import cli_env, configure_example
 
 
 @pytest.fixture
 def rival(tapdb):
-    conn = client.connect(tapdb.remote)
+    conn = ops.connect(tapdb.remote, 10)
     yield conn
     conn.close()
 
@@ -103,7 +103,7 @@ def test_racing_processes(tapdb):
                                "--priority", "20"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) for i in range(5)]
     assert sorted(p.wait(timeout=60) for p in procs) == [0, 1, 1, 1, 1]
-    api = client.connect(tapdb.remote)
+    api = ops.connect(tapdb.remote, 10)
     try:
         intent = api.snapshot().intent
     finally:

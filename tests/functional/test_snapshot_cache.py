@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from sdnagent.tapdb import client
+from sdnagent.tapdb import client, ops
 from tests.functional.test_tapctl import configure_example
 
 
@@ -14,12 +14,12 @@ def cached(api: client.TapdbApi) -> client.SnapshotCache:
     return cache
 
 
-def settle(api: client.TapdbApi, reader: client.TapdbApi) -> None:
-    """Wait until ``reader``'s IDL has what ``api`` committed (same generation)."""
+def settle(api: ops.IntentDb, reader: client.TapdbApi) -> None:
+    """Wait until ``reader``'s IDL has what ``api`` committed last."""
     def generation(a):
         return a.read(lambda idl: [r.generation for r in idl.tables["Tap_Global"].rows.values()])
     deadline = time.monotonic() + 5
-    while generation(reader) != generation(api):
+    while generation(reader) != [api.committed_generation]:
         assert time.monotonic() < deadline, "the reader never saw the change"
         time.sleep(0.01)
 
@@ -38,6 +38,7 @@ def test_cached_reads_follow_every_change(tapdb, api):
         cache = cached(reader)
         same(reader, cache)
         configure_example(tapdb)
+        api.filter_add("filter-09")  # a change of ours, to know the generation
         settle(api, reader)
         first = same(reader, cache)
         assert len(first.intent.sessions) == 2
@@ -68,8 +69,8 @@ def test_cached_reads_follow_every_change(tapdb, api):
         assert cache.read(reader.idl).intent.targets["target-01"].status == (
             ("chassis", "host-a"), ("state", "active"))
         rule = first.rows["rule", "filter-02", "inbound", 1]
-        api.run(lambda txn: setattr(api.idl.tables["Filter_Rule"].rows[rule.uuid], "action",
-                                    "reject"), "change a rule in place")
+        reader.run(lambda txn: setattr(reader.idl.tables["Filter_Rule"].rows[rule.uuid], "action",
+                                       "reject"), "change a rule in place")
         deadline = time.monotonic() + 5
         while reader.read(lambda idl: idl.tables["Filter_Rule"].rows[rule.uuid].action) != "reject":
             assert time.monotonic() < deadline

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdnagent import model
-from sdnagent.tapdb import client, schema, server
+from sdnagent.tapdb import client, ops, schema, server
 from tests.conftest import require_ovs
 
 BIN = Path(sys.executable).parent
@@ -102,11 +102,12 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
     # served unconverted, the old database is refused by clients with a clear reason
     monkeypatch.setattr(server.TapdbServer, "convert_if_needed", lambda self, timeout=30: None)
     srv.start()
-    with pytest.raises(client.TapdbError) as info:
-        client.connect(srv.remote)
-    assert str(info.value) == (
-        f"tapdb at {srv.remote} has schema version 0.9.0, older than {schema.version()}; "
-        "restart it with 'sdnagent-tapdb start' to convert it")
+    for connect, error in ((client.connect, client.TapdbError), (ops.connect, ops.TapdbError)):
+        with pytest.raises(error) as info:
+            connect(srv.remote, 10)
+        assert str(info.value) == (
+            f"tapdb at {srv.remote} has schema version 0.9.0, older than {schema.version()}; "
+            "restart it with 'sdnagent-tapdb start' to convert it")
     srv.stop()
     monkeypatch.undo()
 
@@ -127,8 +128,12 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
         assert api.read(client.read_liveness)["host-a"].heartbeat == 1700000010
         assert api.read(client.read_applied) == {"host-a": 0}  # 1.2.0: applied generations
         assert api.report_applied("host-a", 3) and api.read(client.read_applied) == {"host-a": 3}
-        api.target_add("target-02", vxlan="10.0.0.2")  # the new schema is writable
-        assert api.snapshot().intent.target("target-02").tunnel_key == 2
+        operator = ops.connect(srv.remote, 10)
+        try:  # the new schema is writable
+            operator.target_add("target-02", vxlan="10.0.0.2")
+            assert operator.snapshot().intent.target("target-02").tunnel_key == 2
+        finally:
+            operator.close()
     finally:
         api.close()
     assert "converted" not in " ".join(srv.start())  # already running and current
@@ -155,7 +160,7 @@ def test_three_member_cluster(workdir):
         members[i].start([f"ptcp:{ports[3 + i]}:127.0.0.1"], cluster="join", local=raft[i],
                          members=[raft[0]])
     everywhere = ",".join(remotes)
-    api = client.connect(everywhere, timeout=30)
+    api = ops.connect(everywhere, timeout=30)
     try:
         api.target_add("target-01", vxlan="10.0.0.1", enabled=True)
     finally:
@@ -174,9 +179,9 @@ def test_three_member_cluster(workdir):
     deadline = time.monotonic() + 30
     while True:
         try:
-            api = client.connect(",".join(remotes[1:]), timeout=30)
+            api = ops.connect(",".join(remotes[1:]), timeout=30)
             break
-        except client.TapdbError:
+        except ops.TapdbError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

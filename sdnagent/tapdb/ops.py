@@ -1,0 +1,514 @@
+"""tapctl's side of tapdb: each verb as OVSDB transactions that read only what its check needs.
+
+A change reads, in one transaction, ``Tap_Global.generation`` and just the
+rows that the rule it must pass consults (a filter and its rules for
+``rule-add``; every session's name, priority and VNI for ``session-add``...),
+judges it with :mod:`sdnagent.model`, and commits with an OVSDB ``wait``
+that the generation is still the one read, bumping it.  When another writer
+committed in between, the wait fails, nothing is written, and the verb runs
+again on fresh data: racing writers cannot break a rule the schema cannot
+express (quotas across sessions, a port both source and target), and a
+command costs the same at 10 or 10,000 sessions.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Optional
+
+from sdnagent import liveness, model
+from sdnagent.tapdb import rpc, rows, schema
+
+TRIES = 50  # a verb that keeps losing races gives up with a message
+
+
+class TapdbError(RuntimeError):
+    """tapdb cannot be reached, is too old, or refused a change."""
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _column_type(table: str, column: str) -> dict:
+    ctype = schema.load()["tables"][table]["columns"][column]["type"]
+    if not isinstance(ctype, dict):
+        ctype = {"key": ctype}
+    if not isinstance(ctype["key"], dict):
+        ctype = {**ctype, "key": {"type": ctype["key"]}}
+    return ctype
+
+
+class Row:
+    """A row from a JSON-RPC select, with the IDL's attribute forms: optional and set
+    columns as lists, maps as dicts, references as the rows read (None if not read)."""
+
+    def __init__(self, table: str, data: dict, store: "Store"):
+        self._table, self._data, self._store = table, data, store
+
+    @property
+    def uuid(self) -> str:
+        return self._data["_uuid"][1]
+
+    def __getattr__(self, column: str) -> Any:
+        if column.startswith("_") or column not in self._data:
+            raise AttributeError(column)
+        ctype = _column_type(self._table, column)
+        value = self._data[column]
+        ref = ctype["key"].get("refTable")
+
+        def atom(a: Any) -> Any:
+            if isinstance(a, list) and a and a[0] == "uuid":
+                return self._store.get(ref, a[1]) if ref else a[1]
+            return a
+        if "value" in ctype:
+            return {atom(k): atom(v) for k, v in value[1]}
+        if ctype.get("min", 1) == 1 and ctype.get("max", 1) == 1:
+            return atom(value)
+        items = value[1] if isinstance(value, list) and value and value[0] == "set" else [value]
+        return [atom(a) for a in items]
+
+
+class Store:
+    """The rows read so far, by table and uuid."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, Row]] = {}
+
+    def add(self, table: str, found: Iterable[dict]) -> list[Row]:
+        out = [Row(table, r, self) for r in found]
+        self.tables.setdefault(table, {}).update((r.uuid, r) for r in out)
+        return out
+
+    def get(self, table: str, uuid: str) -> Optional[Row]:
+        return self.tables.get(table, {}).get(uuid)
+
+    def rows(self, table: str) -> list[Row]:
+        return list(self.tables.get(table, {}).values())
+
+
+def select(table: str, *where: list, columns: Optional[list[str]] = None) -> dict:
+    op: dict = {"op": "select", "table": table, "where": list(where)}
+    if columns is not None:
+        op["columns"] = ["_uuid", *columns]
+    return op
+
+
+def named(table: str, name: str) -> dict:
+    return select(table, ["name", "==", name])
+
+
+def by_uuid(table: str, uuids: Iterable[str]) -> tuple[list[dict], Any]:
+    return [select(table, ["_uuid", "==", ["uuid", u]]) for u in uuids]
+
+
+def _uuid(row: Row) -> list:
+    return ["uuid", row.uuid]
+
+
+def _opt(value: Any) -> list:
+    return ["set", [] if value is None else [value]]
+
+
+def _target_row(t: model.Target) -> dict:
+    return {"name": t.name, "type": t.type, "tunnel_key": t.tunnel_key, "enabled": t.enabled,
+            "iface_id": _opt(t.iface_id), "chassis": _opt(t.chassis), "nic": _opt(t.nic),
+            "remote_ip": _opt(t.remote_ip)}
+
+
+def _rule_row(r: model.Rule) -> dict:
+    row = {"priority": r.priority, "action": r.action, "ethertype": r.ethertype,
+           "protocol": _opt(r.protocol), "src_cidr": _opt(r.src), "dst_cidr": _opt(r.dst)}
+    for prefix, rng in (("src_port", r.src_port), ("dst_port", r.dst_port)):
+        row[prefix + "_min"] = _opt(rng.lo if rng else None)
+        row[prefix + "_max"] = _opt(rng.hi if rng else None)
+    return row
+
+
+def _source_row(s: model.Source) -> dict:
+    return {"type": s.type, "direction": s.direction, "enabled": s.enabled,
+            "iface_id": _opt(s.iface_id), "chassis": _opt(s.chassis), "bridge": _opt(s.bridge),
+            "vlan": _opt(s.vlan)}
+
+
+class Read:
+    """What one verb read: its rows, and the generation they belong to."""
+
+    def __init__(self, conn: rpc.Connection):
+        self.conn = conn
+        self.store = Store()
+        self.generation = 0
+
+    def fetch(self, *ops: dict) -> list[list[Row]]:
+        """Run selects (the first read also takes the generation); rows per select."""
+        first = not self.store.tables
+        if first:
+            ops = (select("Tap_Global", columns=["generation"]), *ops)
+        results = _results(self.conn.transact(*ops))
+        found = [self.store.add(op["table"], res.get("rows", [])) for op, res in zip(ops, results)]
+        if first:
+            gen = found.pop(0)
+            self.generation = gen[0].generation if gen else 0
+        return found
+
+    def one(self, table: str, name: str, kind: str) -> Row:
+        [found] = self.fetch(named(table, name))
+        if not found:
+            raise model.NotFound(kind, f"no {kind} named {name!r}")
+        return found[0]
+
+    def refs(self, table: str, rows_: Iterable[Any]) -> None:
+        """Read the rows that these references name and are not read yet."""
+        missing = sorted({r for r in rows_ if isinstance(r, str)})
+        if missing:
+            self.fetch(*by_uuid(table, missing))
+
+
+def _results(result: Any) -> tuple[list[dict], Any]:
+    errors = [r for r in result if isinstance(r, dict) and "error" in r]
+    if errors:
+        e = errors[0]
+        raise TapdbError(f"tapdb refused the change: {e['error']}"
+                         + (f": {e['details']}" if e.get("details") else ""))
+    return result
+
+
+# ---------------------------------------------------------------- objects from rows
+
+
+def _target(row: Row) -> model.Target:
+    return rows.read_target(row)[0]
+
+
+def _session_refs(read: Read, sessions: list[Row]) -> None:
+    """Read the targets, filters and sources these sessions name (rules not needed)."""
+    raw = [s._data for s in sessions]
+    read.refs("Mirror_Target", (d["target"][1] for d in raw))
+    read.refs("Mirror_Source", (u[1] for d in raw for u in _ref_atoms(d["sources"])))
+    read.refs("Mirror_Filter", (u[1] for d in raw for u in _ref_atoms(d["filter"])))
+
+
+def _ref_atoms(value: Any) -> list:
+    return value[1] if value and value[0] == "set" else [value]
+
+
+def _session(row: Row) -> model.Session:
+    return rows.read_session(row)[0]
+
+
+def _filter(read: Read, row: Row) -> model.Filter:
+    read.refs("Filter_Rule", (u[1] for c in ("inbound_rules", "outbound_rules")
+                              for u in _ref_atoms(row._data[c])))
+    return rows.read_filter(row)[0]
+
+
+def _shell(row: Row) -> model.Session:
+    """A session as far as uniqueness checks look: name, priority, VNI."""
+    return model.Session(row.name, row.priority, row.vni, "", None, None, False)
+
+
+# ---------------------------------------------------------------- the client
+
+
+class IntentDb:
+    """tapdb for an operator: every verb of tapctl, reads for show and list."""
+
+    def __init__(self, conn: rpc.Connection):
+        self.conn = conn
+        self.committed_generation: Optional[int] = None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def change(self, judge: Callable[[Read], tuple[list[dict], Any]], description: str) -> Any:
+        """Read what ``judge`` needs and judge the change (its operations and what to
+        return); commit only if no one changed the intent since the read, else try
+        again on fresh data."""
+        for _ in range(TRIES):
+            read = Read(self.conn)
+            ops, result = judge(read)
+            gen = read.generation
+            guard = [{"op": "wait", "table": "Tap_Global", "where": [], "columns": ["generation"],
+                      "until": "==", "rows": [{"generation": gen}], "timeout": 0},
+                     {"op": "update", "table": "Tap_Global", "where": [],
+                      "row": {"generation": gen + 1}}]
+            answer = self.conn.transact(*guard, *ops)
+            if isinstance(answer[0], dict) and answer[0].get("error") == "timed out":
+                continue  # another writer came first: judge again
+            _results(answer)
+            self.committed_generation = gen + 1
+            return result
+        raise TapdbError(f"{description}: tapdb kept changing under it; try again")
+
+    # ---------------------------------------------------- the verbs
+
+    def target_add(self, name: str, *, port: Optional[str] = None, nic: Optional[str] = None,
+                   vxlan: Optional[str] = None, enabled: bool = False) -> model.Target:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            [targets] = read.fetch(select("Mirror_Target"))
+            sessions: list[Row] = []
+            if port is not None:
+                [sources] = read.fetch(select("Mirror_Source", ["iface_id", "==", ["set", [port]]]))
+                sessions = _using(read, sources)
+            intent = model.Intent.of(map(_target, targets), (), map(_session, sessions))
+            t = model.new_target(intent, name, port=port, nic=nic, vxlan=vxlan,
+                                                enabled=enabled)
+            return [{"op": "insert", "table": "Mirror_Target", "row": _target_row(t)}], t
+        return self.change(judge, f"target-add {name}")
+
+    def filter_add(self, name: str) -> model.Filter:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            [found] = read.fetch(named("Mirror_Filter", name))
+            intent = model.Intent.of((), [model.Filter(r.name) for r in found])
+            flt = model.new_filter(intent, name)
+            return [{"op": "insert", "table": "Mirror_Filter", "row": {"name": flt.name}}], flt
+        return self.change(judge, f"filter-add {name}")
+
+    def rule_add(self, filter_name: str, direction: str, **fields: Optional[str]) -> model.Rule:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            row = read.one("Mirror_Filter", filter_name, "filter")
+            rule = model.new_rule(_filter(read, row), direction, **fields)
+            column = rule_column(direction)
+            return [{"op": "insert", "table": "Filter_Rule", "row": _rule_row(rule),
+                     "uuid-name": "rule"},
+                    {"op": "mutate", "table": "Mirror_Filter", "where": [["_uuid", "==", _uuid(row)]],
+                     "mutations": [[column, "insert", ["set", [["named-uuid", "rule"]]]]]}], rule
+        return self.change(judge, f"rule-add {filter_name} {direction}")
+
+    def rule_del(self, filter_name: str, direction: str, priority: str) -> model.Rule:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            row = read.one("Mirror_Filter", filter_name, "filter")
+            flt = _filter(read, row)
+            rule = model.find_rule(flt, direction, priority)
+            column = rule_column(direction)
+            victim = next(r for r in getattr(row, column) if r.priority == rule.priority)
+            return [{"op": "mutate", "table": "Mirror_Filter", "where": [["_uuid", "==", _uuid(row)]],
+                     "mutations": [[column, "delete", ["set", [_uuid(victim)]]]]}], rule
+        return self.change(judge, f"rule-del {filter_name} {direction} {priority}")
+
+    def session_add(self, name: str, *, target: str, priority: str, filter: Optional[str] = None,
+                    vni: Optional[str] = None, packet_length: Optional[str] = None,
+                    enabled: bool = False) -> model.Session:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            ops = [select("Mirror_Session", columns=["name", "priority", "vni"]),
+                   named("Mirror_Target", target)]
+            if filter is not None:
+                ops.append(named("Mirror_Filter", filter))
+            found = read.fetch(*ops)
+            filters = [model.Filter(r.name) for r in found[2]] if filter is not None else []
+            intent = model.Intent.of(map(_target, found[1]), filters, map(_shell, found[0]))
+            s = model.new_session(
+                intent, name, target=target, priority=priority, filter=filter, vni=vni,
+                packet_length=packet_length, enabled=enabled)
+            row = {"name": s.name, "priority": s.priority, "vni": s.vni, "enabled": s.enabled,
+                   "packet_length": _opt(s.packet_length), "target": _uuid(found[1][0]),
+                   "filter": ["set", [_uuid(found[2][0])] if filter is not None else []]}
+            return [{"op": "insert", "table": "Mirror_Session", "row": row}], s
+        return self.change(judge, f"session-add {name}")
+
+    def source_add(self, session: str, *, port: Optional[str] = None,
+                   direction: Optional[str] = None, vswitch: Optional[str] = None) -> model.Source:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            srow = read.one("Mirror_Session", session, "session")
+            _session_refs(read, [srow])
+            same: list[Row] = []
+            targets: list[Row] = []
+            if port is not None:
+                found = read.fetch(select("Mirror_Source", ["iface_id", "==", ["set", [port]]]),
+                                   select("Mirror_Target", ["iface_id", "==", ["set", [port]]]))
+                same, targets = found
+            elif vswitch is not None:
+                try:
+                    chassis, bridge, vlan = model.parse_vswitch(vswitch)
+                except model.IntentError:
+                    chassis = None  # new_source says why
+                if chassis is not None:
+                    [same] = read.fetch(select(
+                        "Mirror_Source", ["type", "==", "vswitch"],
+                        ["chassis", "==", ["set", [chassis]]], ["bridge", "==", ["set", [bridge]]],
+                        ["vlan", "==", ["set", [] if vlan is None else [vlan]]]))
+            sessions = {r.uuid: r for r in [srow, *_using(read, same)]}
+            intent = model.Intent.of(map(_target, targets), (), map(_session, sessions.values()))
+            src = model.new_source(intent, session, port=port, direction=direction,
+                                                  vswitch=vswitch)
+            return [{"op": "insert", "table": "Mirror_Source", "row": _source_row(src),
+                     "uuid-name": "source"},
+                    {"op": "mutate", "table": "Mirror_Session",
+                     "where": [["_uuid", "==", _uuid(srow)]],
+                     "mutations": [["sources", "insert", ["set", [["named-uuid", "source"]]]]]}], src
+        return self.change(judge, f"source-add {session}")
+
+    def _source_of(self, read: Read, session: str, key: str) -> tuple[Row, model.Source, Row]:
+        srow = read.one("Mirror_Session", session, "session")
+        _session_refs(read, [srow])
+        src = model.find_source(model.Intent.of((), (), [_session(srow)]), session, key)
+        victim = next(r for r in srow.sources if r is not None
+                      and rows.source_from_row(r).key == src.key)
+        return srow, src, victim
+
+    def source_del(self, session: str, key: str) -> model.Source:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            srow, src, victim = self._source_of(read, session, key)
+            return [{"op": "mutate", "table": "Mirror_Session",
+                     "where": [["_uuid", "==", _uuid(srow)]],
+                     "mutations": [["sources", "delete", ["set", [_uuid(victim)]]]]}], src
+        return self.change(judge, f"source-del {session} {key}")
+
+    def set_enabled(self, kind: str, name: str, enabled: bool, key: Optional[str] = None) -> None:
+        """Enable or disable a target, a session or (with ``key``) a session's source."""
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            if kind == "source":
+                _, _, row = self._source_of(read, name, key or "")
+                table = "Mirror_Source"
+            else:
+                table = TABLES[kind]
+                row = read.one(table, name, kind)
+            if row.enabled == enabled:
+                return [], None
+            return [{"op": "update", "table": table, "where": [["_uuid", "==", _uuid(row)]],
+                     "row": {"enabled": enabled}}], None
+        verb = "enable" if enabled else "disable"
+        self.change(judge, f"{kind}-{verb} {name}" + (f" {key}" if key else ""))
+
+    def delete(self, kind: str, name: str) -> None:
+        """Delete a target, filter or session; sources and rules go with their owner."""
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            table = TABLES[kind]
+            row = read.one(table, name, kind)
+            users: list[Row] = []
+            if kind == "target":
+                [users] = read.fetch(select("Mirror_Session", ["target", "==", _uuid(row)]))
+            elif kind == "filter":
+                [users] = read.fetch(select("Mirror_Session", ["filter", "includes", _uuid(row)]))
+            _session_refs(read, users)
+            obj: Any = (_target(row) if kind == "target" else
+                        model.Filter(row.name) if kind == "filter" else _shell(row))
+            intent = model.Intent.of([obj] if kind == "target" else [],
+                                     [obj] if kind == "filter" else [],
+                                     [obj] if kind == "session" else map(_session, users))
+            model.check_del(intent, kind, name)
+            return [{"op": "delete", "table": table, "where": [["_uuid", "==", _uuid(row)]]}], None
+        self.change(judge, f"{kind}-del {name}")
+
+    def chassis_del(self, name: str, now: float) -> None:
+        """Forget a chassis that is gone for good: its rows, its bindings, its statuses.
+
+        Refused while it still beats: its agent would register it again."""
+        found = _results(self.conn.transact(named("Chassis", name),
+                                            named("Chassis_Private", name)))
+        store = Store()
+        chassis_rows = store.add("Chassis", found[0]["rows"])
+        beats = {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval)
+                 for r in store.add("Chassis_Private", found[1]["rows"])}
+        if not chassis_rows and name not in beats:
+            raise model.NotFound("chassis", f"no chassis named {name!r}")
+        if liveness.silence(name, beats, now) is None:
+            raise model.IntentError(
+                "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
+                "s ago); stop its agent before deleting it")
+        mine = ["status", "includes", ["map", [["chassis", name]]]]
+        _results(self.conn.transact(
+            {"op": "delete", "table": "Chassis", "where": [["name", "==", name]]},
+            {"op": "delete", "table": "Chassis_Private", "where": [["name", "==", name]]},
+            {"op": "delete", "table": "Binding", "where": [["chassis", "==", name]]},
+            {"op": "update", "table": "Mirror_Source", "where": [mine],
+             "row": {"status": ["map", []]}},
+            {"op": "update", "table": "Mirror_Target", "where": [mine],
+             "row": {"status": ["map", []]}}))
+
+    # ---------------------------------------------------- reading everything
+
+    def everything(self) -> tuple[rows.Snapshot, dict[str, tuple[str, ...]],
+                                  list[tuple[str, str, str]], dict[str, liveness.Liveness],
+                                  dict[str, int]]:
+        """For show and list: the intent, bindings, chassis, heartbeats, applied generations."""
+        tables = ("Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
+                  "Mirror_Source", "Chassis", "Chassis_Private", "Binding")
+        found = _results(self.conn.transact(*(select(t) for t in tables)))
+        store = Store()
+        for table, res in zip(tables, found):
+            store.add(table, res.get("rows", []))
+        snap_rows: dict = {}
+        objs: list[list] = []
+        for table, read in rows.KINDS:
+            objs.append([])
+            for row in store.rows(table):
+                obj, its_rows, _ = read(row)
+                objs[-1].append(obj)
+                snap_rows.update(its_rows)
+        bindings: dict[str, list[str]] = {}
+        for r in store.rows("Binding"):
+            bindings.setdefault(r.iface_id, []).append(r.chassis)
+        private = store.rows("Chassis_Private")
+        return (rows.Snapshot(model.Intent.of(*objs), snap_rows),
+                {k: tuple(sorted(v)) for k, v in bindings.items()},
+                sorted((r.name, r.tunnel_ip, r.encap) for r in store.rows("Chassis")),
+                {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval) for r in private},
+                {r.name: r.applied_generation for r in private})
+
+    def snapshot(self) -> rows.Snapshot:
+        return self.everything()[0]
+
+    # ---------------------------------------------------- waiting for the chassis
+
+    def wait_applied(self, generation: int, timeout: float) -> dict[str, int]:
+        """Wait until every live chassis reports ``generation`` applied (agents write it
+        once the switch confirmed the flows); the ones that did not in time, else {}."""
+        columns = ["name", "heartbeat", "heartbeat_interval", "applied_generation"]
+        initial = self.conn.call("monitor", schema.NAME, "applied",
+                                 {"Chassis_Private": {"columns": columns}})
+        state: dict[str, dict] = {}
+
+        def merge(update: dict) -> None:
+            for uuid, change in update.get("Chassis_Private", {}).items():
+                if change.get("new") is None:
+                    state.pop(uuid, None)
+                else:
+                    state[uuid] = {**state.get(uuid, {}), **change["new"]}
+        merge(initial)
+        deadline = time.monotonic() + timeout
+        while True:
+            beats = {r["name"]: liveness.Liveness(r["heartbeat"], r["heartbeat_interval"])
+                     for r in state.values()}
+            applied = {r["name"]: r["applied_generation"] for r in state.values()}
+            late = liveness.lagging(generation, applied, beats, time.time())
+            left = deadline - time.monotonic()
+            if not late or left <= 0:
+                return late
+            # at least once a second: a chassis may fall silent meanwhile
+            msg = self.conn.next_message(time.monotonic() + min(left, 1.0))
+            if msg is not None and msg.get("method") == "update":
+                merge(msg["params"][1])
+
+
+TABLES = {"target": "Mirror_Target", "filter": "Mirror_Filter", "session": "Mirror_Session"}
+
+
+def rule_column(direction: str) -> str:
+    return model.parse_choice("direction", direction, model.RULE_DIRECTIONS) + "_rules"
+
+
+def _using(read: Read, sources: list[Row]) -> list[Row]:
+    """The sessions that hold these sources, with their references read."""
+    if not sources:
+        return []
+    found = read.fetch(*(select("Mirror_Session", ["sources", "includes", _uuid(s)])
+                         for s in sources))
+    sessions = list({r.uuid: r for group in found for r in group}.values())
+    _session_refs(read, sessions)
+    return sessions
+
+
+def connect(remote: str, timeout: float) -> IntentDb:
+    """An operator's connection to tapdb (the leader, for a cluster), schema checked."""
+    try:
+        conn = rpc.connect(remote, timeout)
+        found = rpc.schema_version(conn)
+    except rpc.RpcError as exc:
+        raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+    if found is None:
+        conn.close()
+        raise TapdbError(f"cannot reach tapdb at {remote}: it serves no {schema.NAME} database")
+    if schema.version_tuple(found) < schema.version_tuple(schema.version()):
+        conn.close()
+        raise TapdbError(f"tapdb at {remote} has schema version {found}, older than "
+                         f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
+    return IntentDb(conn)

@@ -1,0 +1,101 @@
+"""Model objects from tapdb rows, for any reader whose rows look like the IDL's.
+
+The IDL's rows (the agent, ``client``) and decoded JSON rows (tapctl,
+``ops``) both give attributes by column name: optional columns as lists,
+references as rows.  Each builder returns the object, the rows behind it
+(``Snapshot.rows`` entries) and the uuids of every row it was read from.
+No I/O, and nothing heavier than the model to import.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from sdnagent import model
+
+
+def opt(row: Any, column: str) -> Any:
+    value = getattr(row, column)
+    return value[0] if value else None
+
+
+def port_range(row: Any, prefix: str) -> Optional[model.PortRange]:
+    lo, hi = opt(row, prefix + "_min"), opt(row, prefix + "_max")
+    if lo is None and hi is None:
+        return None
+    return model.PortRange(lo if lo is not None else hi, hi if hi is not None else lo)
+
+
+def status_of(row: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(row.status.items()))
+
+
+def rule_from_row(row: Any) -> model.Rule:
+    return model.Rule(row.priority, row.action, opt(row, "protocol"), row.ethertype,
+                      opt(row, "src_cidr"), opt(row, "dst_cidr"),
+                      port_range(row, "src_port"), port_range(row, "dst_port"))
+
+
+def source_from_row(row: Any) -> model.Source:
+    return model.Source(row.type, row.direction, opt(row, "iface_id"), opt(row, "chassis"),
+                        opt(row, "bridge"), opt(row, "vlan"), row.enabled, status_of(row))
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The intent read from tapdb, and the row behind each object."""
+
+    intent: model.Intent
+    rows: dict  # ("target"|"filter"|"session", name) / ("rule", filter, dir, prio) / ("source", session, key)
+
+
+# An object read from tapdb: the model value, the rows behind it (Snapshot.rows
+# entries) and the uuids of every row it was read from.
+Read = tuple[Any, dict, frozenset]
+
+
+def read_target(row: Any) -> Read:
+    t = model.Target(row.name, row.type, row.tunnel_key, opt(row, "iface_id"),
+                     opt(row, "chassis"), opt(row, "nic"), opt(row, "remote_ip"),
+                     row.enabled, status_of(row))
+    return t, {("target", row.name): row}, frozenset({row.uuid})
+
+
+def read_filter(row: Any) -> Read:
+    rows: dict = {("filter", row.name): row}
+    deps = {row.uuid}
+    by_dir = {}
+    for direction in model.RULE_DIRECTIONS:
+        rules = []
+        for rrow in getattr(row, direction + "_rules"):
+            rule = rule_from_row(rrow)
+            rows["rule", row.name, direction, rule.priority] = rrow
+            deps.add(rrow.uuid)
+            rules.append(rule)
+        by_dir[direction] = tuple(sorted(rules, key=lambda r: r.priority))
+    return (model.Filter(row.name, by_dir["inbound"], by_dir["outbound"]), rows,
+            frozenset(deps))
+
+
+def read_session(row: Any) -> Read:
+    rows: dict = {("session", row.name): row}
+    deps = {row.uuid, row.target.uuid}
+    sources = []
+    for srow in row.sources:
+        if srow is None:  # outside this client's monitoring condition
+            continue
+        src = source_from_row(srow)
+        rows["source", row.name, src.key] = srow
+        deps.add(srow.uuid)
+        sources.append(src)
+    flt = opt(row, "filter")
+    if flt is not None:
+        deps.add(flt.uuid)
+    sess = model.Session(row.name, row.priority, row.vni, row.target.name,
+                         flt.name if flt is not None else None, opt(row, "packet_length"),
+                         row.enabled, tuple(sorted(sources, key=lambda s: (s.type, s.key))))
+    return sess, rows, frozenset(deps)
+
+
+KINDS = (("Mirror_Target", read_target), ("Mirror_Filter", read_filter),
+         ("Mirror_Session", read_session))

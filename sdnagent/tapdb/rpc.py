@@ -1,0 +1,169 @@
+"""A small OVSDB JSON-RPC client (RFC 7047) on a plain socket, for tapctl.
+
+An operator's command must not pay for what a long-running client needs: the
+ovs library's IDL (which imports eventlet), a monitor of the whole database,
+a connection thread.  tapctl sends a few transactions and is done, so this
+speaks the protocol directly: one request at a time, echo answered, every
+wait bounded by the timeout.  Cluster remotes are tried in turn and the
+leader is used, so reads are never stale.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any, Optional
+
+from sdnagent.tapdb import schema
+
+
+class RpcError(RuntimeError):
+    """tapdb cannot be reached, or answered with an error."""
+
+
+class RpcTimeout(RpcError):
+    """No answer in time."""
+
+
+class RpcRefused(RpcError):
+    """The server answered a request with an error."""
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, remote: str, timeout: float):
+        self.sock = sock
+        self.remote = remote
+        self.timeout = timeout
+        self._buf = ""
+        self._next_id = 0
+        self._decoder = json.JSONDecoder()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def call(self, method: str, *params: Any) -> Any:
+        """One request; its result, or RpcError with the server's error."""
+        self._next_id += 1
+        ident = self._next_id
+        self._send({"method": method, "params": list(params), "id": ident})
+        deadline = time.monotonic() + self.timeout
+        while True:
+            msg = self._receive(deadline)
+            if msg.get("method") == "echo":
+                self._send({"result": msg.get("params", []), "error": None, "id": msg.get("id")})
+                continue
+            if msg.get("id") != ident:
+                continue  # a notification (we monitor nothing), or a stale answer
+            if msg.get("error") is not None:
+                raise RpcRefused(f"{method}: {msg['error']}")
+            return msg.get("result")
+
+    def next_message(self, deadline: float) -> Optional[dict]:
+        """The next message the server sends (a monitor's update...), or None at
+        ``deadline``; echo requests are answered on the way."""
+        while True:
+            try:
+                msg = self._receive(deadline)
+            except RpcTimeout:
+                return None
+            if msg.get("method") == "echo":
+                self._send({"result": msg.get("params", []), "error": None, "id": msg.get("id")})
+                continue
+            return msg
+
+    def transact(self, *ops: dict) -> list:
+        """One OVSDB transaction on the Tap database; the results of its operations."""
+        return self.call("transact", schema.NAME, *ops)
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self.sock.sendall(json.dumps(msg, separators=(",", ":")).encode())
+        except OSError as exc:
+            raise RpcError(str(exc.strerror or exc)) from exc
+
+    def _receive(self, deadline: float) -> dict:
+        while True:
+            text = self._buf.lstrip()
+            if text:
+                try:
+                    msg, end = self._decoder.raw_decode(text)
+                except json.JSONDecodeError:
+                    pass  # incomplete: read on
+                else:
+                    self._buf = text[end:]
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RpcTimeout(f"no OVSDB answer within {self.timeout:g} s")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError as exc:
+                raise RpcError(str(exc.strerror or exc)) from exc
+            if not data:
+                raise RpcError("the server closed the connection")
+            self._buf = text + data.decode()
+
+
+def _open(remote: str, timeout: float) -> Connection:
+    kind, _, rest = remote.partition(":")
+    try:
+        if kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(rest)
+            except FileNotFoundError:
+                sock.close()
+                raise RpcError("no such socket (is sdnagent-tapdb running?)") from None
+        elif kind == "tcp":
+            host, _, port = rest.rpartition(":")
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            raise RpcError("unsupported connection method (use unix:PATH or tcp:IP:PORT)")
+    except (OSError, ValueError) as exc:
+        raise RpcError(getattr(exc, "strerror", None) or str(exc)) from exc
+    return Connection(sock, remote, timeout)
+
+
+def _is_leader(conn: Connection) -> bool:
+    """Whether this member leads the Tap database (a standalone server always does)."""
+    result = conn.call("transact", "_Server",
+                       {"op": "select", "table": "Database", "where": [["name", "==", schema.NAME]],
+                        "columns": ["model", "leader", "connected"]})
+    rows = result[0].get("rows", [])
+    return bool(rows) and (rows[0]["model"] != "clustered"
+                           or (rows[0]["leader"] is True and rows[0]["connected"] is True))
+
+
+def connect(remote: str, timeout: float) -> Connection:
+    """A connection to ``remote``; with several (a cluster), to the leader."""
+    remotes = [r.strip() for r in remote.split(",") if r.strip()]
+    if len(remotes) == 1:
+        return _open(remotes[0], timeout)
+    errors = []
+    for one in remotes:
+        try:
+            conn = _open(one, timeout)
+        except RpcError as exc:
+            errors.append(f"{one}: {exc}")
+            continue
+        try:
+            if _is_leader(conn):
+                return conn
+            errors.append(f"{one}: not the leader")
+        except RpcError as exc:
+            errors.append(f"{one}: {exc}")
+        conn.close()
+    raise RpcError("; ".join(errors) or "no remote given")
+
+
+def schema_version(conn: Connection) -> Optional[str]:
+    """The Tap schema version the server runs, or None when it has no Tap database."""
+    try:
+        return conn.call("get_schema", schema.NAME).get("version")
+    except RpcRefused:
+        return None
