@@ -22,68 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import build  # noqa: E402
-from ovs import jsonrpc, stream  # noqa: E402
+from benchlib import build, cpu_seconds, transact, transaction  # noqa: E402
 
-from sdnagent import model, sandbox  # noqa: E402
+from sdnagent import sandbox  # noqa: E402
 from sdnagent.tapdb import client  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def transaction(intent: model.Intent) -> list:
-    """The whole intent as one OVSDB transaction, as an integrator's client would write it."""
-    ops: list = ["Tap"]
-
-    def opt(value):
-        return ["set", [] if value is None else [value]]
-    for t in intent.targets.values():
-        ops.append({"op": "insert", "table": "Mirror_Target", "uuid-name": f"t_{t.name}",
-                    "row": {"name": t.name, "type": t.type, "tunnel_key": t.tunnel_key,
-                            "remote_ip": opt(t.remote_ip), "enabled": t.enabled}})
-    for f in intent.filters.values():
-        names = []
-        for i, r in enumerate(f.inbound):
-            names.append(["named-uuid", f"r_{f.name}_{i}"])
-            ops.append({"op": "insert", "table": "Filter_Rule", "uuid-name": f"r_{f.name}_{i}",
-                        "row": {"priority": r.priority, "action": r.action,
-                                "protocol": opt(r.protocol), "ethertype": r.ethertype,
-                                "src_cidr": opt(r.src), "dst_cidr": opt(r.dst),
-                                "dst_port_min": opt(r.dst_port.lo if r.dst_port else None),
-                                "dst_port_max": opt(r.dst_port.hi if r.dst_port else None)}})
-        ops.append({"op": "insert", "table": "Mirror_Filter", "uuid-name": f"f_{f.name}",
-                    "row": {"name": f.name, "inbound_rules": ["set", names]}})
-    for s in intent.sessions.values():
-        srcs = []
-        for i, src in enumerate(s.sources):
-            srcs.append(["named-uuid", f"s_{s.name}_{i}"])
-            ops.append({"op": "insert", "table": "Mirror_Source", "uuid-name": f"s_{s.name}_{i}",
-                        "row": {"type": "port", "iface_id": opt(src.iface_id),
-                                "direction": src.direction, "enabled": True}})
-        ops.append({"op": "insert", "table": "Mirror_Session",
-                    "row": {"name": s.name, "priority": s.priority, "vni": s.vni,
-                            "packet_length": opt(s.packet_length), "enabled": s.enabled,
-                            "target": ["named-uuid", f"t_{s.target}"],
-                            "filter": ["named-uuid", f"f_{s.filter}"],
-                            "sources": ["set", srcs]}})
-    return ops
-
-
-def transact(remote: str, ops: list) -> None:
-    """One OVSDB transaction (too large for ovsdb-client's command line)."""
-    err, strm = stream.Stream.open_block(stream.Stream.open(remote), 10000)
-    assert not err, os.strerror(err)
-    rpc = jsonrpc.Connection(strm)
-    err, reply = rpc.transact_block(jsonrpc.Message.create_request("transact", ops))
-    rpc.close()
-    assert not err and not reply.error, (err, reply and reply.error)
-    failed = [r for r in reply.result if r and "error" in r]
-    assert not failed, failed[:3]
 
 
 def measure(pids: dict[str, int], seconds: float) -> dict[str, float]:
