@@ -17,7 +17,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def build(ports: int, rules_per_filter: int = 10) -> tuple[model.Intent, Inventory]:
-    """N source ports, each in 3 sessions whose filters hold rules with port ranges."""
+    """N source ports, each in 3 sessions whose filters hold rules with port ranges (the
+    inventory: the ports on as many integration bridges as the Mirror limit needs)."""
     targets = [model.Target(f"t{i}", "vxlan", i + 1, remote_ip=f"10.9.0.{i + 1}", enabled=True)
                for i in range(3)]
     filters, sessions = [], []
@@ -33,9 +34,12 @@ def build(ports: int, rules_per_filter: int = 10) -> tuple[model.Intent, Invento
         port = s // 3
         sessions.append(model.Session(f"s{s}", s + 1, s + 1, f"t{s % 3}", f"f{s}", 96, True,
                                       (model.Source("port", "in", iface_id=f"vm-{port}"),)))
-    inv = Inventory(chassis="bench", ports={f"vm-{p}": LocalPort(f"vm-{p}", "br-int", f"p{p}", p + 1)
-                                            for p in range(ports)},
-                    bridges=frozenset({"br-int", "brtap"}), chassis_ips={"bench": "10.255.0.1"})
+    # 30 ports per integration bridge: 3 sessions x 30 hooks stay within OVS's 32 Mirrors
+    bridges = [f"br-int{i}" if i else "br-int" for i in range(-(-ports // 30))]
+    inv = Inventory(chassis="bench", integration_bridges=tuple(bridges),
+                    ports={f"vm-{p}": LocalPort(f"vm-{p}", bridges[p // 30], f"p{p}", p + 1)
+                           for p in range(ports)},
+                    bridges=frozenset({*bridges, "brtap"}), chassis_ips={"bench": "10.255.0.1"})
     return model.Intent.of(targets, filters, sessions), inv
 
 

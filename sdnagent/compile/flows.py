@@ -40,6 +40,18 @@ def cookie_kind(value: int) -> str:
     return KIND_NAMES.get((value >> 40) & 0xFF, "unknown")
 
 
+_SHARED: dict[tuple, tuple] = {}
+
+
+def shared(value: tuple) -> tuple:
+    """One object for equal matches (or action lists): the compiler and the decoder
+    of the switch's flows both pass theirs through here, so that comparing a compiled
+    flow with the switch's copy of it is mostly identity checks."""
+    if len(_SHARED) > 1 << 18:
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flow:
     table: int
@@ -47,11 +59,24 @@ class Flow:
     match: tuple[tuple[str, Any], ...]
     actions: tuple[tuple, ...]
     cookie: int
+    key: tuple = dataclasses.field(init=False, repr=False, compare=False)  # (table, priority, match)
 
-    @property
-    def key(self) -> tuple:
-        """What identifies the flow on the switch."""
-        return (self.table, self.priority, self.match)
+    def __post_init__(self) -> None:
+        # computed once: a diff looks at tens of thousands of flows
+        object.__setattr__(self, "key", (self.table, self.priority, self.match))
+        object.__setattr__(self, "_hash", hash((self.key, self.actions, self.cookie)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Flow):
+            return NotImplemented
+        return (self._hash == other._hash  # type: ignore[attr-defined]
+                and self.key == other.key and self.actions == other.actions
+                and self.cookie == other.cookie)
 
     def sort_key(self) -> tuple:
         """A total order for stable output: a field's value may be exact (an int or an
@@ -71,12 +96,18 @@ class FlowDiff:
 
 
 def diff(installed: frozenset[Flow] | set[Flow], desired: frozenset[Flow] | set[Flow]) -> FlowDiff:
-    """The fewest changes turning ``installed`` into ``desired``."""
-    want = {f.key: f for f in desired}
-    have = {f.key: f for f in installed}
-    delete = tuple(sorted((f for k, f in have.items() if k not in want), key=Flow.sort_key))
-    add = tuple(sorted((f for k, f in want.items() if have.get(k) != f), key=Flow.sort_key))
-    return FlowDiff(delete, add)
+    """The fewest changes turning ``installed`` into ``desired``.
+
+    Set differences first (hashes are cached, so this costs little at 100,000
+    flows); keys are compared only among the flows that differ: a desired flow
+    whose key is installed with other actions or cookie replaces it."""
+    installed = installed if isinstance(installed, (set, frozenset)) else frozenset(installed)
+    desired = desired if isinstance(desired, (set, frozenset)) else frozenset(desired)
+    new = desired - installed
+    new_keys = {f.key for f in new}
+    delete = tuple(sorted((f for f in installed - desired if f.key not in new_keys),
+                          key=Flow.sort_key))
+    return FlowDiff(delete, tuple(sorted(new, key=Flow.sort_key)))
 
 
 def diff_groups(old: Mapping[str, tuple[Flow, ...]],

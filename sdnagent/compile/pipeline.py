@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from sdnagent import model
-from sdnagent.compile.flows import Flow, cookie
+from sdnagent.compile.flows import Flow, cookie, shared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,4 +88,5 @@ def flow(table_name: str, priority: int, match: dict, actions: tuple = (), *,
         assert goto in tbl.next_tables, f"table {tbl.name} cannot go to {goto}"
         actions = tuple(actions) + (("goto", BY_NAME[goto].id),)
     assert 0 <= priority <= 0xFFFF, priority
-    return Flow(tbl.id, priority, tuple(sorted(match.items())), tuple(actions), cookie(kind, obj))
+    return Flow(tbl.id, priority, shared(tuple(sorted(match.items()))), shared(tuple(actions)),
+                cookie(kind, obj))

@@ -18,7 +18,7 @@ import ipaddress
 import struct
 from typing import Any, Iterable, Iterator
 
-from sdnagent.compile.flows import Flow
+from sdnagent.compile.flows import Flow, shared
 
 VERSION = 4  # OpenFlow 1.3
 OFPT_EXPERIMENTER, OFPT_FLOW_MOD, OFPT_MULTIPART_REQUEST, OFPT_BARRIER_REQUEST = 4, 14, 18, 20
@@ -320,15 +320,61 @@ def decode_flow_stats(body: bytes) -> Iterator[tuple[Flow, int, int]]:
     """The flows in one flow statistics reply's body, with their packet and byte counts."""
     body = bytes(body)
     pos, end = 0, len(body)
+    flows = _FLOWS
     while pos + _FLOW_STATS.size <= end:
         (length, table, _, _, priority, _, _, _, cookie, packets,
          nbytes) = _FLOW_STATS.unpack_from(body, pos)
         if length < _FLOW_STATS.size:
             raise ValueError(f"flow statistics entry of {length} bytes at offset {pos}")
-        match, used = decode_match(body, pos + _FLOW_STATS.size)
-        actions = decode_instructions(body, pos + _FLOW_STATS.size + used, pos + length)
-        yield Flow(table, priority, match, actions, cookie), packets, nbytes
+        # the same flow as in the last dump: the very same object (no decoding at all)
+        key = (table, priority, cookie, body[pos + _FLOW_STATS.size:pos + length])
+        flow = flows.get(key)
+        if flow is None:
+            match, used = decode_match(body, pos + _FLOW_STATS.size)
+            actions = decode_instructions(body, pos + _FLOW_STATS.size + used, pos + length)
+            flow = Flow(table, priority, shared(match), shared(actions), cookie)
+            if len(flows) > 1 << 18:
+                forget()
+            flows[key] = flow
+            _SEEN.add(flow)
+        yield flow, packets, nbytes
         pos += length
+
+
+_FLOWS: dict[tuple, Flow] = {}  # a dump after a dump: the same flows, decoded once
+_SEEN: set[Flow] = set()  # the flows _FLOWS gives
+
+# The order in which OVS writes match fields in its replies (lib/nx-match.c): not
+# os-ken's, so a flow reads back with other bytes than it was sent with.
+_OVS_ORDER = {name: i for i, name in enumerate((
+    "in_port", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_proto",
+    "tcp_src", "tcp_dst", "udp_src", "udp_dst", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst",
+    "tun_ipv6_src", "tun_ipv6_dst", "reg0"))}
+
+
+def forget() -> None:
+    """Drop every cached decoding (as a new process starts)."""
+    _FLOWS.clear()
+    _SEEN.clear()
+    _TLVS.clear()
+    _INSTRUCTIONS.clear()
+
+
+def remember(flows: Iterable[Flow]) -> None:
+    """Expect these flows (what we believe the switch holds) in the next dump: their
+    bytes as OVS writes them, so that reading them back decodes nothing.  A wrong
+    guess only costs a decode: an entry is used only for exactly the bytes it names."""
+    for f in flows:
+        if f in _SEEN or any(name not in _OVS_ORDER for name, _ in f.match):
+            continue
+        _SEEN.add(f)
+        fields = b"".join([_oxm(k, v) for k, v in sorted(f.match, key=lambda kv: _OVS_ORDER[kv[0]])])
+        length = 4 + len(fields)
+        body = (_MATCH_HEAD.pack(OFPMT_OXM, length) + fields + _pad8(length)
+                + encode_instructions(f.actions))
+        _FLOWS[(f.table, f.priority, f.cookie, body)] = f
+    if len(_FLOWS) > 1 << 18:
+        forget()
 
 
 def flow_stats_entry(f: Flow, packets: int = 0, nbytes: int = 0) -> bytes:

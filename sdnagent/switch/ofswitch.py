@@ -316,6 +316,8 @@ class OFSwitch:
         dp = self._dp()
         if self._cache is not None and self._cache_dp is dp and not refresh:
             return frozenset(self._cache.values())
+        if self._cache is not None and self._cache_dp is dp:
+            ofcodec.remember(self._cache.values())  # what we expect back decodes for free
         self._cache = None
         self._cache_dp = dp
         dumped = self._dump(dp)
