@@ -214,6 +214,7 @@ class IntentDb:
     def __init__(self, conn: rpc.Connection):
         self.conn = conn
         self.committed_generation: Optional[int] = None
+        self._monitors = 0
 
     def close(self) -> None:
         self.conn.close()
@@ -453,8 +454,17 @@ class IntentDb:
         """Wait until every live chassis reports ``generation`` applied (agents write it
         once the switch confirmed the flows); the ones that did not in time, else {}."""
         columns = ["name", "heartbeat", "heartbeat_interval", "applied_generation"]
-        initial = self.conn.call("monitor", schema.NAME, "applied",
+        self._monitors += 1
+        monitor = f"applied-{self._monitors}"
+        initial = self.conn.call("monitor", schema.NAME, monitor,
                                  {"Chassis_Private": {"columns": columns}})
+        try:
+            return self._wait(monitor, initial, generation, timeout)
+        finally:
+            self.conn.call("monitor_cancel", monitor)
+
+    def _wait(self, monitor: str, initial: dict, generation: int,
+              timeout: float) -> dict[str, int]:
         state: dict[str, dict] = {}
 
         def merge(update: dict) -> None:
@@ -475,7 +485,7 @@ class IntentDb:
                 return late
             # at least once a second: a chassis may fall silent meanwhile
             msg = self.conn.next_message(time.monotonic() + min(left, 1.0))
-            if msg is not None and msg.get("method") == "update":
+            if msg is not None and msg.get("method") == "update" and msg["params"][0] == monitor:
                 merge(msg["params"][1])
 
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 
+from sdnagent.tapdb import ops
 from tests.functional.mirrorlab import wait_until
 from tests.functional.test_agent import mlab, two_host_example  # noqa: F401 (fixture)
 
@@ -23,6 +24,15 @@ def test_a_change_is_on_the_switch_when_wait_returns(mlab):
     done = tapctl(mlab, "--wait", "session-disable", "session-02")
     assert done.returncode == 0, done.stderr
     assert not any("0x2->reg0" in f for f in mlab.brtap_flows("host-a"))
+    # one connection waiting for change after change (as a script or a benchmark would)
+    api = ops.connect(mlab.lab.tapdb.remote, 10)
+    try:
+        for enabled in (True, False, True):
+            api.set_enabled("session", "session-02", enabled)
+            assert api.wait_applied(api.committed_generation or 0, 10) == {}
+            assert any("0x2->reg0" in f for f in mlab.brtap_flows("host-a")) == enabled
+    finally:
+        api.close()
 
 
 def test_wait_names_a_live_chassis_that_did_not_apply_in_time(mlab):
