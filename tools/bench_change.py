@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import Row, build, percentile, table, transact, transaction, wait_settled  # noqa: E402
 
 from sdnagent import sandbox  # noqa: E402
+from sdnagent.compile import compiler  # noqa: E402
 from sdnagent.tapdb import ops  # noqa: E402
 
 
@@ -57,6 +58,15 @@ def _rest(events: "queue.Queue[float]", quiet: float = 0.2) -> int:
             count += 1
         except queue.Empty:
             return count
+
+
+def _groups(ports: int) -> dict:
+    """The flows the agent compiles for the bench host, by group (ofports invented)."""
+    intent, inv = build(ports, rules_per_filter=9)
+    plan = compiler.plan_ports(intent, inv)
+    ofports = {h.patch_tap: 10 + i for i, h in enumerate(plan.hooks)}
+    ofports.update({tp.name: 1 + i for i, tp in enumerate(plan.tunnels)})
+    return compiler.plan_flow_groups(intent, plan, ofports, inv.chassis_ips, inv.chassis, "gre")
 
 
 def _ms(values: list[float]) -> str:
@@ -99,6 +109,18 @@ def run(ports: int, changes: int) -> list[Row]:
                 to_applied.append(time.monotonic() - committed)
                 to_switch.append(events.get(timeout=10) - committed)
                 mods.append(1 + _rest(events))
+            # a whole session off and on again: exactly its own flows change
+            own, toggled = [], []
+            groups = _groups(ports)
+            for sess in sessions[:10]:
+                own.append(sum(len(g) for name, g in groups.items()
+                               if name.startswith((f"session {sess.name} ",
+                                                   f"forward {sess.name}"))))
+                for enabled in (False, True):
+                    api.set_enabled("session", sess.name, enabled)
+                    assert not api.wait_applied(api.committed_generation or 0, 10)
+                    events.get(timeout=10)
+                    toggled.append(1 + _rest(events))
         finally:
             api.close()
         base = []
@@ -121,6 +143,9 @@ def run(ports: int, changes: int) -> list[Row]:
             Row("flow mods per change (a rule added or deleted: its own flows, 1 per hook)",
                 f"min {min(mods)}, median {statistics.median(mods):g}, max {max(mods)}", "", None,
                 "exactly the change's flows"),
+            Row("flow mods per session-disable or -enable (10 sessions, each twice)",
+                f"{sorted(set(toggled))}", f"the sessions' own flows: {sorted(set(own))}", None,
+                "exactly the session's flows"),
         ]
     finally:
         for monitor in monitors:

@@ -99,11 +99,13 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
         else:
             lines.append("  sources:")
             lines += [f"    {_source_line(s, bound)}" for s in sess.sources]
+    used = {s.target for s in intent.sessions.values()} | {
+        s.filter for s in intent.sessions.values() if s.filter is not None}
     for t in sorted(intent.targets.values(), key=lambda t: t.name):
-        if not intent.sessions_using("target", t.name):
+        if t.name not in used:
             lines.append(f"target {t.name} (no session): {_target_line(t, bound)}")
     for f in sorted(intent.filters.values(), key=lambda f: f.name):
-        if not intent.sessions_using("filter", f.name):
+        if f.name not in used:
             lines.append(f"filter {f.name} (no session)")
             lines += _filter_lines(f, "  ")
     for c in chassis or ():

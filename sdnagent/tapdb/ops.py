@@ -12,6 +12,7 @@ command costs the same at 10 or 10,000 sessions.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Iterable, Optional
 
@@ -28,18 +29,26 @@ class TapdbError(RuntimeError):
 # ---------------------------------------------------------------- rows
 
 
-def _column_type(table: str, column: str) -> dict:
+@functools.lru_cache(maxsize=None)
+def _column(table: str, column: str) -> tuple[str, Optional[str]]:
+    """How a column reads: "map", "scalar" or "set", and the table it refers to."""
     ctype = schema.load()["tables"][table]["columns"][column]["type"]
     if not isinstance(ctype, dict):
-        ctype = {"key": ctype}
-    if not isinstance(ctype["key"], dict):
-        ctype = {**ctype, "key": {"type": ctype["key"]}}
-    return ctype
+        return "scalar", None
+    key = ctype["key"]
+    ref = key.get("refTable") if isinstance(key, dict) else None
+    if "value" in ctype:
+        return "map", ref
+    if ctype.get("min", 1) == 1 and ctype.get("max", 1) == 1:
+        return "scalar", ref
+    return "set", ref
 
 
 class Row:
     """A row from a JSON-RPC select, with the IDL's attribute forms: optional and set
     columns as lists, maps as dicts, references as the rows read (None if not read)."""
+
+    __slots__ = ("_table", "_data", "_store")
 
     def __init__(self, table: str, data: dict, store: "Store"):
         self._table, self._data, self._store = table, data, store
@@ -49,22 +58,23 @@ class Row:
         return self._data["_uuid"][1]
 
     def __getattr__(self, column: str) -> Any:
-        if column.startswith("_") or column not in self._data:
-            raise AttributeError(column)
-        ctype = _column_type(self._table, column)
-        value = self._data[column]
-        ref = ctype["key"].get("refTable")
+        try:
+            value = self._data[column]
+        except KeyError:
+            raise AttributeError(column) from None
+        kind, ref = _column(self._table, column)
+        if kind == "map":
+            return dict(value[1])
+        if kind == "scalar":
+            return self._atom(value, ref)
+        if isinstance(value, list) and value and value[0] == "set":
+            return [self._atom(a, ref) for a in value[1]]
+        return [self._atom(value, ref)]
 
-        def atom(a: Any) -> Any:
-            if isinstance(a, list) and a and a[0] == "uuid":
-                return self._store.get(ref, a[1]) if ref else a[1]
-            return a
-        if "value" in ctype:
-            return {atom(k): atom(v) for k, v in value[1]}
-        if ctype.get("min", 1) == 1 and ctype.get("max", 1) == 1:
-            return atom(value)
-        items = value[1] if isinstance(value, list) and value and value[0] == "set" else [value]
-        return [atom(a) for a in items]
+    def _atom(self, a: Any, ref: Optional[str]) -> Any:
+        if ref is not None and isinstance(a, list):  # ["uuid", "..."]
+            return self._store.get(ref, a[1])
+        return a
 
 
 class Store:
@@ -202,7 +212,8 @@ def _filter(read: Read, row: Row) -> model.Filter:
 
 def _shell(row: Row) -> model.Session:
     """A session as far as uniqueness checks look: name, priority, VNI."""
-    return model.Session(row.name, row.priority, row.vni, "", None, None, False)
+    data = row._data
+    return model.Session(data["name"], data["priority"], data["vni"], "", None, None, False)
 
 
 # ---------------------------------------------------------------- the client

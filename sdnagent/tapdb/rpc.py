@@ -9,6 +9,7 @@ leader is used, so reads are never stale.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import socket
 import time
@@ -34,7 +35,10 @@ class Connection:
         self.sock = sock
         self.remote = remote
         self.timeout = timeout
-        self._buf = ""
+        self._pending: list[str] = []  # text received and not yet decoded
+        self._size = 0
+        self._tried = 0  # the length of the last text that did not decode
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._next_id = 0
         self._decoder = json.JSONDecoder()
 
@@ -83,14 +87,19 @@ class Connection:
 
     def _receive(self, deadline: float) -> dict:
         while True:
-            text = self._buf.lstrip()
-            if text:
+            # a large answer arrives in many pieces: decode when it may be complete (it
+            # ends with "}") or has doubled since the last try, never once per piece
+            if self._pending and (self._pending[-1].rstrip().endswith("}")
+                                  or self._size >= 2 * self._tried):
+                text = "".join(self._pending).lstrip()
+                self._pending, self._size = [text], len(text)
                 try:
                     msg, end = self._decoder.raw_decode(text)
                 except json.JSONDecodeError:
-                    pass  # incomplete: read on
+                    self._tried = len(text)
                 else:
-                    self._buf = text[end:]
+                    rest = text[end:]
+                    self._pending, self._size, self._tried = [rest] if rest else [], len(rest), 0
                     return msg
             left = deadline - time.monotonic()
             if left <= 0:
@@ -104,7 +113,10 @@ class Connection:
                 raise RpcError(str(exc.strerror or exc)) from exc
             if not data:
                 raise RpcError("the server closed the connection")
-            self._buf = text + data.decode()
+            piece = self._utf8.decode(data)
+            if piece:
+                self._pending.append(piece)
+                self._size += len(piece)
 
 
 def _open(remote: str, timeout: float) -> Connection:
