@@ -186,13 +186,14 @@ def aggregate_stats_request(xid: int) -> bytes:
 
 
 def bundle(bundle_id: int, deletes: Iterable[Flow], adds: Iterable[Flow],
-           first_xid: int) -> tuple[list[bytes], list[int]]:
-    """Open, the FlowMods (deletes, then adds), close: atomic and ordered.  The commit
-    is sent apart, once the switch has accepted every message."""
+           first_xid: int) -> Iterator[bytes]:
+    """Open, then the FlowMods (deletes, then adds), numbered from ``first_xid`` on:
+    atomic and ordered.  A generator, so that the switch can take the first
+    messages while the rest are written.  The commit is sent apart, once the
+    switch has accepted every message."""
     flags = ONF_BF_ATOMIC | ONF_BF_ORDERED
     xid = first_xid
-    out = [bundle_ctrl(bundle_id, ONF_BCT_OPEN_REQUEST, flags, xid)]
-    xids = [xid]
+    yield bundle_ctrl(bundle_id, ONF_BCT_OPEN_REQUEST, flags, xid)
     pack = _BUNDLED_FLOW_MOD.pack
     for command, flows in ((OFPFC_DELETE_STRICT, deletes), (OFPFC_ADD, adds)):
         for f in flows:
@@ -200,13 +201,11 @@ def bundle(bundle_id: int, deletes: Iterable[Flow], adds: Iterable[Flow],
             body = encode_match(f.match)
             if command != OFPFC_DELETE_STRICT:
                 body += encode_instructions(f.actions)
-            out.append(pack(VERSION, OFPT_EXPERIMENTER, 72 + len(body), xid,
-                            ONF_EXPERIMENTER_ID, ONF_ET_BUNDLE_ADD_MESSAGE, bundle_id, flags,
-                            VERSION, OFPT_FLOW_MOD, 48 + len(body), xid, f.cookie, 0, f.table,
-                            command, 0, 0, f.priority, OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY, 0)
-                       + body)
-            xids.append(xid)
-    return out, xids
+            yield (pack(VERSION, OFPT_EXPERIMENTER, 72 + len(body), xid, ONF_EXPERIMENTER_ID,
+                        ONF_ET_BUNDLE_ADD_MESSAGE, bundle_id, flags, VERSION, OFPT_FLOW_MOD,
+                        48 + len(body), xid, f.cookie, 0, f.table, command, 0, 0, f.priority,
+                        OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY, 0)
+                   + body)
 
 
 # ---------------------------------------------------------------- decoding

@@ -373,9 +373,16 @@ class OFSwitch:
         self._bundle_id = bid = (self._bundle_id + 1) & 0xFFFFFFFF
         flags = ofcodec.ONF_BF_ATOMIC | ofcodec.ONF_BF_ORDERED
         count = 1 + len(change.delete) + len(change.add)
-        msgs, xids = ofcodec.bundle(bid, change.delete, change.add, _reserve(dp, count))
-        for i in range(0, len(msgs), _BATCH):  # a few large writes, not one per message
-            self._send(dp, b"".join(msgs[i:i + _BATCH]))
+        first = _reserve(dp, count)
+        xids = [(first + i) & 0xFFFFFFFF for i in range(count)]
+        batch: list[bytes] = []
+        for msg in ofcodec.bundle(bid, change.delete, change.add, first):
+            batch.append(msg)
+            if len(batch) == _BATCH:  # a few large writes, sent while the rest is written
+                self._send(dp, b"".join(batch))
+                batch = []
+        if batch:
+            self._send(dp, b"".join(batch))
         try:
             self._barrier(dp, xids, "bundle")
         except OFError:
@@ -392,4 +399,4 @@ class OFSwitch:
             self._cache = known
 
 
-_BATCH = 2048  # messages per write to the connection
+_BATCH = 1024  # messages per write to the connection

@@ -210,6 +210,9 @@ def _filter(read: Read, row: Row) -> model.Filter:
     return rows.read_filter(row)[0]
 
 
+_NO_ROW = "00000000-0000-0000-0000-000000000000"  # a select that finds nothing
+
+
 def _shell(row: Row) -> model.Session:
     """A session as far as uniqueness checks look: name, priority, VNI."""
     data = row._data
@@ -300,19 +303,30 @@ class IntentDb:
                     vni: Optional[str] = None, packet_length: Optional[str] = None,
                     enabled: bool = False) -> model.Session:
         def judge(read: Read) -> tuple[list[dict], Any]:
-            ops = [select("Mirror_Session", columns=["name", "priority", "vni"]),
-                   named("Mirror_Target", target)]
+            # the session of that name, the one of that priority (both unique), and
+            # every VNI only when one is to be allocated
+            columns = ["name", "priority", "vni"]
+            prio = model.parse_int("priority", priority, model.SESSION_PRIORITY)  # to ask by
+            ops = [select("Mirror_Session", ["name", "==", name], columns=columns),
+                   named("Mirror_Target", target),
+                   select("Mirror_Session", ["priority", "==", prio], columns=columns),
+                   select("Mirror_Session", columns=["vni"]) if vni is None else
+                   select("Mirror_Session", ["_uuid", "==", ["uuid", _NO_ROW]])]
             if filter is not None:
                 ops.append(named("Mirror_Filter", filter))
-            found = read.fetch(*ops)
-            filters = [model.Filter(r.name) for r in found[2]] if filter is not None else []
-            intent = model.Intent.of(map(_target, found[1]), filters, map(_shell, found[0]))
+            by_name, targets, by_priority, vnis, *filters = read.fetch(*ops)
+            chosen = vni if vni is not None else str(model.free_number(
+                "vni", {r._data["vni"] for r in vnis}, (1, model.VNI[1])))
+            shells = {r.uuid: _shell(r) for r in by_name + by_priority}
+            intent = model.Intent.of(map(_target, targets),
+                                     [model.Filter(r.name) for r in filters[0]] if filters else [],
+                                     shells.values())
             s = model.new_session(
-                intent, name, target=target, priority=priority, filter=filter, vni=vni,
+                intent, name, target=target, priority=priority, filter=filter, vni=chosen,
                 packet_length=packet_length, enabled=enabled)
             row = {"name": s.name, "priority": s.priority, "vni": s.vni, "enabled": s.enabled,
-                   "packet_length": _opt(s.packet_length), "target": _uuid(found[1][0]),
-                   "filter": ["set", [_uuid(found[2][0])] if filter is not None else []]}
+                   "packet_length": _opt(s.packet_length), "target": _uuid(targets[0]),
+                   "filter": ["set", [_uuid(filters[0][0])] if filter is not None else []]}
             return [{"op": "insert", "table": "Mirror_Session", "row": row}], s
         return self.change(judge, f"session-add {name}")
 

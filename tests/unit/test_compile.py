@@ -252,7 +252,7 @@ def packets(draw):
     return pkt
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(intents(), packets(), st.sampled_from(["in", "out"]))
 def test_compiled_tables_decide_like_the_reference(intent, pkt, direction):
     inv = Inventory(chassis="h", ports={"vm-1": LocalPort("vm-1", "br-int", "vm1", 1),
@@ -526,7 +526,7 @@ def test_session_bands_cover_every_priority_without_overlap():
     assert pipeline.filter_band(1)[1] - pipeline.filter_band(2)[1] == pipeline.RULE_SLOTS
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(intents(), intents())
 def test_diff_of_changed_groups_equals_the_full_diff(one, two):
     """What a pass applies after a change, looking only into the groups that changed,
