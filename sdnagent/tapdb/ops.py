@@ -85,7 +85,7 @@ class Store:
 
     def add(self, table: str, found: Iterable[dict]) -> list[Row]:
         out = [Row(table, r, self) for r in found]
-        self.tables.setdefault(table, {}).update((r.uuid, r) for r in out)
+        self.tables.setdefault(table, {}).update((r.uuid, r) for r in out if "_uuid" in r._data)
         return out
 
     def get(self, table: str, uuid: str) -> Optional[Row]:
@@ -95,10 +95,12 @@ class Store:
         return list(self.tables.get(table, {}).values())
 
 
-def select(table: str, *where: list, columns: Optional[list[str]] = None) -> dict:
+def select(table: str, *where: list, columns: Optional[list[str]] = None,
+           uuid: bool = True) -> dict:
+    """A select of ``columns`` (all by default) and, unless told not to, the row's uuid."""
     op: dict = {"op": "select", "table": table, "where": list(where)}
     if columns is not None:
-        op["columns"] = ["_uuid", *columns]
+        op["columns"] = ["_uuid", *columns] if uuid else list(columns)
     return op
 
 
@@ -310,7 +312,7 @@ class IntentDb:
             ops = [select("Mirror_Session", ["name", "==", name], columns=columns),
                    named("Mirror_Target", target),
                    select("Mirror_Session", ["priority", "==", prio], columns=columns),
-                   select("Mirror_Session", columns=["vni"]) if vni is None else
+                   select("Mirror_Session", columns=["vni"], uuid=False) if vni is None else
                    select("Mirror_Session", ["_uuid", "==", ["uuid", _NO_ROW]])]
             if filter is not None:
                 ops.append(named("Mirror_Filter", filter))

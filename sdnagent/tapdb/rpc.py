@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import select
 import socket
 import time
 from typing import Any, Optional
@@ -87,10 +88,7 @@ class Connection:
 
     def _receive(self, deadline: float) -> dict:
         while True:
-            # a large answer arrives in many pieces: decode when it may be complete (it
-            # ends with "}") or has doubled since the last try, never once per piece
-            if self._pending and (self._pending[-1].rstrip().endswith("}")
-                                  or self._size >= 2 * self._tried):
+            if self._pending and self._worth_decoding():
                 text = "".join(self._pending).lstrip()
                 self._pending, self._size = [text], len(text)
                 try:
@@ -117,6 +115,15 @@ class Connection:
             if piece:
                 self._pending.append(piece)
                 self._size += len(piece)
+
+    def _worth_decoding(self) -> bool:
+        """A large answer arrives in many pieces: try to decode what we have only when
+        nothing more is waiting and it may be complete (it ends with "}"), or when it
+        has doubled since the last try; never once per piece (that is quadratic)."""
+        if self._size >= 2 * self._tried:
+            return True
+        return (self._pending[-1].rstrip().endswith("}")
+                and not select.select([self.sock], [], [], 0)[0])
 
 
 def _open(remote: str, timeout: float) -> Connection:
