@@ -12,7 +12,6 @@ Prints the machine, then the table (Markdown, as in benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import subprocess
@@ -26,9 +25,8 @@ import bench_change  # noqa: E402
 import bench_fanout  # noqa: E402
 import bench_install  # noqa: E402
 import bench_tapctl  # noqa: E402
-from benchlib import table  # noqa: E402
+from benchlib import parser, require_ovs, table  # noqa: E402
 
-from sdnagent import sandbox  # noqa: E402
 
 
 def machine() -> str:
@@ -44,14 +42,11 @@ def machine() -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--quick", action="store_true",
                    help="smaller sizes (10k flows, 40 changes, 1,000 sessions, 200 chassis)")
     args = p.parse_args()
-    why = sandbox.missing_ovs()
-    if why:
-        print(f"bench: {why}", file=sys.stderr)
-        return 1
+    require_ovs()
     bench_fanout.raise_fd_limit(1000)
     started = time.monotonic()
     print(f"machine: {machine()}", flush=True)

@@ -13,7 +13,6 @@ changes it caused are counted.  The baseline, same switch and same monitor:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import queue
 import shutil
@@ -26,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Row, build, percentile, table, transact, transaction, wait_settled  # noqa: E402
+from benchlib import (Row, build, parser, percentile, require_ovs, table,  # noqa: E402
+                      transact, transaction, wait_settled)
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.compile import compiler  # noqa: E402
@@ -156,14 +156,11 @@ def run(ports: int, changes: int) -> list[Row]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--ports", type=int, default=30, help="source ports (default %(default)s)")
     p.add_argument("--changes", type=int, default=200, help="changes (default %(default)s)")
     args = p.parse_args()
-    why = sandbox.missing_ovs()
-    if why:
-        print(f"bench: {why}", file=sys.stderr)
-        return 1
+    require_ovs()
     print(table(run(args.ports, args.changes)))
     sys.stdout.flush()
     os._exit(0)  # the ovs library's threads

@@ -11,7 +11,6 @@ baseline, same run and same server: one chassis alone.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import selectors
@@ -26,7 +25,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Row, build, cpu_seconds, percentile, table, transact, transaction  # noqa: E402
+from benchlib import (Row, build, cpu_seconds, parser, percentile,  # noqa: E402
+                      require_ovs, table, transact, transaction)
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.tapdb import ops, server  # noqa: E402
@@ -239,14 +239,12 @@ def _leader(remotes: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--chassis", type=int, default=1000, help="simulated chassis (default %(default)s)")
+    p = parser(__doc__)
+    p.add_argument("--chassis", type=int, default=1000,
+                   help="simulated chassis (default %(default)s)")
     p.add_argument("--changes", type=int, default=20, help="changes (default %(default)s)")
     args = p.parse_args()
-    why = sandbox.missing_ovs()
-    if why:
-        print(f"bench: {why}", file=sys.stderr)
-        return 1
+    require_ovs()
     raise_fd_limit(args.chassis)
     print(table(run(args.chassis, args.changes)))
     return 0

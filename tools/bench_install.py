@@ -10,7 +10,6 @@ pass with unchanged intent that reads the switch back (dump and diff), against
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Row, build, ms, table, to_text  # noqa: E402
+from benchlib import Row, build, ms, parser, require_ovs, table, to_text  # noqa: E402
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.compile import compiler, flows  # noqa: E402
@@ -97,15 +96,12 @@ def run(ports: int) -> list[Row]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--ports", type=int, nargs="+", default=[30],
                    help="source ports, one run each (default %(default)s; 30 ports give "
                         "about 9,300 flows)")
     args = p.parse_args()
-    why = sandbox.missing_ovs()
-    if why:
-        print(f"bench: {why}", file=sys.stderr)
-        return 1
+    require_ovs()
     rows = [r for ports in args.ports for r in run(ports)]
     print(table(rows))
     sys.stdout.flush()

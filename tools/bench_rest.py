@@ -11,7 +11,6 @@ figures only.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import build, cpu_seconds, transact, transaction  # noqa: E402
+from benchlib import build, cpu_seconds, parser, require_ovs, transact, transaction  # noqa: E402
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.tapdb import client  # noqa: E402
@@ -63,16 +62,13 @@ def passes(log: str) -> tuple[int, int]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--ports", type=int, default=30, help="source ports (default %(default)s)")
     p.add_argument("--chassis", type=int, default=100,
                    help="simulated chassis heartbeating every 2 s (default %(default)s)")
     p.add_argument("--seconds", type=float, default=20, help="each window (default %(default)s)")
     args = p.parse_args()
-    why = sandbox.missing_ovs()
-    if why:
-        print(f"bench: {why}", file=sys.stderr)
-        return 1
+    require_ovs()
     intent, _ = build(args.ports)
     lab = sandbox.Lab(hosts=("host-a",))
     try:

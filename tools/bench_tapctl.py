@@ -9,7 +9,6 @@ floor for any command-line client that starts, connects and asks once.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -21,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Row, build, ms, table, transact, transaction  # noqa: E402
+from benchlib import (Row, build, ms, parser, require_ovs, table,  # noqa: E402
+                      transact, transaction)
 
-from sdnagent import sandbox  # noqa: E402
 from sdnagent.tapdb import server  # noqa: E402
 
 TAPCTL = str(Path(sys.executable).parent / "tapctl")
@@ -74,13 +73,10 @@ def run(sessions: int, repeat: int = 5) -> list[Row]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--sessions", type=int, default=10000, help="sessions (default %(default)s)")
     args = p.parse_args()
-    why = sandbox.missing_ovs()
-    if why:
-        print(f"bench: {why}", file=sys.stderr)
-        return 1
+    require_ovs()
     print(table(run(args.sessions)))
     return 0
 

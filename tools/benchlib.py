@@ -1,8 +1,10 @@
 """What the benchmarks share: the intent they load, ways to load it, and the result table."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -14,6 +16,18 @@ from sdnagent.compile import flows
 from sdnagent.compile.compiler import Inventory, LocalPort
 
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark whose module docstring is ``doc``."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0])
+
+
+def require_ovs() -> None:
+    """Exit with the reason when this machine cannot run the labs."""
+    why = sandbox.missing_ovs()
+    if why:
+        sys.exit(f"bench: {why}")
 
 
 def build(ports: int, rules_per_filter: int = 10) -> tuple[model.Intent, Inventory]:

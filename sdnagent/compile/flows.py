@@ -59,7 +59,8 @@ class Flow:
     match: tuple[tuple[str, Any], ...]
     actions: tuple[tuple, ...]
     cookie: int
-    key: tuple = dataclasses.field(init=False, repr=False, compare=False)  # (table, priority, match)
+    # (table, priority, match): what identifies the flow on the switch
+    key: tuple = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # computed once: a diff looks at tens of thousands of flows

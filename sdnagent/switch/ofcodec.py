@@ -367,7 +367,8 @@ def remember(flows: Iterable[Flow]) -> None:
         if f in _SEEN or any(name not in _OVS_ORDER for name, _ in f.match):
             continue
         _SEEN.add(f)
-        fields = b"".join([_oxm(k, v) for k, v in sorted(f.match, key=lambda kv: _OVS_ORDER[kv[0]])])
+        ordered = sorted(f.match, key=lambda kv: _OVS_ORDER[kv[0]])
+        fields = b"".join([_oxm(k, v) for k, v in ordered])
         length = 4 + len(fields)
         body = (_MATCH_HEAD.pack(OFPMT_OXM, length) + fields + _pad8(length)
                 + encode_instructions(f.actions))

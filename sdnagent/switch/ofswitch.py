@@ -5,9 +5,10 @@ written and read by :mod:`~sdnagent.switch.ofcodec` (os-ken's own objects cost
 most of a pass at scale).  This module tracks its own requests (a message,
 then a barrier; the replies in between are the answer), reads what the switch
 holds (every flow: brtap is the agent's, so a flow it did not write is
-removed) and applies a diff as one atomic bundle: every change or none.  On each connection it asks the switch to report flow
-changes made by anyone else (ONF flow monitoring, OpenFlow 1.3), so that a
-flow added, changed or deleted by hand is repaired at once.
+removed) and applies a diff as one atomic bundle: every change or none.
+On each connection it asks the switch to report flow changes made by anyone
+else (ONF flow monitoring, OpenFlow 1.3), so that a flow added, changed or
+deleted by hand is repaired at once.
 """
 from __future__ import annotations
 

@@ -116,6 +116,11 @@ def _uuid(row: Row) -> list:
     return ["uuid", row.uuid]
 
 
+def _this(row: Row) -> list:
+    """A where clause for exactly this row."""
+    return [["_uuid", "==", _uuid(row)]]
+
+
 def _opt(value: Any) -> list:
     return ["set", [] if value is None else [value]]
 
@@ -263,7 +268,8 @@ class IntentDb:
             [targets] = read.fetch(select("Mirror_Target"))
             sessions: list[Row] = []
             if port is not None:
-                [sources] = read.fetch(select("Mirror_Source", ["iface_id", "==", ["set", [port]]]))
+                [sources] = read.fetch(select("Mirror_Source",
+                                              ["iface_id", "==", ["set", [port]]]))
                 sessions = _using(read, sources)
             intent = model.Intent.of(map(_target, targets), (), map(_session, sessions))
             t = model.new_target(intent, name, port=port, nic=nic, vxlan=vxlan,
@@ -286,7 +292,7 @@ class IntentDb:
             column = rule_column(direction)
             return [{"op": "insert", "table": "Filter_Rule", "row": _rule_row(rule),
                      "uuid-name": "rule"},
-                    {"op": "mutate", "table": "Mirror_Filter", "where": [["_uuid", "==", _uuid(row)]],
+                    {"op": "mutate", "table": "Mirror_Filter", "where": _this(row),
                      "mutations": [[column, "insert", ["set", [["named-uuid", "rule"]]]]]}], rule
         return self.change(judge, f"rule-add {filter_name} {direction}")
 
@@ -297,7 +303,7 @@ class IntentDb:
             rule = model.find_rule(flt, direction, priority)
             column = rule_column(direction)
             victim = next(r for r in getattr(row, column) if r.priority == rule.priority)
-            return [{"op": "mutate", "table": "Mirror_Filter", "where": [["_uuid", "==", _uuid(row)]],
+            return [{"op": "mutate", "table": "Mirror_Filter", "where": _this(row),
                      "mutations": [[column, "delete", ["set", [_uuid(victim)]]]]}], rule
         return self.change(judge, f"rule-del {filter_name} {direction} {priority}")
 
@@ -360,8 +366,9 @@ class IntentDb:
             return [{"op": "insert", "table": "Mirror_Source", "row": _source_row(src),
                      "uuid-name": "source"},
                     {"op": "mutate", "table": "Mirror_Session",
-                     "where": [["_uuid", "==", _uuid(srow)]],
-                     "mutations": [["sources", "insert", ["set", [["named-uuid", "source"]]]]]}], src
+                     "where": _this(srow),
+                     "mutations": [["sources", "insert",
+                                    ["set", [["named-uuid", "source"]]]]]}], src
         return self.change(judge, f"source-add {session}")
 
     def _source_of(self, read: Read, session: str, key: str) -> tuple[Row, model.Source, Row]:
@@ -376,7 +383,7 @@ class IntentDb:
         def judge(read: Read) -> tuple[list[dict], Any]:
             srow, src, victim = self._source_of(read, session, key)
             return [{"op": "mutate", "table": "Mirror_Session",
-                     "where": [["_uuid", "==", _uuid(srow)]],
+                     "where": _this(srow),
                      "mutations": [["sources", "delete", ["set", [_uuid(victim)]]]]}], src
         return self.change(judge, f"source-del {session} {key}")
 
@@ -391,7 +398,7 @@ class IntentDb:
                 row = read.one(table, name, kind)
             if row.enabled == enabled:
                 return [], None
-            return [{"op": "update", "table": table, "where": [["_uuid", "==", _uuid(row)]],
+            return [{"op": "update", "table": table, "where": _this(row),
                      "row": {"enabled": enabled}}], None
         verb = "enable" if enabled else "disable"
         self.change(judge, f"{kind}-{verb} {name}" + (f" {key}" if key else ""))
@@ -413,7 +420,7 @@ class IntentDb:
                                      [obj] if kind == "filter" else [],
                                      [obj] if kind == "session" else map(_session, users))
             model.check_del(intent, kind, name)
-            return [{"op": "delete", "table": table, "where": [["_uuid", "==", _uuid(row)]]}], None
+            return [{"op": "delete", "table": table, "where": _this(row)}], None
         self.change(judge, f"{kind}-del {name}")
 
     def chassis_del(self, name: str, now: float) -> None:

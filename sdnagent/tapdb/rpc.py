@@ -151,7 +151,8 @@ def _open(remote: str, timeout: float) -> Connection:
 def _is_leader(conn: Connection) -> bool:
     """Whether this member leads the Tap database (a standalone server always does)."""
     result = conn.call("transact", "_Server",
-                       {"op": "select", "table": "Database", "where": [["name", "==", schema.NAME]],
+                       {"op": "select", "table": "Database",
+                        "where": [["name", "==", schema.NAME]],
                         "columns": ["model", "leader", "connected"]})
     rows = result[0].get("rows", [])
     return bool(rows) and (rows[0]["model"] != "clustered"
