@@ -172,14 +172,15 @@ class Read:
             raise model.NotFound(kind, f"no {kind} named {name!r}")
         return found[0]
 
-    def refs(self, table: str, rows_: Iterable[Any]) -> None:
+    def refs(self, table: str, uuids: Iterable[str]) -> None:
         """Read the rows that these references name and are not read yet."""
-        missing = sorted({r for r in rows_ if isinstance(r, str)})
+        missing = sorted({u for u in uuids if self.store.get(table, u) is None})
         if missing:
             self.fetch(*by_uuid(table, missing))
 
 
-def _results(result: Any) -> tuple[list[dict], Any]:
+def _results(result: Any) -> list:
+    """The results of a transaction's operations, or TapdbError with the first error."""
     errors = [r for r in result if isinstance(r, dict) and "error" in r]
     if errors:
         e = errors[0]
@@ -215,9 +216,6 @@ def _filter(read: Read, row: Row) -> model.Filter:
     read.refs("Filter_Rule", (u[1] for c in ("inbound_rules", "outbound_rules")
                               for u in _ref_atoms(row._data[c])))
     return rows.read_filter(row)[0]
-
-
-_NO_ROW = "00000000-0000-0000-0000-000000000000"  # a select that finds nothing
 
 
 def _shell(row: Row) -> model.Session:
@@ -317,14 +315,15 @@ class IntentDb:
             prio = model.parse_int("priority", priority, model.SESSION_PRIORITY)  # to ask by
             ops = [select("Mirror_Session", ["name", "==", name], columns=columns),
                    named("Mirror_Target", target),
-                   select("Mirror_Session", ["priority", "==", prio], columns=columns),
-                   select("Mirror_Session", columns=["vni"], uuid=False) if vni is None else
-                   select("Mirror_Session", ["_uuid", "==", ["uuid", _NO_ROW]])]
+                   select("Mirror_Session", ["priority", "==", prio], columns=columns)]
             if filter is not None:
                 ops.append(named("Mirror_Filter", filter))
-            by_name, targets, by_priority, vnis, *filters = read.fetch(*ops)
-            chosen = vni if vni is not None else str(model.free_number(
-                "vni", {r._data["vni"] for r in vnis}, (1, model.VNI[1])))
+            by_name, targets, by_priority, *filters = read.fetch(*ops)
+            chosen = vni
+            if chosen is None:  # the lowest unused: every VNI is needed
+                [vnis] = read.fetch(select("Mirror_Session", columns=["vni"], uuid=False))
+                chosen = str(model.free_number("vni", {r._data["vni"] for r in vnis},
+                                               (1, model.VNI[1])))
             shells = {r.uuid: _shell(r) for r in by_name + by_priority}
             intent = model.Intent.of(map(_target, targets),
                                      [model.Filter(r.name) for r in filters[0]] if filters else [],
