@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from sdnagent import tls
 from sdnagent.compile import compiler, flows
 from sdnagent.switch.ofswitch import OFError, OFSwitch
 from sdnagent.switch.ovsdb import LocalSwitch, SwitchError
@@ -62,8 +63,12 @@ class Agent:
         self.of.start(lambda why: self.mark(why))
         self._retry("the local switch", lambda: self.switch.start(
             lambda table: self.mark(f"local {table}")))
+        creds = tls.of(self.conf.tapdb.ssl_key_file, self.conf.tapdb.ssl_cert_file,
+                       self.conf.tapdb.ssl_ca_cert_file,
+                       "[tapdb] ssl_key_file, ssl_cert_file, ssl_ca_cert_file")
         self.tapdb = self._retry("tapdb", lambda: client.connect(
-            self.conf.tapdb.connection, self.conf.tapdb.timeout, chassis=self.chassis))
+            self.conf.tapdb.connection, self.conf.tapdb.timeout, chassis=self.chassis,
+            creds=creds))
         self.tapdb.snapshots = cache = client.SnapshotCache()
         with self.tapdb.ovsdb_connection.lock:
             self.tapdb.idl.on_row = cache.changed

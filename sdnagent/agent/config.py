@@ -6,6 +6,8 @@ from typing import Optional, Sequence
 
 from oslo_config import cfg
 
+from sdnagent import tls
+
 DEFAULT_OPTS = [
     cfg.HostnameOpt("host", default=socket.gethostname(), sample_default="<hostname>",
                     help="This chassis's name in tapdb; tapctl's --nic and --vswitch name it."),
@@ -47,6 +49,11 @@ TAPDB_OPTS = [
     cfg.StrOpt("connection", default="unix:/var/lib/sdnagent/tapdb/tapdb.sock",
                help="tapdb: one remote, or every member of a Raft cluster comma-separated."),
     cfg.FloatOpt("timeout", default=10.0, min=0.1, help="Seconds to wait for tapdb."),
+    cfg.StrOpt("ssl_key_file", help="For ssl: connections: this chassis's private key."),
+    cfg.StrOpt("ssl_cert_file", help="For ssl: connections: its certificate, whose common "
+               "name is this chassis's name ([DEFAULT] host)."),
+    cfg.StrOpt("ssl_ca_cert_file", help="For ssl: connections: the CA that tapdb's "
+               "certificate must chain to."),
 ]
 
 
@@ -71,6 +78,8 @@ def load(argv: Optional[Sequence[str]] = None) -> cfg.ConfigOpts:
             section = conf if group is None else getattr(conf, group)
             for opt in opts:
                 getattr(section, opt.dest)
+        tls.of(conf.tapdb.ssl_key_file, conf.tapdb.ssl_cert_file, conf.tapdb.ssl_ca_cert_file,
+               "[tapdb] ssl_key_file, ssl_cert_file, ssl_ca_cert_file")
     except (cfg.Error, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from exc
     return conf

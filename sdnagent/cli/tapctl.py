@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from sdnagent import liveness, model
+from sdnagent import liveness, model, tls
 from sdnagent.tapdb import ops, rpc, schema
 
 DEFAULT_DB = f"unix:{schema.DEFAULT_DIR}/tapdb.sock"
@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for tapdb, and with --wait for the chassis "
                         "(default %(default)s)")
+    for option, env, what in (("--private-key", "TAPDB_PRIVATE_KEY", "your private key"),
+                              ("--certificate", "TAPDB_CERTIFICATE", "your certificate"),
+                              ("--ca-cert", "TAPDB_CA_CERT", "the CA tapdb's certificate "
+                                                              "must chain to")):
+        p.add_argument(option, metavar="FILE", default=os.environ.get(env),
+                       help=f"for ssl: remotes, {what} (default: ${env})")
     p.add_argument("--wait", action="store_true",
                    help="after a change, return only once every live chassis has applied it "
                         f"(exit code {EXIT_NOT_APPLIED}, naming the others, if the time is up)")
@@ -339,8 +345,10 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        api = ops.connect(args.db, timeout=args.timeout)
-    except ops.TapdbError as exc:
+        creds = tls.of(args.private_key, args.certificate, args.ca_cert,
+                       "--private-key, --certificate, --ca-cert")
+        api = ops.connect(args.db, timeout=args.timeout, creds=creds)
+    except (ops.TapdbError, ValueError) as exc:
         print(f"tapctl: {exc}", file=sys.stderr)
         return 1
     try:

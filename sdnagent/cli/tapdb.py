@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from sdnagent import tls
 from sdnagent.tapdb import server
 
 
@@ -14,12 +15,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--dir", default=str(server.DEFAULT_DIR),
                    help="where the database, sockets, pid file and log live (default %(default)s)")
-    p.add_argument("--remote", action="append", default=[], metavar="ptcp:PORT[:ADDR]",
-                   help="also listen here (repeatable); the unix socket DIR/tapdb.sock is always on")
+    p.add_argument("--remote", action="append", default=[], metavar="pssl:PORT[:ADDR]",
+                   help="also listen here (repeatable): pssl: (TLS, with the three files "
+                        "below) or ptcp: (plain, for labs); the unix socket DIR/tapdb.sock "
+                        "is always on")
+    p.add_argument("--private-key", metavar="FILE", help="this server's private key (TLS)")
+    p.add_argument("--certificate", metavar="FILE", help="its certificate (TLS)")
+    p.add_argument("--ca-cert", metavar="FILE",
+                   help="the CA that clients' and cluster members' certificates must chain to")
     p.add_argument("--cluster", choices=("create", "join"),
                    help="make the new database a Raft cluster member (only when it is created)")
-    p.add_argument("--local", metavar="tcp:IP:PORT", help="this member's Raft address")
-    p.add_argument("--member", action="append", default=[], metavar="tcp:IP:PORT",
+    p.add_argument("--local", metavar="ssl:IP:PORT", help="this member's Raft address "
+                   "(ssl: with the TLS files, or tcp:)")
+    p.add_argument("--member", action="append", default=[], metavar="ssl:IP:PORT",
                    help="an existing member's Raft address, for --cluster join (repeatable)")
     return p
 
@@ -29,7 +37,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     srv = server.TapdbServer(args.dir)
     try:
         if args.action == "start":
-            for line in srv.start(args.remote, args.cluster, args.local, args.member):
+            creds = tls.of(args.private_key, args.certificate, args.ca_cert,
+                           "--private-key, --certificate, --ca-cert")
+            for remote in server.plain_exposed(args.remote):
+                print(f"sdnagent-tapdb: WARNING: {remote} listens beyond this host without "
+                      "TLS: anyone who reaches it can read and change every mirroring "
+                      "session; use pssl: with --private-key, --certificate and --ca-cert",
+                      file=sys.stderr)
+            for line in srv.start(args.remote, args.cluster, args.local, args.member,
+                                  tls=creds):
                 print(f"sdnagent-tapdb: {line}")
         elif args.action == "stop":
             print("sdnagent-tapdb: " + ("stopped" if srv.stop() else "not running"))
@@ -38,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for key, value in info.items():
                 print(f"{key}: {value}")
             return 0 if info["state"] == "running" else 3
-    except server.TapdbServerError as exc:
+    except (server.TapdbServerError, ValueError) as exc:
         print(f"sdnagent-tapdb: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -11,9 +11,10 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
+from ovs import stream
 from ovsdbapp.backend.ovs_idl import connection
 
-from sdnagent import liveness, model, ovsdbutil
+from sdnagent import liveness, model, ovsdbutil, tls
 from sdnagent.tapdb import schema
 from sdnagent.tapdb.rows import KINDS, Read, Snapshot
 
@@ -289,13 +290,21 @@ def read_chassis(idl: Any) -> list[tuple[str, str, str]]:
 
 
 def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,
-            chassis: Optional[str] = None) -> TapdbApi:
+            chassis: Optional[str] = None, creds: Optional[tls.Tls] = None) -> TapdbApi:
     """Connect to tapdb at ``remote`` (comma-separated for a Raft cluster).
 
     An agent gives its ``chassis``: of ``Chassis_Private`` (heartbeats) it then
     monitors only its own row, so no other chassis's heartbeat reaches it.
-    Every step honours ``timeout``.
+    Every step honours ``timeout``.  ``creds`` for ``ssl:`` remotes (the ovs
+    library keeps one set per process).
     """
+    if creds is not None:
+        stream.Stream.ssl_set_private_key_file(creds.private_key)
+        stream.Stream.ssl_set_certificate_file(creds.certificate)
+        stream.Stream.ssl_set_ca_cert_file(creds.ca_cert)
+    elif any(r.strip().startswith("ssl:") for r in remote.split(",")):
+        raise TapdbError(f"cannot reach tapdb at {remote}: an ssl: remote needs "
+                         "[tapdb] ssl_key_file, ssl_cert_file and ssl_ca_cert_file")
     if remote.startswith("unix:") and "," not in remote and not os.path.exists(remote[5:]):
         raise TapdbError(f"cannot reach tapdb at {remote}: no such socket "
                          "(is sdnagent-tapdb running?)")

@@ -16,7 +16,7 @@ import functools
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from sdnagent import liveness, model
+from sdnagent import liveness, model, tls
 from sdnagent.tapdb import rpc, rows, schema
 
 TRIES = 50  # a verb that keeps losing races gives up with a message
@@ -540,10 +540,11 @@ def _using(read: Read, sources: list[Row]) -> list[Row]:
     return sessions
 
 
-def connect(remote: str, timeout: float) -> IntentDb:
-    """An operator's connection to tapdb (the leader, for a cluster), schema checked."""
+def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> IntentDb:
+    """An operator's connection to tapdb (the leader, for a cluster), schema checked;
+    ``creds`` for ``ssl:`` remotes."""
     try:
-        conn = rpc.connect(remote, timeout)
+        conn = rpc.connect(remote, timeout, creds)
         found = rpc.schema_version(conn)
     except rpc.RpcError as exc:
         raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc

@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any, Optional
 
+from sdnagent import tls
 from sdnagent.tapdb import schema
 
 
@@ -122,13 +123,31 @@ class Connection:
         has doubled since the last try; never once per piece (that is quadratic)."""
         if self._size >= 2 * self._tried:
             return True
-        return (self._pending[-1].rstrip().endswith("}")
-                and not select.select([self.sock], [], [], 0)[0])
+        if not self._pending[-1].rstrip().endswith("}"):
+            return False
+        pending = getattr(self.sock, "pending", None)  # a TLS socket's decrypted bytes
+        if pending is not None and pending():
+            return False
+        return not select.select([self.sock], [], [], 0)[0]
 
 
-def _open(remote: str, timeout: float) -> Connection:
+def _open(remote: str, timeout: float, creds: Optional[tls.Tls]) -> Connection:
     kind, _, rest = remote.partition(":")
     try:
+        if kind == "ssl":
+            import ssl  # only when used: a plain socket does not pay for it
+            if creds is None:
+                raise RpcError("an ssl: remote needs a private key, a certificate and a CA "
+                               "certificate")
+            host, _, port = rest.rpartition(":")
+            raw = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock: socket.socket = tls.client_context(creds).wrap_socket(raw)
+            except ssl.SSLError as exc:
+                raw.close()
+                raise RpcError(f"TLS: {exc.reason or exc}") from exc
+            return Connection(sock, remote, timeout)
         if kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
@@ -142,7 +161,8 @@ def _open(remote: str, timeout: float) -> Connection:
             sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
-            raise RpcError("unsupported connection method (use unix:PATH or tcp:IP:PORT)")
+            raise RpcError("unsupported connection method (use unix:PATH, ssl:IP:PORT or "
+                           "tcp:IP:PORT)")
     except (OSError, ValueError) as exc:
         raise RpcError(getattr(exc, "strerror", None) or str(exc)) from exc
     return Connection(sock, remote, timeout)
@@ -159,15 +179,16 @@ def _is_leader(conn: Connection) -> bool:
                            or (rows[0]["leader"] is True and rows[0]["connected"] is True))
 
 
-def connect(remote: str, timeout: float) -> Connection:
-    """A connection to ``remote``; with several (a cluster), to the leader."""
+def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> Connection:
+    """A connection to ``remote``; with several (a cluster), to the leader.  ``creds``
+    for ``ssl:`` remotes."""
     remotes = [r.strip() for r in remote.split(",") if r.strip()]
     if len(remotes) == 1:
-        return _open(remotes[0], timeout)
+        return _open(remotes[0], timeout, creds)
     errors = []
     for one in remotes:
         try:
-            conn = _open(one, timeout)
+            conn = _open(one, timeout, creds)
         except RpcError as exc:
             errors.append(f"{one}: {exc}")
             continue

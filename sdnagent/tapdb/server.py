@@ -7,6 +7,7 @@ converts the data online when the packaged schema is newer.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -16,8 +17,30 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sdnagent.tapdb import schema
+from sdnagent.tls import Tls
 
 DEFAULT_DIR = schema.DEFAULT_DIR
+
+
+def plain_exposed(remotes: Sequence[str]) -> list[str]:
+    """The plain-TCP remotes that listen on something other than loopback: anyone who
+    reaches them can read and write every table, unauthenticated."""
+    exposed = []
+    for r in remotes:
+        kind, _, rest = r.partition(":")
+        if kind != "ptcp":
+            continue
+        addr = rest.partition(":")[2].strip("[]")
+        if addr in ("", "0.0.0.0", "::") or not _loopback(addr):
+            exposed.append(r)
+    return exposed
+
+
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
 
 
 class TapdbServerError(RuntimeError):
@@ -83,8 +106,12 @@ class TapdbServer:
 
     def start(self, remotes: Sequence[str] = (), cluster: Optional[str] = None,
               local: Optional[str] = None, members: Sequence[str] = (),
-              timeout: float = 30) -> list[str]:
-        """Create if needed, run, and convert; returns what was done, for people."""
+              timeout: float = 30, tls: Optional[Tls] = None) -> list[str]:
+        """Create if needed, run, and convert; returns what was done, for people.
+
+        ``tls``: the server's key and certificate and the CA its clients' (and
+        Raft peers') certificates must be signed by, for ``pssl:`` remotes and
+        ``ssl:`` cluster addresses."""
         done = []
         if self.create(cluster, local, members):
             done.append(f"created {self.db}" + (f" ({cluster} cluster at {local})" if cluster else ""))
@@ -95,6 +122,12 @@ class TapdbServer:
                     f"--unixctl={self.ctl}", f"--pidfile={self.pidfile}",
                     f"--log-file={self.log}", "--detach", "--no-chdir"]
             args += [f"--remote={r}" for r in remotes]
+            if tls is not None:
+                args += [f"--private-key={tls.private_key}", f"--certificate={tls.certificate}",
+                         f"--ca-cert={tls.ca_cert}"]
+            elif any(r.startswith("pssl:") for r in remotes) or (local or "").startswith("ssl:"):
+                raise TapdbServerError("pssl: remotes and ssl: cluster addresses need "
+                                       "--private-key, --certificate and --ca-cert")
             _run(args, timeout)
             done.append(f"started ovsdb-server (pid {self.pid()}) on {self.remote}"
                         + "".join(f", {r}" for r in remotes))

@@ -42,3 +42,17 @@ def test_bad_values_are_refused(tmp_path):
     with pytest.raises(config.ConfigError) as info:
         config.load(["--config-file", str(f)])
     assert "local_ip" in str(info.value)
+
+
+def test_tls_settings_go_together(tmp_path):
+    f = tmp_path / "a.conf"
+    f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\n[tapdb]\nconnection = ssl:10.0.0.1:6641\n"
+                 "ssl_key_file = /k.pem\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config-file", str(f)])
+    assert str(info.value) == ("[tapdb] ssl_key_file, ssl_cert_file, ssl_ca_cert_file: give "
+                               "the private key, the certificate and the CA certificate "
+                               "together")
+    f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\n[tapdb]\nssl_key_file = /k.pem\n"
+                 "ssl_cert_file = /c.pem\nssl_ca_cert_file = /ca.pem\n")
+    assert config.load(["--config-file", str(f)]).tapdb.ssl_ca_cert_file == "/ca.pem"

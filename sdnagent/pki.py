@@ -1,0 +1,116 @@
+"""A certificate authority for a tapdb deployment: the CA, tapdb's certificate, operators'
+and one per chassis (its common name is the chassis name, which tapdb's access
+rules compare with the rows a chassis writes).
+
+Keys are ECDSA P-256, certificates valid for ``days`` (default 5 years).
+Files, in the directory given: ``ca.pem`` (``ca-key.pem`` beside it), and
+``NAME-cert.pem`` / ``NAME-key.pem`` per certificate.  Run as
+``tools/pki DIR ca``, ``tools/pki DIR tapdb``, ``tools/pki DIR operator
+[NAME]``, ``tools/pki DIR chassis NAME...``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sdnagent.tls import Tls
+
+ORGANISATION = "sdnagent"
+
+
+def _name(common_name: str, unit: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def make_ca(directory: os.PathLike | str, days: int = 1826) -> Path:
+    """Create the CA in ``directory`` unless it is there; its certificate's path."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = root / "ca.pem", root / "ca-key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(f"{ORGANISATION} CA", "ca")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                         crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path
+
+
+def issue(directory: os.PathLike | str, common_name: str, unit: str,
+          days: int = 1826, file_name: Optional[str] = None) -> Tls:
+    """A key and a certificate for ``common_name`` signed by the CA in ``directory``
+    (made if missing); ``unit`` says what it is for: tapdb, operator or chassis."""
+    root = Path(directory)
+    ca_path = make_ca(root)
+    ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    ca_key = serialization.load_pem_private_key((root / "ca-key.pem").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH] + (
+        [ExtendedKeyUsageOID.SERVER_AUTH] if unit == "tapdb" else [])
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name, unit))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    base = file_name or common_name
+    key_path, cert_path = root / f"{base}-key.pem", root / f"{base}-cert.pem"
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Tls(str(key_path), str(cert_path), str(ca_path))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="tools/pki", description=__doc__.splitlines()[0])
+    p.add_argument("dir", help="where the CA and the certificates live")
+    p.add_argument("what", choices=("ca", "tapdb", "operator", "chassis"))
+    p.add_argument("names", nargs="*", help="operator name (default: operator); chassis names")
+    args = p.parse_args(argv)
+    if args.what == "ca":
+        print(make_ca(args.dir))
+        return 0
+    if args.what == "chassis" and not args.names:
+        p.error("chassis: give the chassis names (each agent's [DEFAULT] host)")
+    names = args.names or [args.what]
+    for name in names:
+        made = issue(args.dir, name, args.what)
+        print(f"{name}: {made.certificate} {made.private_key}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""tapdb over TLS: only certificates from the deployment's CA get in."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+from sdnagent import pki, sandbox, tls
+from sdnagent.cli import tapctl as tapctl_cli
+from sdnagent.tapdb import client, ops, server
+from tests.conftest import require_ovs
+
+
+@pytest.fixture
+def tls_tapdb():
+    """A tapdb listening on pssl: (loopback), with a CA, and a rogue CA beside it."""
+    require_ovs()
+    directory = tempfile.mkdtemp(prefix="sdn-tls-")
+    ca, rogue = f"{directory}/ca", f"{directory}/rogue"
+    srv = server.TapdbServer(f"{directory}/db")
+    port = sandbox.free_port()
+    try:
+        srv.start([f"pssl:{port}:127.0.0.1"], tls=pki.issue(ca, "tapdb", "tapdb"))
+        yield {"remote": f"ssl:127.0.0.1:{port}", "operator": pki.issue(ca, "operator", "operator"),
+               "host-a": pki.issue(ca, "host-a", "chassis"),
+               "rogue": pki.issue(rogue, "operator", "operator"), "server": srv}
+    finally:
+        srv.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = tapctl_cli.main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def creds(files) -> list[str]:
+    return ["--private-key", files.private_key, "--certificate", files.certificate,
+            "--ca-cert", files.ca_cert]
+
+
+def test_an_operator_certificate_of_the_ca_gets_in(tls_tapdb, capsys):
+    remote = tls_tapdb["remote"]
+    rc, out, err = run(capsys, "--db", remote, *creds(tls_tapdb["operator"]), "target-add",
+                       "target-01", "--vxlan", "10.0.0.1")
+    assert (rc, err) == (0, ""), err
+    rc, out, err = run(capsys, "--db", remote, *creds(tls_tapdb["operator"]), "show")
+    assert rc == 0 and "target target-01 (no session): vxlan 10.0.0.1" in out
+    # an agent with its chassis certificate reads and writes what it owns
+    api = client.connect(remote, 10, chassis="host-a", creds=tls_tapdb["host-a"])
+    try:
+        api.register_chassis("host-a", "10.255.0.1", "gre")
+        assert api.agent_view().chassis_ips == {"host-a": "10.255.0.1"}
+        assert "target-01" in api.agent_view().snapshot.intent.targets
+    finally:
+        api.close()
+
+
+def test_no_certificate_or_another_cas_is_refused(tls_tapdb, capsys):
+    remote = tls_tapdb["remote"]
+    rc, out, err = run(capsys, "--db", remote, "show")
+    assert rc == 1 and err == (f"tapctl: cannot reach tapdb at {remote}: an ssl: remote needs "
+                               "a private key, a certificate and a CA certificate\n")
+    rc, out, err = run(capsys, "--db", remote, *creds(tls_tapdb["rogue"]), "--timeout", "3",
+                       "show")
+    assert rc == 1 and err.startswith(f"tapctl: cannot reach tapdb at {remote}: ")
+    assert err.count("\n") == 1 and out == ""
+    # the rogue CA's client also trusts only its own CA: with ours it still presents a
+    # certificate tapdb refuses
+    rogue = tls_tapdb["rogue"]
+    mixed = tls.Tls(rogue.private_key, rogue.certificate, tls_tapdb["operator"].ca_cert)
+    with pytest.raises(ops.TapdbError):
+        ops.connect(remote, 3, creds=mixed).snapshot()
+    # plain TCP to a TLS port gets no OVSDB answer
+    rc, out, err = run(capsys, "--db", remote.replace("ssl:", "tcp:"), "--timeout", "2", "show")
+    assert rc == 1 and "cannot reach tapdb" in err
+    # half the settings is a usage error, named
+    rc, out, err = run(capsys, "--db", remote, "--private-key", "k.pem", "show")
+    assert rc == 1 and err == ("tapctl: --private-key, --certificate, --ca-cert: give the private "
+                               "key, the certificate and the CA certificate together\n")
+
+
+def test_plain_remotes_beyond_loopback_are_named():
+    assert server.plain_exposed(["ptcp:6641:127.0.0.1", "pssl:6642", "ptcp:6643:[::1]"]) == []
+    assert server.plain_exposed(["ptcp:6641", "ptcp:6642:0.0.0.0", "ptcp:6643:10.0.0.5"]) == [
+        "ptcp:6641", "ptcp:6642:0.0.0.0", "ptcp:6643:10.0.0.5"]
