@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sdnagent import pki
 from sdnagent.tapdb.server import TapdbServer
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -246,10 +247,13 @@ class Lab:
     """A tapdb and ``hosts`` hosts joined by an underlay fabric, under one directory."""
 
     def __init__(self, hosts: Sequence[str] = ("host-a", "host-b"),
-                 directory: Optional[os.PathLike | str] = None, tapdb: bool = True):
+                 directory: Optional[os.PathLike | str] = None, tapdb: bool = True,
+                 tls: bool = False):
         # unix socket paths must stay short (108 bytes), so not under pytest's tmp_path
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sdn-"))
         self.tapdb = TapdbServer(self.dir / "tapdb") if tapdb else None
+        self.tls = tls  # tapdb on pssl: (loopback), every client with a certificate of the lab's CA
+        self._tls_port = free_port() if tls else 0
         self.fabric = Ovs("fabric", self.dir / "fabric")
         self.hosts = {name: Host(name, self.dir / name, i + 1) for i, name in enumerate(hosts)}
 
@@ -259,7 +263,11 @@ class Lab:
     def start(self) -> "Lab":
         try:
             if self.tapdb:
-                self.tapdb.start()
+                if self.tls:
+                    self.tapdb.start([f"pssl:{self._tls_port}:127.0.0.1"],
+                                     tls=pki.issue(self.dir / "pki", "tapdb", "tapdb"))
+                else:
+                    self.tapdb.start()
             self.fabric.start()
             self.fabric.add_bridge("br-fabric", "fail_mode=standalone")
             for host in self.hosts.values():
@@ -280,6 +288,30 @@ class Lab:
         for host in self.hosts.values():
             host.stop_agent()
         stop_all(self.dir)
+
+    @property
+    def remote(self) -> str:
+        """Where clients reach tapdb: its TLS remote in a TLS lab, else its unix socket."""
+        assert self.tapdb is not None
+        return f"ssl:127.0.0.1:{self._tls_port}" if self.tls else self.tapdb.remote
+
+    def client_env(self) -> dict[str, str]:
+        """tapctl's environment: the remote and, in a TLS lab, an operator's certificate."""
+        env = {"TAPDB": self.remote}
+        if self.tls:
+            creds = pki.issue(self.dir / "pki", "operator", "operator")
+            env.update(TAPDB_PRIVATE_KEY=creds.private_key, TAPDB_CERTIFICATE=creds.certificate,
+                       TAPDB_CA_CERT=creds.ca_cert)
+        return env
+
+    def start_agent(self, host: str, encap: str = "gre", **options: str) -> Path:
+        """``host``'s agent on this lab's tapdb; in a TLS lab with its chassis certificate."""
+        if self.tls:
+            creds = pki.issue(self.dir / "pki", host, "chassis")
+            options = {"tapdb__ssl_key_file": creds.private_key,
+                       "tapdb__ssl_cert_file": creds.certificate,
+                       "tapdb__ssl_ca_cert_file": creds.ca_cert, **options}
+        return self.hosts[host].start_agent(self.remote, encap, **options)
 
     def __enter__(self) -> "Lab":
         return self.start()

@@ -4,6 +4,8 @@ A private lab (tapdb, host-a and host-b on the dummy datapath, a GRE/VXLAN
 underlay between them), an sdnagent per host, the example configured with
 tapctl, then test traffic from 192.168.0.161 to the source VM 192.168.0.230,
 and what each target received.  Everything started is stopped at the end.
+tapdb is reached over TLS, every client with a certificate of the lab's CA
+(``--plain``: over its unix socket instead).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def main() -> int:
     if why:
         print(f"demo: {why}", file=sys.stderr)
         return 1
-    lab = sandbox.Lab()
+    lab = sandbox.Lab(tls="--plain" not in sys.argv[1:])
     try:
         lab.start()
         return run(lab)
@@ -56,14 +58,17 @@ def main() -> int:
 
 def run(lab: sandbox.Lab) -> int:
     a, b = lab["host-a"], lab["host-b"]
-    env = dict(os.environ, TAPDB=lab.tapdb.remote, TARGET02_IP=b.ip,
+    env = dict(os.environ, **lab.client_env(), TARGET02_IP=b.ip,
                PATH=f"{BIN}:{os.environ['PATH']}")
-    print(f"== lab: tapdb at {lab.tapdb.remote}; host-a underlay {a.ip}, host-b underlay {b.ip}")
+    how = ("TLS: tapctl with an operator's certificate, each agent with its chassis's, all "
+           "from the lab's CA" if lab.tls else "plain: the lab's unix socket")
+    print(f"== lab: tapdb at {lab.remote} ({how}); host-a underlay {a.ip}, host-b underlay "
+          f"{b.ip}")
     for iface, (port, _, ip) in VMS.items():
         a.add_vm_port(port, iface)
         print(f"   host-a br-int: {port} iface-id {iface} ({ip})")
     for host in (a, b):
-        host.start_agent(lab.tapdb.remote)
+        lab.start_agent(host.name)
     wait(lambda: "brtap" in b.vsctl("list-br").split(), 20, "brtap on host-b")
     target01 = b.add_vm_port("tgt164", "vm-164", bridge="brtap")
     print("   host-b brtap: tgt164 iface-id vm-164 (target-01's vNIC, attached by the platform)")

@@ -38,7 +38,7 @@ def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = ""
 class MirrorLab:
     def __init__(self, lab: Lab):
         self.lab = lab
-        self.env = dict(os.environ, TAPDB=lab.tapdb.remote, PATH=f"{BIN}:{os.environ['PATH']}")
+        self.env = dict(os.environ, **lab.client_env(), PATH=f"{BIN}:{os.environ['PATH']}")
 
     def __getitem__(self, name: str) -> Host:
         return self.lab[name]

@@ -33,7 +33,7 @@ def mlab():
 
 def start_agents(mlab: MirrorLab, encap: str = "gre", hosts=("host-a", "host-b")) -> None:
     for name in hosts:
-        mlab[name].start_agent(mlab.lab.tapdb.remote, encap)
+        mlab.lab.start_agent(name, encap)
     for name in hosts:
         wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
 

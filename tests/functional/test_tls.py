@@ -10,6 +10,8 @@ from sdnagent import pki, sandbox, tls
 from sdnagent.cli import tapctl as tapctl_cli
 from sdnagent.tapdb import client, ops, server
 from tests.conftest import require_ovs
+from tests.functional.mirrorlab import MirrorLab
+from tests.functional.test_agent import two_host_example
 
 
 @pytest.fixture
@@ -87,3 +89,22 @@ def test_plain_remotes_beyond_loopback_are_named():
     assert server.plain_exposed(["ptcp:6641:127.0.0.1", "pssl:6642", "ptcp:6643:[::1]"]) == []
     assert server.plain_exposed(["ptcp:6641", "ptcp:6642:0.0.0.0", "ptcp:6643:10.0.0.5"]) == [
         "ptcp:6641", "ptcp:6642:0.0.0.0", "ptcp:6643:10.0.0.5"]
+
+
+def test_the_two_host_example_over_tls():
+    """Agents authenticated by their chassis certificates, tapctl by an operator's."""
+    require_ovs()
+    lab = sandbox.Lab(tls=True)
+    try:
+        lab.start()
+        mlab = MirrorLab(lab)
+        assert mlab.env["TAPDB"].startswith("ssl:")
+        tgt = two_host_example(mlab)
+        assert "ssl_cert_file" in (lab["host-a"].dir / "sdnagent.conf").read_text()
+        sent = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+        assert mlab.wait_frames(tgt, 1) == [sent[:96]]
+    finally:
+        for host in lab.hosts.values():  # shown by pytest when the test failed
+            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
+        lab.stop()
+        shutil.rmtree(lab.dir, ignore_errors=True)
