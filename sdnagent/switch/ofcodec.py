@@ -382,8 +382,3 @@ def flow_stats_entry(f: Flow, packets: int = 0, nbytes: int = 0) -> bytes:
     body = encode_match(f.match) + encode_instructions(f.actions)
     return _FLOW_STATS.pack(_FLOW_STATS.size + len(body), f.table, 0, 0, f.priority, 0, 0, 0,
                             f.cookie, packets, nbytes) + body
-
-
-def multipart_reply_body(data: bytes) -> bytes:
-    """The body of a raw multipart reply message (header and multipart header stripped)."""
-    return bytes(data[_HEADER.size + _MP_REPLY.size:])

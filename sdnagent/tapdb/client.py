@@ -15,7 +15,7 @@ from ovs import stream
 from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import liveness, model, ovsdbutil, tls
-from sdnagent.tapdb import schema
+from sdnagent.tapdb import rows, schema
 from sdnagent.tapdb.rows import KINDS, Read, Snapshot
 
 DEFAULT_TIMEOUT = 10.0
@@ -28,15 +28,7 @@ class TapdbError(RuntimeError):
 # ---------------------------------------------------------------- reading
 
 def read_snapshot(idl: Any) -> Snapshot:
-    rows: dict = {}
-    found: dict[str, list] = {}
-    for table, read in KINDS:
-        found[table] = []
-        for row in idl.tables[table].rows.values():
-            obj, its_rows, _ = read(row)
-            found[table].append(obj)
-            rows.update(its_rows)
-    return Snapshot(model.Intent.of(*found.values()), rows)
+    return rows.snapshot(lambda table: idl.tables[table].rows.values())
 
 
 class SnapshotCache:
@@ -68,7 +60,7 @@ class SnapshotCache:
         if self._sources_moved:
             stale.update(("Mirror_Session", u) for u in self._objects["Mirror_Session"])
         self._dirty, self._sources_moved = set(), False
-        rows: dict = {}
+        found_rows: dict = {}
         found: list[list] = []
         for table, read in KINDS:
             known = self._objects[table]
@@ -83,9 +75,9 @@ class SnapshotCache:
                     for dep in entry[2]:
                         self._users.setdefault(dep, set()).add((table, uuid))
                 objs.append(entry[0])
-                rows.update(entry[1])
+                found_rows.update(entry[1])
             found.append(objs)
-        return Snapshot(model.Intent.of(*found), rows)
+        return Snapshot(model.Intent.of(*found), found_rows)
 
     def _forget(self, table: str, uuid: Any) -> None:
         entry = self._objects[table].pop(uuid)

@@ -460,19 +460,11 @@ class IntentDb:
         store = Store()
         for table, res in zip(tables, found):
             store.add(table, res.get("rows", []))
-        snap_rows: dict = {}
-        objs: list[list] = []
-        for table, read in rows.KINDS:
-            objs.append([])
-            for row in store.rows(table):
-                obj, its_rows, _ = read(row)
-                objs[-1].append(obj)
-                snap_rows.update(its_rows)
         bindings: dict[str, list[str]] = {}
         for r in store.rows("Binding"):
             bindings.setdefault(r.iface_id, []).append(r.chassis)
         private = store.rows("Chassis_Private")
-        return (rows.Snapshot(model.Intent.of(*objs), snap_rows),
+        return (rows.snapshot(store.rows),
                 {k: tuple(sorted(v)) for k, v in bindings.items()},
                 sorted((r.name, r.tunnel_ip, r.encap) for r in store.rows("Chassis")),
                 {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval) for r in private},

@@ -9,7 +9,7 @@ No I/O, and nothing heavier than the model to import.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from sdnagent import model
 
@@ -99,3 +99,17 @@ def read_session(row: Any) -> Read:
 
 KINDS = (("Mirror_Target", read_target), ("Mirror_Filter", read_filter),
          ("Mirror_Session", read_session))
+
+
+def snapshot(rows_of: Callable[[str], Iterable[Any]]) -> Snapshot:
+    """The intent read from every target, filter and session row that ``rows_of(table)``
+    gives (an IDL's tables, or rows decoded from a select)."""
+    found_rows: dict = {}
+    objs: list[list] = []
+    for table, read in KINDS:
+        objs.append([])
+        for row in rows_of(table):
+            obj, its_rows, _ = read(row)
+            objs[-1].append(obj)
+            found_rows.update(its_rows)
+    return Snapshot(model.Intent.of(*objs), found_rows)
