@@ -146,10 +146,16 @@ def encode_instructions(actions: tuple[tuple, ...]) -> bytes:
     return out
 
 
-def flow_mod(f: Flow, command: int, xid: int) -> bytes:
+def _flow_mod_body(f: Flow, command: int) -> bytes:
+    """A FlowMod's match and, unless it deletes, its instructions."""
     body = encode_match(f.match)
     if command != OFPFC_DELETE_STRICT:
         body += encode_instructions(f.actions)
+    return body
+
+
+def flow_mod(f: Flow, command: int, xid: int) -> bytes:
+    body = _flow_mod_body(f, command)
     return _FLOW_MOD.pack(VERSION, OFPT_FLOW_MOD, 48 + len(body), xid, f.cookie, 0, f.table,
                           command, 0, 0, f.priority, OFP_NO_BUFFER, OFPP_ANY, OFPG_ANY,
                           0) + body
@@ -171,18 +177,21 @@ def barrier(xid: int) -> bytes:
     return _HEADER.pack(VERSION, OFPT_BARRIER_REQUEST, 8, xid)
 
 
-def flow_stats_request(xid: int) -> bytes:
-    """Every flow of every table."""
-    return (_FLOW_STATS_REQ.pack(VERSION, OFPT_MULTIPART_REQUEST, 56, xid, OFPMP_FLOW, 0,
+def _stats_request(kind: int, xid: int) -> bytes:
+    """A flow or aggregate statistics request covering every flow of every table."""
+    return (_FLOW_STATS_REQ.pack(VERSION, OFPT_MULTIPART_REQUEST, 56, xid, kind, 0,
                                  OFPTT_ALL, OFPP_ANY, OFPG_ANY, 0, 0)
             + encode_match(()))
 
 
+def flow_stats_request(xid: int) -> bytes:
+    """Every flow of every table."""
+    return _stats_request(OFPMP_FLOW, xid)
+
+
 def aggregate_stats_request(xid: int) -> bytes:
     """The flow count (and packets, bytes) of every table."""
-    return (_FLOW_STATS_REQ.pack(VERSION, OFPT_MULTIPART_REQUEST, 56, xid, OFPMP_AGGREGATE,
-                                 0, OFPTT_ALL, OFPP_ANY, OFPG_ANY, 0, 0)
-            + encode_match(()))
+    return _stats_request(OFPMP_AGGREGATE, xid)
 
 
 def bundle(bundle_id: int, deletes: Iterable[Flow], adds: Iterable[Flow],
@@ -198,9 +207,7 @@ def bundle(bundle_id: int, deletes: Iterable[Flow], adds: Iterable[Flow],
     for command, flows in ((OFPFC_DELETE_STRICT, deletes), (OFPFC_ADD, adds)):
         for f in flows:
             xid = (xid + 1) & 0xFFFFFFFF
-            body = encode_match(f.match)
-            if command != OFPFC_DELETE_STRICT:
-                body += encode_instructions(f.actions)
+            body = _flow_mod_body(f, command)
             yield (pack(VERSION, OFPT_EXPERIMENTER, 72 + len(body), xid, ONF_EXPERIMENTER_ID,
                         ONF_ET_BUNDLE_ADD_MESSAGE, bundle_id, flags, VERSION, OFPT_FLOW_MOD,
                         48 + len(body), xid, f.cookie, 0, f.table, command, 0, 0, f.priority,
@@ -217,16 +224,14 @@ def _field_value(kind: str, raw: bytes) -> Any:
     return int.from_bytes(raw, "big")
 
 
-def _parse_oxm(data: bytes, offset: int) -> tuple[str, Any, int]:
-    (header,) = _OXM.unpack_from(data, offset)
-    length = header & 0xFF
-    tlv = bytes(data[offset:offset + 4 + length])
+def _tlv(tlv: bytes) -> tuple[str, Any]:
+    """One OXM field (header and value) as (name, value), decoded once."""
     known = _TLVS.get(tlv)
     if known is None:
-        known = _TLVS[tlv] = _read_oxm(header, tlv[4:])
         if len(_TLVS) > 1 << 16:
             _TLVS.clear()
-    return known[0], known[1], 4 + length
+        known = _TLVS[tlv] = _read_oxm(_OXM.unpack_from(tlv)[0], tlv[4:])
+    return known
 
 
 _TLVS: dict[bytes, tuple[str, Any]] = {}  # a dump repeats ports, types and addresses
@@ -248,16 +253,9 @@ def decode_match(data: bytes, offset: int) -> tuple[tuple[tuple[str, Any], ...],
     length = (data[offset + 2] << 8) | data[offset + 3]
     pos, end = offset + 4, offset + length
     fields = []
-    tlvs = _TLVS
-    while pos + 4 <= end:  # the hot loop of a dump: one dictionary lookup per field
+    while pos + 4 <= end:
         size = data[pos + 3]
-        tlv = data[pos:pos + 4 + size]
-        known = tlvs.get(tlv)
-        if known is None:
-            if len(tlvs) > 1 << 16:
-                tlvs.clear()
-            known = tlvs[tlv] = _read_oxm(_OXM.unpack_from(tlv)[0], tlv[4:])
-        fields.append(known)
+        fields.append(_tlv(data[pos:pos + 4 + size]))
         pos += 4 + size
     fields.sort()
     return tuple(fields), length + (-length % 8)
@@ -272,8 +270,7 @@ def _decode_actions(data: bytes, pos: int, end: int) -> Iterator[tuple]:
         if kind == OFPAT_OUTPUT:
             yield ("output", struct.unpack_from("!I", data, pos + 4)[0])
         elif kind == OFPAT_SET_FIELD:
-            name, value, _ = _parse_oxm(data, pos + 4)
-            yield ("set_field", name, value)
+            yield ("set_field", *_tlv(data[pos + 4:pos + 8 + data[pos + 7]]))
         elif (kind == OFPAT_EXPERIMENTER and length == 16
               and struct.unpack_from("!IH", data, pos + 4) == (NX_VENDOR_ID, NXAST_OUTPUT_TRUNC)):
             port, max_len = struct.unpack_from("!HI", data, pos + 10)

@@ -345,9 +345,9 @@ class IntentDb:
             same: list[Row] = []
             targets: list[Row] = []
             if port is not None:
-                found = read.fetch(select("Mirror_Source", ["iface_id", "==", ["set", [port]]]),
-                                   select("Mirror_Target", ["iface_id", "==", ["set", [port]]]))
-                same, targets = found
+                same, targets = read.fetch(
+                    select("Mirror_Source", ["iface_id", "==", ["set", [port]]]),
+                    select("Mirror_Target", ["iface_id", "==", ["set", [port]]]))
             elif vswitch is not None:
                 try:
                     chassis, bridge, vlan = model.parse_vswitch(vswitch)
@@ -361,7 +361,7 @@ class IntentDb:
             sessions = {r.uuid: r for r in [srow, *_using(read, same)]}
             intent = model.Intent.of(map(_target, targets), (), map(_session, sessions.values()))
             src = model.new_source(intent, session, port=port, direction=direction,
-                                                  vswitch=vswitch)
+                                   vswitch=vswitch)
             return [{"op": "insert", "table": "Mirror_Source", "row": _source_row(src),
                      "uuid-name": "source"},
                     {"op": "mutate", "table": "Mirror_Session",

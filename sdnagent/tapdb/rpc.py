@@ -55,27 +55,19 @@ class Connection:
         deadline = time.monotonic() + self.timeout
         while True:
             msg = self._receive(deadline)
-            if msg.get("method") == "echo":
-                self._send({"result": msg.get("params", []), "error": None, "id": msg.get("id")})
-                continue
             if msg.get("id") != ident:
-                continue  # a notification (we monitor nothing), or a stale answer
+                continue  # a monitor's update, or a stale answer
             if msg.get("error") is not None:
                 raise RpcRefused(f"{method}: {msg['error']}")
             return msg.get("result")
 
     def next_message(self, deadline: float) -> Optional[dict]:
         """The next message the server sends (a monitor's update...), or None at
-        ``deadline``; echo requests are answered on the way."""
-        while True:
-            try:
-                msg = self._receive(deadline)
-            except RpcTimeout:
-                return None
-            if msg.get("method") == "echo":
-                self._send({"result": msg.get("params", []), "error": None, "id": msg.get("id")})
-                continue
-            return msg
+        ``deadline``."""
+        try:
+            return self._receive(deadline)
+        except RpcTimeout:
+            return None
 
     def transact(self, *ops: dict) -> list:
         """One OVSDB transaction on the Tap database; the results of its operations."""
@@ -88,6 +80,7 @@ class Connection:
             raise RpcError(str(exc.strerror or exc)) from exc
 
     def _receive(self, deadline: float) -> dict:
+        """The next message other than an echo request (those are answered)."""
         while True:
             if self._pending and self._worth_decoding():
                 text = "".join(self._pending).lstrip()
@@ -99,7 +92,12 @@ class Connection:
                 else:
                     rest = text[end:]
                     self._pending, self._size, self._tried = [rest] if rest else [], len(rest), 0
-                    return msg
+                    if msg.get("method") != "echo":
+                        return msg
+                    # the server checking that we live: answered here, whoever waits
+                    self._send({"result": msg.get("params", []), "error": None,
+                                "id": msg.get("id")})
+                    continue
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RpcTimeout(f"no OVSDB answer within {self.timeout:g} s")

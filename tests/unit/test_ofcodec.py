@@ -197,8 +197,13 @@ def test_bundle_messages_equal_oskens(bid, f, xid):
                               xid) == osken_bytes(PARSER.ONFBundleAddMsg(DP, bid, flags, inner,
                                                                          []), xid)
     msgs = list(ofcodec.bundle(bid, [f], [f], xid))
-    xids = [struct.unpack_from("!I", m, 4)[0] for m in msgs]
-    assert len(msgs) == 3 and xids == [(xid + k) & 0xFFFFFFFF for k in range(3)]  # wraps
+    xids = [(xid + k) & 0xFFFFFFFF for k in range(3)]  # wraps
+    # what a pass sends: open, then each FlowMod in its bundle-add, as above
+    assert msgs == [ofcodec.bundle_ctrl(bid, OFP.ONF_BCT_OPEN_REQUEST, flags, xids[0]),
+                    ofcodec.bundle_add(bid, flags, ofcodec.flow_mod(
+                        f, ofcodec.OFPFC_DELETE_STRICT, xids[1]), xids[1]),
+                    ofcodec.bundle_add(bid, flags, ofcodec.flow_mod(
+                        f, ofcodec.OFPFC_ADD, xids[2]), xids[2])]
 
 
 def test_barrier_and_flow_stats_request_equal_oskens():
