@@ -252,8 +252,11 @@ class Lab:
         # unix socket paths must stay short (108 bytes), so not under pytest's tmp_path
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sdn-"))
         self.tapdb = TapdbServer(self.dir / "tapdb") if tapdb else None
-        self.tls = tls  # tapdb on pssl: (loopback), every client with a certificate of the lab's CA
+        # tapdb on pssl: (loopback), every client with a certificate of the lab's CA: operators
+        # on one listener, agents (their writes limited to their own chassis) on another
+        self.tls = tls
         self._tls_port = free_port() if tls else 0
+        self._chassis_port = free_port() if tls else 0
         self.fabric = Ovs("fabric", self.dir / "fabric")
         self.hosts = {name: Host(name, self.dir / name, i + 1) for i, name in enumerate(hosts)}
 
@@ -265,7 +268,8 @@ class Lab:
             if self.tapdb:
                 if self.tls:
                     self.tapdb.start([f"pssl:{self._tls_port}:127.0.0.1"],
-                                     tls=pki.issue(self.dir / "pki", "tapdb", "tapdb"))
+                                     tls=pki.issue(self.dir / "pki", "tapdb", "tapdb"),
+                                     chassis_remotes=[f"pssl:{self._chassis_port}:127.0.0.1"])
                 else:
                     self.tapdb.start()
             self.fabric.start()
@@ -295,6 +299,12 @@ class Lab:
         assert self.tapdb is not None
         return f"ssl:127.0.0.1:{self._tls_port}" if self.tls else self.tapdb.remote
 
+    @property
+    def chassis_remote(self) -> str:
+        """Where agents reach tapdb: in a TLS lab its agents' listener, else its unix socket."""
+        assert self.tapdb is not None
+        return f"ssl:127.0.0.1:{self._chassis_port}" if self.tls else self.tapdb.remote
+
     def client_env(self) -> dict[str, str]:
         """tapctl's environment: the remote and, in a TLS lab, an operator's certificate."""
         env = {"TAPDB": self.remote}
@@ -311,7 +321,7 @@ class Lab:
             options = {"tapdb__ssl_key_file": creds.private_key,
                        "tapdb__ssl_cert_file": creds.certificate,
                        "tapdb__ssl_ca_cert_file": creds.ca_cert, **options}
-        return self.hosts[host].start_agent(self.remote, encap, **options)
+        return self.hosts[host].start_agent(self.chassis_remote, encap, **options)
 
     def __enter__(self) -> "Lab":
         return self.start()

@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also listen here (repeatable): pssl: (TLS, with the three files "
                         "below) or ptcp: (plain, for labs); the unix socket DIR/tapdb.sock "
                         "is always on")
+    p.add_argument("--chassis-remote", action="append", default=[], metavar="pssl:PORT[:ADDR]",
+                   help="a listener for agents (repeatable, TLS): each may write only the "
+                        "rows of the chassis named by its certificate's CN")
     p.add_argument("--private-key", metavar="FILE", help="this server's private key (TLS)")
     p.add_argument("--certificate", metavar="FILE", help="its certificate (TLS)")
     p.add_argument("--ca-cert", metavar="FILE",
@@ -45,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "session; use pssl: with --private-key, --certificate and --ca-cert",
                       file=sys.stderr)
             for line in srv.start(args.remote, args.cluster, args.local, args.member,
-                                  tls=creds):
+                                  tls=creds, chassis_remotes=args.chassis_remote):
                 print(f"sdnagent-tapdb: {line}")
         elif args.action == "stop":
             print("sdnagent-tapdb: " + ("stopped" if srv.stop() else "not running"))

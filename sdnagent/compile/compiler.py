@@ -177,11 +177,13 @@ def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
     if target.type == "nic":  # a host NIC on another chassis
         return _chassis_route(target, target.chassis or "", inv)
     hosts = sorted(c for c in inv.bindings.get(target.iface_id or "", ()) if c != inv.chassis)
-    known = [c for c in hosts if c in inv.chassis_ips]
-    if known:
-        return _chassis_route(target, known[0], inv)
+    if len(hosts) > 1:
+        # each chassis speaks only for itself (tapdb's RBAC), so two claims cannot be told
+        # apart: copies go to neither rather than perhaps to the wrong one
+        return Status("error", f"target {target.name}: iface {target.iface_id} is claimed by "
+                      f"chassis {' and '.join(hosts)}; copies wait until only one has it")
     if hosts:
-        if hosts[0] in inv.rejected_chassis:
+        if hosts[0] in inv.chassis_ips or hosts[0] in inv.rejected_chassis:
             return _chassis_route(target, hosts[0], inv)
         return Status("error", f"target {target.name}: iface {target.iface_id} is on chassis "
                       f"{hosts[0]}, which has no tunnel IP registered")
@@ -213,7 +215,7 @@ def _source_hooks(src: model.Source, inv: Inventory) -> tuple[list[Hook], Option
 
 
 def concerning(intent: model.Intent, chassis: str, local_ifaces: frozenset[str]) -> model.Intent:
-    """The part of ``intent`` that can change what this chassis does, without statuses.
+    """The part of ``intent`` that can change what this chassis does.
 
     An agent's view of sources is already narrowed to its own (conditional
     monitoring), so the sessions that matter are those with a source in view;
@@ -221,11 +223,9 @@ def concerning(intent: model.Intent, chassis: str, local_ifaces: frozenset[str])
     Planning this gives what planning the whole intent gives, and comparing it
     with the last pass's tells whether a change elsewhere concerns this chassis.
     """
-    sessions = [dataclasses.replace(s, sources=tuple(dataclasses.replace(src, status=())
-                                                     for src in s.sources))
-                for s in intent.sessions.values() if s.sources]
+    sessions = [s for s in intent.sessions.values() if s.sources]
     wanted = {s.target for s in sessions}
-    targets = [dataclasses.replace(t, status=()) for t in intent.targets.values()
+    targets = [t for t in intent.targets.values()
                if t.name in wanted or (t.type == "port" and t.iface_id in local_ifaces)
                or (t.type == "nic" and t.chassis == chassis)]
     filters = {s.filter for s in sessions if s.filter is not None}

@@ -120,9 +120,7 @@ class TapdbApi(ovsdbutil.Backend):
 
     def watch(self, chassis: str, local_ifaces: set[str], target_ifaces: set[str]) -> None:
         """Monitor only the sources and bindings that concern this chassis."""
-        # also the sources whose status this chassis wrote, so it can clear them
-        sources = [["chassis", "==", ["set", [chassis]]],
-                   ["status", "includes", ["map", [["chassis", chassis]]]]] + [
+        sources = [["chassis", "==", ["set", [chassis]]]] + [
             ["iface_id", "==", ["set", [i]]] for i in sorted(local_ifaces)]
         bindings = [["chassis", "==", chassis]] + [
             ["iface_id", "==", i] for i in sorted(target_ifaces | local_ifaces)]
@@ -198,40 +196,65 @@ class TapdbApi(ovsdbutil.Backend):
     def write_status(self, chassis: str, snap: Snapshot,
                      sources: dict[tuple[str, str], dict[str, str]],
                      targets: dict[str, dict[str, str]]) -> int:
-        """Make the statuses ``chassis`` owns exactly these; returns how many changed.
+        """Make the status rows of ``chassis`` exactly these; returns how many changed.
 
-        A status belongs to the chassis named in it: one this chassis wrote before
-        and has nothing to say about any more (the VM left, the session went) is
-        cleared, so no stale "active" stays behind.  ``snap`` (the pass's own read)
-        tells whether anything is to be written; only then is tapdb read again,
-        inside the transaction.
+        A chassis owns the Source_Status and Target_Status rows that name it (the
+        only ones it monitors, and, with RBAC, the only ones it may write): one it
+        has nothing to say about any more (the VM left, the session went) is
+        deleted, so no stale "active" stays behind.  ``snap`` (the pass's own read)
+        gives the rows the statuses speak of.
         """
-        def changed(snap: Snapshot) -> list[tuple[Any, dict]]:
-            # statuses as the snapshot read them, not from the rows: one row read costs
-            # more than this whole comparison
-            current: dict[tuple, dict] = {("target", t.name): dict(t.status)
-                                          for t in snap.intent.targets.values()}
-            for sess in snap.intent.sessions.values():
-                for src in sess.sources:
-                    current["source", sess.name, src.key] = dict(src.status)
-            want = {k: {} for k, st in current.items() if st.get("chassis") == chassis}
-            for (session, key), status in sources.items():
-                if ("source", session, key) in current:
-                    want["source", session, key] = status
-            for name, status in targets.items():
-                if ("target", name) in current:
-                    want["target", name] = status
-            return [(snap.rows[k], st) for k, st in want.items() if current[k] != st]
+        want: dict[tuple[str, Any], tuple[Any, dict]] = {}
+        for (session, key), status in sources.items():
+            row = snap.rows.get(("source", session, key))
+            if row is not None:
+                want["Source_Status", row.uuid] = (row, status)
+        for name, status in targets.items():
+            row = snap.rows.get(("target", name))
+            if row is not None:
+                want["Target_Status", row.uuid] = (row, status)
 
-        if not self.read(lambda idl: changed(snap)):
+        def changes(idl: Any) -> tuple[list, list, list]:
+            have: set[tuple[str, Any]] = set()
+            deletes, updates = [], []
+            for table, column in _STATUS_TABLES:
+                for r in idl.tables[table].rows.values():
+                    if r.chassis != chassis:
+                        continue
+                    obj = next((o for o in getattr(r, column) if o is not None), None)
+                    key = (table, obj.uuid if obj is not None else None)
+                    if key not in want or key in have:
+                        deletes.append(r)
+                        continue
+                    have.add(key)
+                    if dict(r.status) != want[key][1]:
+                        updates.append((r, want[key][1]))
+            inserts = [(k[0], *v) for k, v in want.items() if k not in have]
+            return deletes, updates, inserts
+
+        if not any(self.read(changes)):
             return 0
 
         def run(txn: Any) -> int:
-            todo = changed(self.read_intent(self.idl))
-            for row, status in todo:
+            deletes, updates, inserts = changes(self.idl)
+            for r in deletes:
+                r.delete()
+            for r, status in updates:
+                r.status = status
+            for table, obj, status in inserts:
+                row = self.insert(txn, table)
+                row.chassis = chassis
+                setattr(row, "source" if table == "Source_Status" else "target", obj)
                 row.status = status
-            return len(todo)
+            return len(deletes) + len(updates) + len(inserts)
         return self.run(run, f"status of {chassis}")
+
+
+_STATUS_TABLES = (("Source_Status", "source"), ("Target_Status", "target"))
+# what an agent reads and writes; RBAC_* (the server's business) stays out of its view
+AGENT_TABLES = ("Tap_Global", "Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
+                "Mirror_Source", "Chassis", "Chassis_Private", "Binding", "Source_Status",
+                "Target_Status")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,10 +331,13 @@ def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,
     if schema.version_tuple(found) < schema.version_tuple(schema.version()):
         raise TapdbError(f"tapdb at {remote} has schema version {found}, older than "
                          f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
-    helper.register_all()
+    for table in AGENT_TABLES:
+        helper.register_table(table)
     idl = ovsdbutil.NotifyingIdl(remote, helper, leader_only=True)
     if chassis is not None:
         idl.cond_change("Chassis_Private", [["name", "==", chassis]])
+        for table, _ in _STATUS_TABLES:
+            idl.cond_change(table, [["chassis", "==", chassis]])
     conn = connection.Connection(idl, timeout)
     try:
         return TapdbApi(conn)

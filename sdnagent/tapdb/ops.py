@@ -383,7 +383,8 @@ class IntentDb:
             srow, src, victim = self._source_of(read, session, key)
             return [{"op": "mutate", "table": "Mirror_Session",
                      "where": _this(srow),
-                     "mutations": [["sources", "delete", ["set", [_uuid(victim)]]]]}], src
+                     "mutations": [["sources", "delete", ["set", [_uuid(victim)]]]]},
+                    *_statuses_of("Source_Status", [victim.uuid])], src
         return self.change(judge, f"source-del {session} {key}")
 
     def set_enabled(self, kind: str, name: str, enabled: bool, key: Optional[str] = None) -> None:
@@ -419,7 +420,10 @@ class IntentDb:
                                      [obj] if kind == "filter" else [],
                                      [obj] if kind == "session" else map(_session, users))
             model.check_del(intent, kind, name)
-            return [{"op": "delete", "table": table, "where": _this(row)}], None
+            gone = ([] if kind == "filter" else
+                    _statuses_of("Target_Status", [row.uuid]) if kind == "target" else
+                    _statuses_of("Source_Status", [u[1] for u in _ref_atoms(row._data["sources"])]))
+            return [{"op": "delete", "table": table, "where": _this(row)}, *gone], None
         self.change(judge, f"{kind}-del {name}")
 
     def chassis_del(self, name: str, now: float) -> None:
@@ -438,15 +442,12 @@ class IntentDb:
             raise model.IntentError(
                 "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
                 "s ago); stop its agent before deleting it")
-        mine = ["status", "includes", ["map", [["chassis", name]]]]
         _results(self.conn.transact(
             {"op": "delete", "table": "Chassis", "where": [["name", "==", name]]},
             {"op": "delete", "table": "Chassis_Private", "where": [["name", "==", name]]},
             {"op": "delete", "table": "Binding", "where": [["chassis", "==", name]]},
-            {"op": "update", "table": "Mirror_Source", "where": [mine],
-             "row": {"status": ["map", []]}},
-            {"op": "update", "table": "Mirror_Target", "where": [mine],
-             "row": {"status": ["map", []]}}))
+            {"op": "delete", "table": "Source_Status", "where": [["chassis", "==", name]]},
+            {"op": "delete", "table": "Target_Status", "where": [["chassis", "==", name]]}))
 
     # ---------------------------------------------------- reading everything
 
@@ -455,7 +456,8 @@ class IntentDb:
                                   dict[str, int]]:
         """For show and list: the intent, bindings, chassis, heartbeats, applied generations."""
         tables = ("Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
-                  "Mirror_Source", "Chassis", "Chassis_Private", "Binding")
+                  "Mirror_Source", "Chassis", "Chassis_Private", "Binding", "Source_Status",
+                  "Target_Status")
         found = _results(self.conn.transact(*(select(t) for t in tables)))
         store = Store()
         for table, res in zip(tables, found):
@@ -464,7 +466,7 @@ class IntentDb:
         for r in store.rows("Binding"):
             bindings.setdefault(r.iface_id, []).append(r.chassis)
         private = store.rows("Chassis_Private")
-        return (rows.snapshot(store.rows),
+        return (rows.snapshot(store.rows, with_status=True),
                 {k: tuple(sorted(v)) for k, v in bindings.items()},
                 sorted((r.name, r.tunnel_ip, r.encap) for r in store.rows("Chassis")),
                 {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval) for r in private},
@@ -515,6 +517,15 @@ class IntentDb:
 
 
 TABLES = {"target": "Mirror_Target", "filter": "Mirror_Filter", "session": "Mirror_Session"}
+
+
+def _statuses_of(table: str, uuids: list[str]) -> list[dict]:
+    """Deleting the statuses agents wrote of objects being deleted (the references would
+    go, the rows stay), and any such rows left behind by other writers."""
+    column = "source" if table == "Source_Status" else "target"
+    return [{"op": "delete", "table": table, "where": [[column, "==", ["set", []]]]}] + [
+        {"op": "delete", "table": table, "where": [[column, "includes", ["uuid", u]]]}
+        for u in uuids]
 
 
 def rule_column(direction: str) -> str:

@@ -26,8 +26,29 @@ def port_range(row: Any, prefix: str) -> Optional[model.PortRange]:
     return model.PortRange(lo if lo is not None else hi, hi if hi is not None else lo)
 
 
-def status_of(row: Any) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(row.status.items()))
+Status = tuple[tuple[str, str], ...]
+Statuses = dict[Any, Status]  # a target's or source's row uuid -> the status shown for it
+
+# which status of an object to show when several chassis wrote one (a VM moving, a
+# chassis gone): something wrong anywhere first, then a working one
+_STATE_RANK = {"error": 0, "active": 1}
+
+
+def statuses(status_rows: Iterable[Any], column: str) -> Statuses:
+    """The status to show for each object that ``Source_Status`` or ``Target_Status``
+    rows (``column``: "source" or "target") speak of."""
+    found: dict[Any, list[tuple]] = {}
+    for r in status_rows:
+        for obj in getattr(r, column):
+            if obj is not None:
+                st = dict(r.status)
+                found.setdefault(obj.uuid, []).append(
+                    (_STATE_RANK.get(st.get("state", ""), 2), r.chassis, tuple(sorted(st.items()))))
+    return {uuid: min(candidates)[2] for uuid, candidates in found.items()}
+
+
+def status_of(row: Any, shown: Optional[Statuses]) -> Status:
+    return shown.get(row.uuid, ()) if shown else ()
 
 
 def rule_from_row(row: Any) -> model.Rule:
@@ -36,9 +57,9 @@ def rule_from_row(row: Any) -> model.Rule:
                       port_range(row, "src_port"), port_range(row, "dst_port"))
 
 
-def source_from_row(row: Any) -> model.Source:
+def source_from_row(row: Any, shown: Optional[Statuses] = None) -> model.Source:
     return model.Source(row.type, row.direction, opt(row, "iface_id"), opt(row, "chassis"),
-                        opt(row, "bridge"), opt(row, "vlan"), row.enabled, status_of(row))
+                        opt(row, "bridge"), opt(row, "vlan"), row.enabled, status_of(row, shown))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +75,14 @@ class Snapshot:
 Read = tuple[Any, dict, frozenset]
 
 
-def read_target(row: Any) -> Read:
+def read_target(row: Any, shown: Optional[Statuses] = None) -> Read:
     t = model.Target(row.name, row.type, row.tunnel_key, opt(row, "iface_id"),
                      opt(row, "chassis"), opt(row, "nic"), opt(row, "remote_ip"),
-                     row.enabled, status_of(row))
+                     row.enabled, status_of(row, shown))
     return t, {("target", row.name): row}, frozenset({row.uuid})
 
 
-def read_filter(row: Any) -> Read:
+def read_filter(row: Any, shown: Optional[Statuses] = None) -> Read:
     rows: dict = {("filter", row.name): row}
     deps = {row.uuid}
     by_dir = {}
@@ -77,14 +98,14 @@ def read_filter(row: Any) -> Read:
             frozenset(deps))
 
 
-def read_session(row: Any) -> Read:
+def read_session(row: Any, shown: Optional[Statuses] = None) -> Read:
     rows: dict = {("session", row.name): row}
     deps = {row.uuid, row.target.uuid}
     sources = []
     for srow in row.sources:
         if srow is None:  # outside this client's monitoring condition
             continue
-        src = source_from_row(srow)
+        src = source_from_row(srow, shown)
         rows["source", row.name, src.key] = srow
         deps.add(srow.uuid)
         sources.append(src)
@@ -101,15 +122,20 @@ KINDS = (("Mirror_Target", read_target), ("Mirror_Filter", read_filter),
          ("Mirror_Session", read_session))
 
 
-def snapshot(rows_of: Callable[[str], Iterable[Any]]) -> Snapshot:
+def snapshot(rows_of: Callable[[str], Iterable[Any]], with_status: bool = False) -> Snapshot:
     """The intent read from every target, filter and session row that ``rows_of(table)``
-    gives (an IDL's tables, or rows decoded from a select)."""
+    gives (an IDL's tables, or rows decoded from a select); ``with_status``: with the
+    statuses agents wrote (what people read; agents compare their own rows)."""
+    shown: Statuses = {}
+    if with_status:
+        shown.update(statuses(rows_of("Source_Status"), "source"))
+        shown.update(statuses(rows_of("Target_Status"), "target"))
     found_rows: dict = {}
     objs: list[list] = []
     for table, read in KINDS:
         objs.append([])
         for row in rows_of(table):
-            obj, its_rows, _ = read(row)
+            obj, its_rows, _ = read(row, shown)
             objs[-1].append(obj)
             found_rows.update(its_rows)
     return Snapshot(model.Intent.of(*objs), found_rows)

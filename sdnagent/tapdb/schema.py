@@ -1,4 +1,4 @@
-"""The packaged Tap schema: where it lives and which version it is."""
+"""The packaged Tap schema: where it lives, which version it is, and the agents' role."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,26 @@ from pathlib import Path
 NAME = "Tap"
 DEFAULT_DIR = Path("/var/lib/sdnagent/tapdb")  # where sdnagent-tapdb keeps the database
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "tap.ovsschema"
+
+# Each tapdb member's own listeners (not replicated: members of one cluster listen on
+# their own addresses), read by ovsdb-server through a reference column, which is what
+# makes it apply a listener's RBAC role.
+LOCAL_NAME = "Tap_Local"
+LOCAL_SCHEMA_PATH = SCHEMA_PATH.parent / "tap-local.ovsschema"
+
+# The role of agents' connections.  ovsdb-server compares the authorization column
+# of a row with the CN of the client's certificate, the chassis name: an agent may
+# write only the rows that name its own chassis, and only the columns listed here.
+CHASSIS_ROLE = "sdnagent-chassis"
+CHASSIS_PERMISSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # table: (the column that must equal the CN, the columns it may update)
+    "Chassis": ("name", ("tunnel_ip", "encap", "external_ids")),
+    "Chassis_Private": ("name", ("heartbeat", "heartbeat_interval", "applied_generation",
+                                 "external_ids")),
+    "Binding": ("chassis", ()),
+    "Source_Status": ("chassis", ("status",)),
+    "Target_Status": ("chassis", ("status",)),
+}
 
 
 @lru_cache(maxsize=1)
@@ -23,6 +43,42 @@ def version() -> str:
 def initial_transaction() -> list:
     """What a new database holds: the one Tap_Global row writers serialise on."""
     return [NAME, {"op": "insert", "table": "Tap_Global", "row": {"generation": 0}}]
+
+
+def role_rows() -> dict[str, tuple[str, bool, tuple[str, ...]]]:
+    """The agents' permissions as RBAC_Permission rows hold them, by table:
+    (authorization, insert_delete, update)."""
+    return {table: (auth, True, tuple(sorted(update)))
+            for table, (auth, update) in CHASSIS_PERMISSIONS.items()}
+
+
+def role_transaction() -> list[dict]:
+    """Operations that make the agents' role exactly :func:`role_rows` (the old
+    permissions, no longer referenced, are collected by the server)."""
+    ops: list[dict] = [{"op": "delete", "table": "RBAC_Role",
+                        "where": [["name", "==", CHASSIS_ROLE]]}]
+    perms = []
+    for i, (table, (auth, insert_delete, update)) in enumerate(sorted(role_rows().items())):
+        ops.append({"op": "insert", "table": "RBAC_Permission", "uuid-name": f"p{i}",
+                    "row": {"table": table, "authorization": ["set", [auth]],
+                            "insert_delete": insert_delete, "update": ["set", list(update)]}})
+        perms.append([table, ["named-uuid", f"p{i}"]])
+    ops.append({"op": "insert", "table": "RBAC_Role",
+                "row": {"name": CHASSIS_ROLE, "permissions": ["map", perms]}})
+    return ops
+
+
+def local_transaction(chassis_remotes: list[str]) -> list:
+    """The listeners a member's local database names: agents' listeners with their role."""
+    ops: list = [LOCAL_NAME, {"op": "delete", "table": "Local_Config", "where": []}]
+    refs = []
+    for i, target in enumerate(chassis_remotes):
+        ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
+                    "row": {"target": target, "role": CHASSIS_ROLE}})
+        refs.append(["named-uuid", f"c{i}"])
+    ops.append({"op": "insert", "table": "Local_Config",
+                "row": {"connections": ["set", refs]}})
+    return ops
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

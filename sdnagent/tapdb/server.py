@@ -1,9 +1,19 @@
 """Run the tapdb: an ovsdb-server holding the packaged Tap schema.
 
 One directory holds everything of one member: the database file, its unix
-socket, control socket, pid file and log.  ``start`` creates the database
-when missing (standalone, or as a Raft cluster member), starts the server and
-converts the data online when the packaged schema is newer.
+socket, control socket, pid file and log, and a small local database naming
+the agents' listeners.  ``start`` creates the database when missing
+(standalone, or as a Raft cluster member), starts the server, converts the
+data online when the packaged schema is newer, and makes the agents' RBAC
+role the packaged one.
+
+Listeners come in two kinds.  Operators' (``--remote``, and the unix socket)
+give full access to whoever connects (with TLS: whoever holds a certificate of
+the CA).  Agents' (``--chassis-remote``, TLS only) carry the role
+``sdnagent-chassis``: ovsdb-server then lets a client write only the rows
+that name the chassis in its certificate's CN.  ovsdb-server applies a role
+only to listeners it reads through a reference column, hence the local
+database (``Tap_Local``: each member of a cluster has its own listeners).
 """
 from __future__ import annotations
 
@@ -16,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sdnagent.tapdb import schema
+from sdnagent.tapdb import rpc, schema
 from sdnagent.tls import Tls
 
 DEFAULT_DIR = schema.DEFAULT_DIR
@@ -41,6 +51,31 @@ def _loopback(addr: str) -> bool:
         return ipaddress.ip_address(addr).is_loopback
     except ValueError:
         return False
+
+
+def role_in(found: list) -> Optional[dict]:
+    """The agents' role as a select of RBAC_Role and of RBAC_Permission read it (the
+    form of :func:`schema.role_rows`), or None when it is not there exactly once."""
+    if any("error" in r for r in found if isinstance(r, dict)):
+        return None
+    roles = [r for r in found[0]["rows"] if r["name"] == schema.CHASSIS_ROLE]
+    if len(roles) != 1:
+        return None
+    perms = {r["_uuid"][1]: r for r in found[1]["rows"]}
+
+    def atoms(value: list) -> list:
+        return value[1] if isinstance(value, list) and value[0] == "set" else [value]
+
+    out = {}
+    for table, ref in roles[0]["permissions"][1]:
+        p = perms.get(ref[1])
+        if p is None or p["table"] != table:
+            return None
+        auth = atoms(p["authorization"])
+        if len(auth) != 1:
+            return None
+        out[table] = (auth[0], p["insert_delete"], tuple(sorted(atoms(p["update"]))))
+    return out
 
 
 class TapdbServerError(RuntimeError):
@@ -69,6 +104,7 @@ class TapdbServer:
         self.ctl = self.dir / "tapdb.ctl"
         self.pidfile = self.dir / "tapdb.pid"
         self.log = self.dir / "tapdb.log"
+        self.local_db = self.dir / "listeners.db"
 
     @property
     def remote(self) -> str:
@@ -106,36 +142,83 @@ class TapdbServer:
 
     def start(self, remotes: Sequence[str] = (), cluster: Optional[str] = None,
               local: Optional[str] = None, members: Sequence[str] = (),
-              timeout: float = 30, tls: Optional[Tls] = None) -> list[str]:
-        """Create if needed, run, and convert; returns what was done, for people.
+              timeout: float = 30, tls: Optional[Tls] = None,
+              chassis_remotes: Sequence[str] = ()) -> list[str]:
+        """Create if needed, run, convert, and write the agents' role; returns what was
+        done, for people.
 
-        ``tls``: the server's key and certificate and the CA its clients' (and
-        Raft peers') certificates must be signed by, for ``pssl:`` remotes and
-        ``ssl:`` cluster addresses."""
+        ``remotes``: operators' listeners; ``chassis_remotes``: agents' (``pssl:``
+        only: the role is enforced on the certificate's CN).  ``tls``: the
+        server's key and certificate and the CA its clients' (and Raft peers')
+        certificates must be signed by, for ``pssl:`` remotes and ``ssl:``
+        cluster addresses."""
+        for r in chassis_remotes:
+            if not r.startswith("pssl:"):
+                raise TapdbServerError(f"--chassis-remote: {r} is not allowed; agents' "
+                                       "listeners are pssl:PORT[:ADDR] (their role is "
+                                       "enforced on the certificate's CN)")
+        tls_needed = (any(r.startswith("pssl:") for r in [*remotes, *chassis_remotes])
+                      or (local or "").startswith("ssl:"))
+        if tls is None and tls_needed:
+            raise TapdbServerError("pssl: remotes and ssl: cluster addresses need "
+                                   "--private-key, --certificate and --ca-cert")
         done = []
         if self.create(cluster, local, members):
             done.append(f"created {self.db}" + (f" ({cluster} cluster at {local})" if cluster else ""))
         if self.pid() is not None:
             done.append(f"already running (pid {self.pid()})")
         else:
-            args = ["ovsdb-server", str(self.db), f"--remote=punix:{self.sock}",
+            self._write_listeners(chassis_remotes)
+            args = ["ovsdb-server", str(self.db), str(self.local_db),
+                    f"--remote=punix:{self.sock}",
+                    f"--remote=db:{schema.LOCAL_NAME},Local_Config,connections",
                     f"--unixctl={self.ctl}", f"--pidfile={self.pidfile}",
                     f"--log-file={self.log}", "--detach", "--no-chdir"]
             args += [f"--remote={r}" for r in remotes]
             if tls is not None:
                 args += [f"--private-key={tls.private_key}", f"--certificate={tls.certificate}",
                          f"--ca-cert={tls.ca_cert}"]
-            elif any(r.startswith("pssl:") for r in remotes) or (local or "").startswith("ssl:"):
-                raise TapdbServerError("pssl: remotes and ssl: cluster addresses need "
-                                       "--private-key, --certificate and --ca-cert")
             _run(args, timeout)
             done.append(f"started ovsdb-server (pid {self.pid()}) on {self.remote}"
-                        + "".join(f", {r}" for r in remotes))
+                        + "".join(f", {r}" for r in remotes)
+                        + "".join(f", {r} (agents)" for r in chassis_remotes))
         if cluster != "join" or not self._is_new_member():
             converted = self.convert_if_needed(timeout)
             if converted:
                 done.append(converted)
+            if self.ensure_role(timeout):
+                done.append(f"wrote the agents' role {schema.CHASSIS_ROLE}")
         return done
+
+    def _write_listeners(self, chassis_remotes: Sequence[str]) -> None:
+        """Make the local database name exactly these agents' listeners."""
+        if not self.local_db.exists():
+            _run(["ovsdb-tool", "create", str(self.local_db), str(schema.LOCAL_SCHEMA_PATH)])
+        _run(["ovsdb-tool", "transact", str(self.local_db),
+              json.dumps(schema.local_transaction(list(chassis_remotes)))])
+
+    def ensure_role(self, timeout: float = 30) -> bool:
+        """Make the agents' role in tapdb the packaged one; True when it was written.
+        In a cluster any member may do it: the write goes to the leader."""
+        try:
+            conn = rpc.connect(self.remote, timeout)
+        except rpc.RpcError as exc:
+            raise TapdbServerError(f"cannot reach {self.remote}: {exc}") from exc
+        try:
+            found = conn.transact(
+                {"op": "select", "table": "RBAC_Role", "where": []},
+                {"op": "select", "table": "RBAC_Permission", "where": []})
+            if role_in(found) == schema.role_rows():
+                return False
+            result = conn.transact(*schema.role_transaction())
+        except rpc.RpcError as exc:
+            raise TapdbServerError(f"cannot write the agents' role: {exc}") from exc
+        finally:
+            conn.close()
+        errors = [r for r in result if isinstance(r, dict) and "error" in r]
+        if errors:
+            raise TapdbServerError(f"cannot write the agents' role: {errors[0]}")
+        return True
 
     def _is_new_member(self) -> bool:
         return not self.is_connected(timeout=0.5)

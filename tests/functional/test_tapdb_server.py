@@ -60,14 +60,17 @@ def test_start_status_stop(workdir):
 
 def old_schema() -> dict:
     """The packaged schema as an earlier release had it: no Binding table, fewer columns,
-    the heartbeat in Chassis (1.0.0) rather than in Chassis_Private."""
+    the heartbeat in Chassis (1.0.0) rather than in Chassis_Private, statuses in the
+    sources' rows (1.3.0 gave them rows of their own), no RBAC."""
     old = copy.deepcopy(schema.load())
     old["version"] = "0.9.0"
-    del old["tables"]["Binding"]
-    del old["tables"]["Chassis_Private"]
+    for table in ("Binding", "Chassis_Private", "Source_Status", "Target_Status", "RBAC_Role",
+                  "RBAC_Permission"):
+        del old["tables"][table]
     old["tables"]["Chassis"]["columns"]["heartbeat"] = {"type": "integer"}
     del old["tables"]["Mirror_Source"]["columns"]["external_ids"]
-    del old["tables"]["Mirror_Target"]["columns"]["status"]
+    old["tables"]["Mirror_Source"]["columns"]["status"] = {
+        "type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}
     return old
 
 
@@ -91,7 +94,8 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
             {"op": "insert", "table": "Mirror_Filter", "uuid-name": "f",
              "row": {"name": "filter-01", "inbound_rules": ["named-uuid", "r"]}},
             {"op": "insert", "table": "Mirror_Source", "uuid-name": "s",
-             "row": {"type": "port", "iface_id": "vm-230", "direction": "in", "enabled": True}},
+             "row": {"type": "port", "iface_id": "vm-230", "direction": "in", "enabled": True,
+                     "status": ["map", [["state", "active"], ["chassis", "host-a"]]]}},
             {"op": "insert", "table": "Mirror_Session",
              "row": {"name": "session-01", "priority": 1, "vni": 1, "packet_length": 96,
                      "enabled": True, "target": ["named-uuid", "t"],
@@ -101,6 +105,7 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
 
     # served unconverted, the old database is refused by clients with a clear reason
     monkeypatch.setattr(server.TapdbServer, "convert_if_needed", lambda self, timeout=30: None)
+    monkeypatch.setattr(server.TapdbServer, "ensure_role", lambda self, timeout=30: False)
     srv.start()
     for connect, error in ((client.connect, client.TapdbError), (ops.connect, ops.TapdbError)):
         with pytest.raises(error) as info:
@@ -112,7 +117,8 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
     monkeypatch.undo()
 
     done = srv.start()
-    assert done[-1] == f"converted the database from schema 0.9.0 to {schema.version()}"
+    assert done[-2:] == [f"converted the database from schema 0.9.0 to {schema.version()}",
+                         f"wrote the agents' role {schema.CHASSIS_ROLE}"]
     api = client.connect(srv.remote)
     try:
         intent = api.snapshot().intent
@@ -122,6 +128,7 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
         sess = intent.session("session-01")
         assert (sess.vni, sess.packet_length, sess.target, sess.filter) == (
             1, 96, "target-01", "filter-01")
+        # the status an agent wrote in the source's row is gone: agents write it again
         assert sess.sources == (model.Source("port", "in", iface_id="vm-230"),)
         assert api.agent_view().chassis_ips == {"host-a": "10.255.0.1"}
         api.heartbeat("host-a", 1700000010, 10)  # heartbeats now have a table of their own
@@ -136,7 +143,8 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
             operator.close()
     finally:
         api.close()
-    assert "converted" not in " ".join(srv.start())  # already running and current
+    # already running and current, the role as packaged
+    assert srv.start() == [f"already running (pid {srv.pid()})"]
 
 
 def free_ports(n: int) -> list[int]:
