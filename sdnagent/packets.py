@@ -93,6 +93,16 @@ class Summary:
         return text
 
 
+def gre(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, key: int, inner: bytes) -> bytes:
+    """``inner`` in GRE (transparent Ethernet, with a key) over IPv4, as a chassis sends
+    a copy; the source address is whatever the sender writes."""
+    l4 = struct.pack("!HHI", 0x2000, 0x6558, key) + inner
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, 47, 0,
+                         ipaddress.IPv4Address(src_ip).packed, ipaddress.IPv4Address(dst_ip).packed)
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return mac(dst_mac) + mac(src_mac) + struct.pack("!H", 0x0800) + header + l4
+
+
 def parse(data: bytes) -> Summary:
     """Read a frame; VXLAN (UDP 4789/4790) and GRE (transparent Ethernet) are opened."""
     if len(data) < 14:

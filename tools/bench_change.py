@@ -66,7 +66,7 @@ def _groups(ports: int) -> dict:
     plan = compiler.plan_ports(intent, inv)
     ofports = {h.patch_tap: 10 + i for i, h in enumerate(plan.hooks)}
     ofports.update({tp.name: 1 + i for i, tp in enumerate(plan.tunnels)})
-    return compiler.plan_flow_groups(intent, plan, ofports, inv.chassis_ips, inv.chassis, "gre")
+    return compiler.plan_flow_groups(intent, plan, ofports, "gre")
 
 
 def _ms(values: list[float]) -> str:

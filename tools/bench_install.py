@@ -43,7 +43,7 @@ def run(ports: int) -> list[Row]:
     plan = compiler.plan_ports(intent, inv)
     ofports = {h.patch_tap: 10 + i for i, h in enumerate(plan.hooks)}
     ofports.update({tp.name: 1 + i for i, tp in enumerate(plan.tunnels)})
-    desired = compiler.plan_flows(intent, plan, ofports, inv.chassis_ips, inv.chassis, "gre")
+    desired = compiler.plan_flows(intent, plan, ofports, "gre")
     n = f"{len(desired):,}"
     lab = sandbox.Lab(hosts=("bench",), tapdb=False)
     try:

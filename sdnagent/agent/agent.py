@@ -176,6 +176,9 @@ class Agent:
         view = self.tapdb.agent_view()
         local = self.switch.inventory()
         self._log_rejected(view.rejected)
+        # before anything can end the pass: a change elsewhere (a source added to a session
+        # to a target here) may call for rows not yet in view
+        self._watch(view.snapshot, local)
         intent = compiler.concerning(view.snapshot.intent, self.chassis, frozenset(local["ports"]))
         inputs = (intent, view.chassis_ips, view.rejected, view.bindings, local,
                   _port_target_ifaces(view.snapshot.intent))
@@ -193,7 +196,6 @@ class Agent:
             return None
         clock.mark("read")
         self._applied = None
-        self._watch(view.snapshot.intent, local)
         self._publish_bindings(intent, local)
         inv = compiler.Inventory(chassis=self.chassis, encap=conf.tunnel.encap,
                                  integration_bridges=tuple(conf.ovs.integration_bridges),
@@ -210,8 +212,8 @@ class Agent:
         if not self.of.connected and not self.of.wait_connected(5.0):
             raise OFError(f"{conf.ovs.tap_bridge} has not connected to {self.of.target}")
         clock.mark("ports")
-        groups = compiler.plan_flow_groups(intent, plan, ofports, view.chassis_ips, self.chassis,
-                                           conf.tunnel.encap, str(conf.tunnel.local_ip))
+        groups = compiler.plan_flow_groups(intent, plan, ofports, conf.tunnel.encap,
+                                           str(conf.tunnel.local_ip))
         clock.mark("plan")
         known, self._groups = self._groups, None
         believed = None
@@ -272,14 +274,25 @@ class Agent:
                    for name, status in plan.target_status.items()}
         return sources, targets
 
-    def _watch(self, intent: Any, local: dict) -> None:
-        """Narrow tapdb monitoring to what concerns this chassis."""
+    def _watch(self, snapshot: Any, local: dict) -> None:
+        """Narrow tapdb monitoring to what concerns this chassis: its sources, where the
+        targets it may send to live, and who sends to the targets it hosts."""
         assert self.tapdb is not None
+        intent = snapshot.intent
         local_ifaces = frozenset(local["ports"])
         target_ifaces = _port_target_ifaces(intent)
-        if self._watched != (local_ifaces, target_ifaces):
-            self.tapdb.watch(self.chassis, set(local_ifaces), set(target_ifaces))
-            self._watched = (local_ifaces, target_ifaces)
+        here = {t.name for t in intent.targets.values()
+                if (t.type == "port" and t.iface_id in local_ifaces)
+                or (t.type == "nic" and t.chassis == self.chassis)}
+        sending = [s for s in intent.sessions.values() if s.target in here]
+        sources = self.tapdb.source_uuids(snapshot.rows["session", s.name] for s in sending)
+        source_ifaces = frozenset(src.iface_id for s in sending for src in s.sources
+                                  if src.type == "port" and src.iface_id)
+        watched = (local_ifaces, target_ifaces, sources, source_ifaces)
+        if self._watched != watched:
+            self.tapdb.watch(self.chassis, set(local_ifaces), set(target_ifaces), sources,
+                             source_ifaces)
+            self._watched = watched
 
     def _publish_bindings(self, intent: Any, local: dict) -> None:
         """Say where the ifaces that are sources or targets live, so others find them."""

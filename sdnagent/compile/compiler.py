@@ -118,6 +118,9 @@ class PortPlan:
     source_status: Mapping[tuple[str, str], Status]
     target_status: Mapping[str, Status]
     local_targets: Mapping[str, str]  # target name -> brtap port, targets hosted here
+    # target name -> the tunnel addresses of the chassis expected to send to it: those
+    # holding an enabled source of an enabled session to it
+    senders: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _short_hash(*parts: object) -> str:
@@ -332,13 +335,27 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             target_status[t.name] = (ACTIVE if t.enabled
                                      else Status("disabled", "the target is disabled"))
 
+    senders: dict[str, set[str]] = {}
+    for sess in intent.sessions.values():
+        if sess.target not in local_targets or not sess.enabled:
+            continue
+        for src in sess.sources:
+            if not src.enabled:
+                continue
+            hosts = ((src.chassis,) if src.type == "vswitch"
+                     else inv.bindings.get(src.iface_id or "", ()))
+            for c in hosts:
+                if c and c != inv.chassis and c in inv.chassis_ips:
+                    senders.setdefault(sess.target, set()).add(inv.chassis_ips[c])
+
     tunnels = [_chassis_tunnel(inv.encap)]
     if any(d.kind == "vxlan" for d in deliveries.values()):
         tunnels.append(TunnelPort(VXLAN_TARGET_PORT, "vxlan",
                                   (("key", "flow"), ("remote_ip", "flow"))))
     return PortPlan(tuple(sorted(kept.values(), key=lambda h: h.name)), tuple(tunnels),
                     tuple(sorted(set(nics))), source_hooks, deliveries, source_status,
-                    target_status, local_targets)
+                    target_status, local_targets,
+                    {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())})
 
 
 def _chassis_tunnel(encap: str) -> TunnelPort:
@@ -434,19 +451,17 @@ def _session_filter(session: str, priority: int, rules: Optional[tuple[model.Rul
     return tuple(out)
 
 
-def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
-               chassis_ips: Mapping[str, str], local_chassis: str, encap: str,
+def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int], encap: str,
                local_ip: str = "") -> frozenset[Flow]:
     """brtap's flows; ports without an ofport (yet) are left out, a later pass adds them."""
-    groups = plan_flow_groups(intent, plan, ofports, chassis_ips, local_chassis, encap, local_ip)
+    groups = plan_flow_groups(intent, plan, ofports, encap, local_ip)
     return frozenset(f for group in groups.values() for f in group)
 
 
 def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
-                     chassis_ips: Mapping[str, str], local_chassis: str, encap: str,
-                     local_ip: str = "") -> dict[str, tuple[Flow, ...]]:
+                     encap: str, local_ip: str = "") -> dict[str, tuple[Flow, ...]]:
     """brtap's flows by the object they belong to (a session on a hook, a hook, a
-    target, a chassis...): a pass after a small change diffs only the groups that
+    target...): a pass after a small change diffs only the groups that
     changed (:func:`~sdnagent.compile.flows.diff_groups`)."""
     groups: dict[str, tuple[Flow, ...]] = {"default": _DEFAULTS}
     tunnel = ofports.get(TUNNEL_PORT[encap], 0)
@@ -455,23 +470,22 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
     def port(name: str) -> int:
         return ofports.get(name, 0)
 
-    # target side: a target's own traffic is dropped; known chassis reach tunnel_in
+    # target side: a target's own traffic is dropped; what the chassis tunnel brings is
+    # delivered only with the target's key and from a chassis expected to send to it
     for name, pname in sorted(plan.local_targets.items()):
         if port(pname) > 0:
             group = [flow("classify", 300, {"in_port": port(pname)}, kind="target_drop",
                           obj=name)]
             target = intent.targets[name]
             if target.enabled and tunnel > 0:
-                group.append(flow("tunnel_in", 100, {"tunnel_id": target.tunnel_key},
-                                  (("output", port(pname)),), kind="target_in", obj=name))
+                group += [flow("tunnel_in", 100, {"tunnel_id": target.tunnel_key,
+                                                  f"tun_{_ip_field(ip)}_src": ip},
+                               (("output", port(pname)),), kind="target_in", obj=name)
+                          for ip in plan.senders.get(name, ())]
             groups[f"target {name}"] = tuple(group)
     if tunnel > 0:
-        for chassis, ip in sorted(chassis_ips.items()):
-            if chassis == local_chassis:
-                continue
-            groups[f"chassis {chassis}"] = (flow(
-                "classify", 100, {"in_port": tunnel, f"tun_{_ip_field(ip)}_src": ip},
-                goto="tunnel_in", kind="chassis", obj=chassis),)
+        groups["tunnel"] = (flow("classify", 100, {"in_port": tunnel}, goto="tunnel_in",
+                                 kind="tunnel", obj=encap),)
 
     # source side
     hooks = {h.name: h for h in plan.hooks}

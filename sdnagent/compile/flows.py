@@ -20,7 +20,7 @@ from typing import Any
 # Cookie: 16 bits saying "sdnagent", 8 bits of kind, 40 bits naming the object.
 COOKIE_AGENT = 0x7A90
 COOKIE_MASK = 0xFFFF << 48
-KINDS = {"default": 0, "source": 1, "chassis": 2, "target_drop": 3, "rule": 4,
+KINDS = {"default": 0, "source": 1, "tunnel": 2, "target_drop": 3, "rule": 4,
          "session": 5, "forward": 6, "target_in": 7}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 

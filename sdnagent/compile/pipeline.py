@@ -48,9 +48,9 @@ def _filter_table(i: int) -> Table:
 
 
 TABLES = (
-    Table("classify", 0, frozenset({"in_port", "tun_ipv4_src", "tun_ipv6_src"} | _IP_FIELDS),
+    Table("classify", 0, frozenset({"in_port"} | _IP_FIELDS),
           (FILTER_TABLES[0], "tunnel_in"),
-          "by in_port: a source hook goes to the filter stage, a known chassis's tunnel "
+          "by in_port: a source hook goes to the filter stage, the chassis tunnel's "
           "traffic to tunnel_in, a target port's own traffic is dropped; anything else is "
           "dropped. A vswitch hook drops this chassis's own tunnel packets first: a copy is "
           "never mirrored again"),
@@ -59,8 +59,10 @@ TABLES = (
           "by session (reg0): deliver to the target, truncated to the packet length: a local "
           "port, GRE/VXLAN to the target's chassis with the target's key, or VXLAN with the "
           "session VNI to a vxlan target"),
-    Table("tunnel_in", 30, frozenset({"tunnel_id"}), (),
-          "traffic from a known chassis: the key names a local enabled target"),
+    Table("tunnel_in", 30, frozenset({"tunnel_id", "tun_ipv4_src", "tun_ipv6_src"}), (),
+          "tunnel traffic: delivered when the key names a local enabled target and the "
+          "sender is a chassis expected to send to it (one holding a source of an enabled "
+          "session to it)"),
 )
 BY_NAME = {t.name: t for t in TABLES}
 # goto only goes forward: ids grow in the order declared

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ovs import stream
 from ovsdbapp.backend.ovs_idl import connection
@@ -118,17 +118,33 @@ class TapdbApi(ovsdbutil.Backend):
     def agent_view(self) -> "AgentView":
         return self.read(lambda idl: read_agent_view(idl, self.read_intent))
 
-    def watch(self, chassis: str, local_ifaces: set[str], target_ifaces: set[str]) -> None:
-        """Monitor only the sources and bindings that concern this chassis."""
-        sources = [["chassis", "==", ["set", [chassis]]]] + [
-            ["iface_id", "==", ["set", [i]]] for i in sorted(local_ifaces)]
+    def watch(self, chassis: str, local_ifaces: set[str], target_ifaces: set[str],
+              sources: Iterable[Any] = (), source_ifaces: Iterable[str] = ()) -> None:
+        """Monitor only the sources and bindings that concern this chassis: its own, the
+        bindings of the targets it may send to, and for the targets it hosts, the
+        ``sources`` (uuids) that send to them and where their ``source_ifaces`` live."""
+        cond = [["chassis", "==", ["set", [chassis]]]] + [
+            ["iface_id", "==", ["set", [i]]] for i in sorted(local_ifaces)] + [
+            ["_uuid", "==", ["uuid", str(u)]] for u in sorted(sources, key=str)]
         bindings = [["chassis", "==", chassis]] + [
-            ["iface_id", "==", i] for i in sorted(target_ifaces | local_ifaces)]
+            ["iface_id", "==", i] for i in sorted(target_ifaces | local_ifaces | set(source_ifaces))]
         with self.ovsdb_connection.lock:
-            self.idl.cond_change("Mirror_Source", sources)
+            self.idl.cond_change("Mirror_Source", cond)
             self.idl.cond_change("Binding", bindings)
         # the IDL sends new conditions from its connection thread
         self.wake()
+
+    def source_uuids(self, session_rows: Iterable[Any]) -> frozenset:
+        """The uuids of these sessions' sources, also of those outside this client's
+        view (which the IDL's rows give as None)."""
+        def read(idl: Any) -> frozenset:
+            found = set()
+            for row in session_rows:
+                datum = (row._data or {}).get("sources")
+                if datum is not None:
+                    found.update(atom.value for atom in datum.values)
+            return frozenset(found)
+        return self.read(read)
 
     def register_chassis(self, name: str, tunnel_ip: str, encap: str) -> None:
         """Make this chassis's row say where its tunnels end; written only when it differs."""

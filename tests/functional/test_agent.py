@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from sdnagent import sandbox
+from sdnagent import packets, sandbox
+from sdnagent.tapdb import client
 from tests.conftest import require_ovs
-from tests.functional.mirrorlab import MirrorLab, wait_until
+from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
 
 
 @pytest.fixture
@@ -108,6 +109,37 @@ def test_two_session_example_across_hosts(mlab, encap):
     assert any("tp_dst=1234" in f and "set_field:0x1->reg0" in f for f in flows), flows
     assert any("output(port=" in f and "max_len=96" in f for f in flows), flows
     assert all(f.startswith("cookie=0x7a90") for f in flows), flows
+
+
+def test_a_target_takes_tunnelled_copies_only_from_the_chassis_expected(mlab):
+    """host-b hosts target-01 (key 1) and accepts it only from host-a, where the source of
+    its session is bound: not from another registered chassis, nor from an address no
+    chassis has; when the source moves, the sender expected moves with it."""
+    tgt = two_host_example(mlab)
+    a, b = mlab["host-a"], mlab["host-b"]
+
+    def senders() -> list[str]:
+        return sorted(m.group(1) for f in mlab.brtap_flows("host-b") if "table=30" in f
+                      for m in [re.search(r"tun_id=0x1,tun_src=([0-9.]+)", f)] if m)
+    assert senders() == [a.ip]
+    other = client.connect(mlab.lab.tapdb.remote, chassis="host-c")
+    try:
+        other.register_chassis("host-c", "10.255.0.3", "gre")
+        # a change the agents confirm applied: host-b has read host-c's row by then
+        mlab.tapctl("--wait", "filter-add", "filter-09")
+        def copy(sender: str) -> bytes:  # a copy that says who sent it
+            return packets.frame(VMS["vm-161"][1], VMS["vm-230"][1], VMS["vm-161"][2],
+                                 VMS["vm-230"][2], "tcp", 40000, 1234, sender.encode() * 8)
+        for src_ip in ("10.255.0.3", "10.255.0.77", a.ip):  # the last one is a's own
+            b.inject("ul0", packets.gre(a.mac, b.mac, src_ip, b.ip, 1, copy(src_ip)))
+        wait_until(lambda: copy(a.ip) in mlab.captured(tgt), 10, "host-a's copy")
+        assert mlab.captured(tgt) == [copy(a.ip)]
+        # vm-230 moves to host-c: host-b now takes key 1 from host-c, not from host-a
+        other.publish_bindings("host-c", {"vm-230"})
+        a.vsctl("del-port", "br-int", VMS["vm-230"][0])
+        wait_until(lambda: senders() == ["10.255.0.3"], 10, "host-b to expect host-c only")
+    finally:
+        other.close()
 
 
 def test_local_target_directions_and_no_filter(mlab):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdnagent import model
-from sdnagent.compile import compiler, flows, portrange
+from sdnagent.compile import compiler, flows, pipeline, portrange
 from sdnagent.compile.compiler import Inventory, LocalPort
 from tests.unit import oftable
 from tests.unit.test_model import example
@@ -61,8 +61,7 @@ def compile_all(intent, inv):
     ofports.update({t.name: 50 + i for i, t in enumerate(plan.tunnels)})
     for i, (name, port) in enumerate(sorted(plan.local_targets.items())):
         ofports[port] = 70 + i
-    return plan, ofports, compiler.plan_flows(intent, plan, ofports, inv.chassis_ips,
-                                             inv.chassis, inv.encap)
+    return plan, ofports, compiler.plan_flows(intent, plan, ofports, inv.encap)
 
 
 def tcp(src=SRC_IP, dst=DST_IP, sport=40000, dport=1234, proto=6):
@@ -105,19 +104,44 @@ def test_every_flow_is_ours_and_unchanged_intent_changes_nothing():
     assert flows.diff(first, frozenset()).delete == tuple(sorted(first, key=flows.Flow.sort_key))
 
 
-def test_target_side_accepts_known_chassis_and_keys_only():
+def test_target_side_accepts_the_expected_chassis_and_keys_only():
+    """host-b hosts target-01: it takes key 1 only from the chassis holding a source of a
+    session to target-01 (host-a, where vm-230 is bound), not from any registered one."""
     intent = example()
     inv = Inventory(chassis="host-b", ports={"vm-164": LocalPort("vm-164", "brtap", "tgt164", 5)},
                     bridges=frozenset({"br-int", "brtap"}),
-                    chassis_ips={"host-a": "10.255.0.1", "host-b": HOST_B_IP})
+                    chassis_ips={"host-a": "10.255.0.1", "host-b": HOST_B_IP,
+                                 "host-c": "10.255.0.3"},
+                    bindings={"vm-230": ("host-a",), "vm-161": ("host-c",)})
     plan, ofports, table = compile_all(intent, inv)
     assert plan.hooks == () and plan.target_status == {"target-01": compiler.ACTIVE}
+    assert plan.senders == {"target-01": ("10.255.0.1",)}
     tgt, gre = ofports["tgt164"], ofports["tapgre"]
     tunnel = {"in_port": gre, "tun_ipv4_src": "10.255.0.1", **tcp()}
     assert oftable.run(table, {**tunnel, "tunnel_id": 1}) == [(tgt, None, (("tunnel_id", 1),))]
     assert oftable.run(table, {**tunnel, "tunnel_id": 2}) == []  # unknown key
     assert oftable.run(table, {**tunnel, "tun_ipv4_src": "10.255.0.9", "tunnel_id": 1}) == []
+    # a registered chassis that holds no source of target-01's sessions
+    assert oftable.run(table, {**tunnel, "tun_ipv4_src": "10.255.0.3", "tunnel_id": 1}) == []
     assert oftable.run(table, {"in_port": tgt, **tcp()}) == []  # the target sends nothing
+
+    def accepted(intent, **kw):
+        _, _, table = compile_all(intent, dataclasses.replace(inv, **kw))
+        return sorted(dict(f.match).get("tun_ipv4_src") for f in table
+                      if f.table == pipeline.table("tunnel_in").id and f.priority > 0)
+    # the source moves to host-c: host-c is expected instead
+    assert accepted(intent, bindings={"vm-230": ("host-c",)}) == ["10.255.0.3"]
+    # nobody holds the source, or its session is disabled: nothing is accepted
+    assert accepted(intent, bindings={}) == []
+    off = model.Intent.of(intent.targets.values(), intent.filters.values(),
+                          [dataclasses.replace(s, enabled=s.name != "session-01")
+                           for s in intent.sessions.values()])
+    assert accepted(off) == []
+    # a vswitch source names its chassis
+    bridge = model.Intent.of(intent.targets.values(), intent.filters.values(), [
+        dataclasses.replace(intent.session("session-01"), sources=(
+            model.Source("vswitch", "both", chassis="host-c", bridge="br-int"),))])
+    assert accepted(bridge, bindings={}) == ["10.255.0.3"]
 
 
 def test_local_target_truncates_without_tunnel():
@@ -380,7 +404,7 @@ def test_a_chassis_set_aside_is_named_by_the_sources_that_need_it():
         "error", "target target-01: chassis host-b is set aside: tunnel_ip: 'not-an-ip' is not "
         "an IP address")
     assert plan.source_status["session-02", "vm-230"] == compiler.ACTIVE
-    assert not [f for f in table if f.table == 0 and "tun_ipv4_src" in dict(f.match)]
+    assert not [f for f in table if "tun_ipv4_src" in dict(f.match)]
 
 
 def nic_intent(nic: str) -> model.Intent:
@@ -446,8 +470,7 @@ def test_a_vswitch_hook_drops_this_chassiss_own_tunnel_packets():
     plan = compiler.plan_ports(intent, inv)
     hook = next(h for h in plan.hooks if h.bridge == "br-ul")
     ofports = {hook.patch_tap: 10, "tapgre": 50, "tapvxlan": 51}
-    table = compiler.plan_flows(intent, plan, ofports, inv.chassis_ips, inv.chassis, "gre",
-                                inv.local_ip)
+    table = compiler.plan_flows(intent, plan, ofports, "gre", inv.local_ip)
     port = {"in_port": 10, "eth_type": 0x0800}
     gre_out = {**port, "ip_proto": 47, "ipv4_src": "10.255.0.1", "ipv4_dst": HOST_B_IP}
     gre_in = {**port, "ip_proto": 47, "ipv4_src": HOST_B_IP, "ipv4_dst": "10.255.0.1"}
@@ -479,7 +502,6 @@ def test_only_what_concerns_the_chassis_is_planned():
 
 def _band(table, priority):
     """The filter flows in a session's band (its table, its RULE_SLOTS priorities)."""
-    from sdnagent.compile import pipeline
     name, top = pipeline.filter_band(priority)
     tid = pipeline.table(name).id
     return {f for f in table if f.table == tid and top - pipeline.RULE_SLOTS < f.priority <= top}
@@ -529,7 +551,6 @@ def test_a_change_to_one_session_rewrites_only_that_sessions_flows():
 
 
 def test_session_bands_cover_every_priority_without_overlap():
-    from sdnagent.compile import pipeline
     seen = {}
     for prio in (1, 2, 5999, 6000, 6001, 12000, 32765, 32766):
         table, top = pipeline.filter_band(prio)
@@ -549,8 +570,7 @@ def test_diff_of_changed_groups_equals_the_full_diff(one, two):
         plan, ofports, _ = compile_all(intent, inventory(ports={
             "vm-1": LocalPort("vm-1", "br-int", "vm1", 1),
             "vm-t": LocalPort("vm-t", "brtap", "vmt", 2)}))
-        return compiler.plan_flow_groups(intent, plan, ofports, {"host-a": "10.255.0.1"},
-                                         "host-a", "gre")
+        return compiler.plan_flow_groups(intent, plan, ofports, "gre")
     before, after = groups(one), groups(two)
     flat = [frozenset(f for g in gs.values() for f in g) for gs in (before, after)]
     assert flows.diff_groups(before, after) == flows.diff(*flat)
