@@ -99,15 +99,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("dir", help="where the CA and the certificates live")
     p.add_argument("what", choices=("ca", "tapdb", "operator", "chassis"))
     p.add_argument("names", nargs="*", help="operator name (default: operator); chassis names")
+    p.add_argument("--days", type=int, default=1826,
+                   help="how long the certificates are valid (default %(default)s): tapdb "
+                        "checks no revocation list, so a stolen key works until then")
     args = p.parse_args(argv)
+    if args.days < 1:
+        p.error(f"--days: {args.days} is not allowed; give 1 or more")
     if args.what == "ca":
-        print(make_ca(args.dir))
+        print(make_ca(args.dir, args.days))
         return 0
     if args.what == "chassis" and not args.names:
         p.error("chassis: give the chassis names (each agent's [DEFAULT] host)")
     names = args.names or [args.what]
     for name in names:
-        made = issue(args.dir, name, args.what)
+        made = issue(args.dir, name, args.what, args.days)
         print(f"{name}: {made.certificate} {made.private_key}")
     return 0
 

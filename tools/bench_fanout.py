@@ -2,7 +2,8 @@
 
 Simulates N chassis in one process, each with the monitor an agent holds
 (OVSDB ``monitor_cond``: the intent tables whole, Chassis; Mirror_Source and
-Binding narrowed to its own ifaces; Chassis_Private to its own row), on a
+Binding narrowed to its own ifaces; Chassis_Private and the status tables to
+its own rows), on a
 private tapdb loaded with a small intent.  Then commits changes one at a
 time as tapctl does (a rule added to a filter, then deleted) and stamps when
 each simulated chassis receives the update.  Standalone, then a 3-member Raft
@@ -93,6 +94,8 @@ class Chassis(Peer):
         where["Mirror_Source"] = [{"where": [["iface_id", "==", ["set", [f"{self.name}-vm"]]]]}]
         where["Binding"] = [{"where": [["chassis", "==", self.name]]}]
         where["Chassis_Private"] = [{"where": [["name", "==", self.name]]}]
+        for table in ("Source_Status", "Target_Status"):
+            where[table] = [{"where": [["chassis", "==", self.name]]}]
         self.send({"method": "monitor_cond", "params": ["Tap", self.name, where], "id": 1})
 
     def handle(self, msg: dict, now: float) -> None:

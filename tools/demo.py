@@ -60,8 +60,9 @@ def run(lab: sandbox.Lab) -> int:
     a, b = lab["host-a"], lab["host-b"]
     env = dict(os.environ, **lab.client_env(), TARGET02_IP=b.ip,
                PATH=f"{BIN}:{os.environ['PATH']}")
-    how = ("TLS: tapctl with an operator's certificate, each agent with its chassis's, all "
-           "from the lab's CA" if lab.tls else "plain: the lab's unix socket")
+    how = (f"TLS: tapctl with an operator's certificate; agents at {lab.chassis_remote}, each "
+           "with its chassis's certificate and allowed to write only its own chassis's rows"
+           if lab.tls else "plain: the lab's unix socket")
     print(f"== lab: tapdb at {lab.remote} ({how}); host-a underlay {a.ip}, host-b underlay "
           f"{b.ip}")
     for iface, (port, _, ip) in VMS.items():

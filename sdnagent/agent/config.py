@@ -47,7 +47,9 @@ TUNNEL_OPTS = [
 
 TAPDB_OPTS = [
     cfg.StrOpt("connection", default="unix:/var/lib/sdnagent/tapdb/tapdb.sock",
-               help="tapdb: one remote, or every member of a Raft cluster comma-separated."),
+               help="tapdb: one remote, or every member of a Raft cluster comma-separated; "
+                    "with TLS, the agents' listeners (sdnagent-tapdb --chassis-remote), "
+                    "where this chassis may write only its own rows."),
     cfg.FloatOpt("timeout", default=10.0, min=0.1, help="Seconds to wait for tapdb."),
     cfg.StrOpt("ssl_key_file", help="For ssl: connections: this chassis's private key."),
     cfg.StrOpt("ssl_cert_file", help="For ssl: connections: its certificate, whose common "

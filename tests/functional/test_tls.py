@@ -85,6 +85,17 @@ def test_no_certificate_or_another_cas_is_refused(tls_tapdb, capsys):
                                "key, the certificate and the CA certificate together\n")
 
 
+def test_pki_certificates_last_as_long_as_told(tmp_path, capsys):
+    from cryptography import x509
+    assert pki.main([str(tmp_path), "chassis", "host-a", "--days", "30"]) == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "host-a-cert.pem").read_bytes())
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime.days == 30  # (and the five minutes of clock skew allowed before)
+    with pytest.raises(SystemExit):
+        pki.main([str(tmp_path), "chassis", "host-b", "--days", "0"])
+    assert "--days: 0 is not allowed; give 1 or more" in capsys.readouterr().err
+
+
 def test_plain_remotes_beyond_loopback_are_named():
     assert server.plain_exposed(["ptcp:6641:127.0.0.1", "pssl:6642", "ptcp:6643:[::1]"]) == []
     assert server.plain_exposed(["ptcp:6641", "ptcp:6642:0.0.0.0", "ptcp:6643:10.0.0.5"]) == [
@@ -100,7 +111,10 @@ def test_the_two_host_example_over_tls():
         mlab = MirrorLab(lab)
         assert mlab.env["TAPDB"].startswith("ssl:")
         tgt = two_host_example(mlab)
-        assert "ssl_cert_file" in (lab["host-a"].dir / "sdnagent.conf").read_text()
+        conf = (lab["host-a"].dir / "sdnagent.conf").read_text()
+        # the agents' listener: what they write is limited to their chassis's rows
+        assert "ssl_cert_file" in conf and f"connection = {lab.chassis_remote}" in conf
+        assert lab.chassis_remote != lab.remote
         sent = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
         assert mlab.wait_frames(tgt, 1) == [sent[:96]]
     finally:
