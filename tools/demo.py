@@ -120,6 +120,11 @@ def run(lab: sandbox.Lab) -> int:
     print("\n== host-b: ovs-ofctl -O OpenFlow13 dump-flows brtap")
     print(b.ofctl("dump-flows", "brtap", "--no-stats"), end="")
 
+    packet = "tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1235"
+    print(f"\n== why TCP to port 1235 was not mirrored: tapctl trace --port vm-230 --direction in "
+          f"{packet}")
+    print(tapctl("trace", "--port", "vm-230", "--direction", "in", packet), end="")
+
     ok = (len(received) == 1 and len(received[0]) == 96 and len(vxlan) == 1
           and len(vxlan[0].inner_bytes) == 96 and vxlan[0].vni == 2)
     print("\n== result: " + ("as configured: TCP:1234 to target-01 and UDP:1235 to target-02 "

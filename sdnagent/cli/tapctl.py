@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from sdnagent import liveness, model, tls
+from sdnagent import liveness, model, tls, trace
 from sdnagent.tapdb import ops, rpc, schema
 
 DEFAULT_DB = f"unix:{schema.DEFAULT_DIR}/tapdb.sock"
@@ -274,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings and statuses)")
     c.add_argument("name")
 
+    c = cmd("trace", "what the intent does with one packet at a source port: the sessions "
+                     "in priority order, the rule that decides, where the copy goes")
+    c.add_argument("--port", required=True, metavar="IFACE_ID", help="the source port")
+    c.add_argument("--direction", required=True, metavar="in|out",
+                   help="in: traffic the VM receives; out: traffic it sends")
+    c.add_argument("packet", metavar="PACKET",
+                   help="in ovs-ofctl syntax, e.g. tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,"
+                        "tp_dst=1234")
+
     for name, help in (("show", "the sessions as a tree, with status"),
                        ("list", "every object in tables")):
         c = cmd(name, help)
@@ -300,6 +309,10 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
                               sort_keys=True)
         return (format_show(intent, bound, chassis) if cmd == "show"
                 else format_list(intent, bound, chassis))
+    if cmd == "trace":
+        snap, bindings, rows, _, _ = api.everything()
+        return trace.describe(snap.intent, args.port, args.direction, args.packet, bindings,
+                              {name: (ip, encap) for name, ip, encap in rows})
     if cmd == "chassis-del":
         api.chassis_del(args.name, time.time())
         return ""

@@ -110,6 +110,24 @@ def test_two_session_example_across_hosts(mlab, encap):
     assert any("output(port=" in f and "max_len=96" in f for f in flows), flows
     assert all(f.startswith("cookie=0x7a90") for f in flows), flows
 
+    # what the intent says of these packets, with the chassis as the agents published them
+    def trace(packet: str) -> list[str]:
+        return mlab.tapctl("trace", "--port", "vm-230", "--direction", "in", packet).splitlines()
+    to = "nw_src=192.168.0.161,nw_dst=192.168.0.230"
+    out = trace(f"tcp,{to},tp_dst=1234")
+    assert out[2].startswith("  session-01 (priority 1): accept: filter filter-01 inbound rule 1 "
+                             "accept tcp"), out
+    how = "GRE key 1" if encap == "gre" else "VXLAN (UDP 4790) VNI 1"
+    assert out[3] == ("mirrored by session-01: the first 96 bytes to target target-01 (port "
+                      f"vm-164) on chassis host-b: {how} (the target's) from host-a to {b.ip}")
+    out = trace(f"tcp,{to},tp_dst=1235")
+    assert out[2:] == [
+        "  session-01 (priority 1): passed: no inbound rule of filter filter-01 matches (1: "
+        "dst-port 1235 not in 1234)",
+        "  session-02 (priority 2): passed: no inbound rule of filter filter-02 matches (1: "
+        "not udp)",
+        "not mirrored: no rule of any session matches"]
+
 
 def test_a_target_takes_tunnelled_copies_only_from_the_chassis_expected(mlab):
     """host-b hosts target-01 (key 1) and accepts it only from host-a, where the source of

@@ -1,0 +1,272 @@
+"""What the intent does with one packet seen at one source (pure): ``tapctl trace``.
+
+The packet is written as ovs-ofctl writes a flow (``tcp,nw_src=192.168.0.161,
+nw_dst=192.168.0.230,tp_dst=1234``). The sessions that have the port as an
+enabled source in that direction are taken in priority order; in each, the
+first rule of the direction that matches decides (accept: mirrored to that
+session's target; reject: not mirrored at all); a session whose rules all
+miss passes the packet on. This is the model's semantics, stated once more
+in words a person can follow; the unit tests hold it to the compiled flows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from typing import Optional
+
+from sdnagent import model
+
+ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
+_SHORTHANDS = {  # ovs-ofctl's protocol keywords: (eth_type, ip_proto)
+    "ip": (ETH_IPV4, None), "ipv6": (ETH_IPV6, None), "arp": (ETH_ARP, None),
+    "tcp": (ETH_IPV4, 6), "udp": (ETH_IPV4, 17), "icmp": (ETH_IPV4, 1), "sctp": (ETH_IPV4, 132),
+    "tcp6": (ETH_IPV6, 6), "udp6": (ETH_IPV6, 17), "icmp6": (ETH_IPV6, 58),
+    "sctp6": (ETH_IPV6, 132),
+}
+_FIELDS = {  # ovs-ofctl field names -> ours
+    "dl_type": "eth_type", "eth_type": "eth_type", "nw_proto": "ip_proto", "ip_proto": "ip_proto",
+    "nw_src": "ipv4_src", "ip_src": "ipv4_src", "nw_dst": "ipv4_dst", "ip_dst": "ipv4_dst",
+    "ipv6_src": "ipv6_src", "ipv6_dst": "ipv6_dst",
+    "tp_src": "src_port", "tcp_src": "src_port", "udp_src": "src_port",
+    "tp_dst": "dst_port", "tcp_dst": "dst_port", "udp_dst": "dst_port",
+}
+_ALLOWED = ("a protocol (" + ", ".join(_SHORTHANDS) + ") and " + ", ".join(sorted(_FIELDS)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Packet:
+    """The fields of a packet that rules look at."""
+
+    eth_type: int
+    ip_proto: Optional[int] = None
+    src: Optional[str] = None  # IP address, of the eth_type's family
+    dst: Optional[str] = None
+    src_port: Optional[int] = None  # TCP or UDP only
+    dst_port: Optional[int] = None
+
+    @property
+    def family(self) -> Optional[str]:
+        return {ETH_IPV4: "ipv4", ETH_IPV6: "ipv6"}.get(self.eth_type)
+
+    def fields(self) -> dict:
+        """As OpenFlow match fields (``eth_type``, ``ipv4_src``, ``tcp_dst``...)."""
+        out: dict = {"eth_type": self.eth_type}
+        if self.ip_proto is not None:
+            out["ip_proto"] = self.ip_proto
+        for end, ip in (("src", self.src), ("dst", self.dst)):
+            if ip is not None:
+                out[f"{self.family}_{end}"] = ip
+        l4 = {6: "tcp", 17: "udp"}.get(self.ip_proto or -1)
+        for end, port in (("src", self.src_port), ("dst", self.dst_port)):
+            if port is not None and l4:
+                out[f"{l4}_{end}"] = port
+        return out
+
+
+def parse_packet(text: str) -> Packet:
+    """A packet in ovs-ofctl's flow syntax; IntentError naming what is wrong."""
+    found: dict[str, object] = {}
+
+    def put(key: str, value: object, token: str) -> None:
+        if key in found and found[key] != value:
+            raise model.IntentError("packet", f"{token!r} contradicts what is given before it")
+        found[key] = value
+
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        name, sep, value = token.partition("=")
+        if not sep:
+            if name not in _SHORTHANDS:
+                raise model.IntentError("packet", f"{token!r} is not allowed; give {_ALLOWED}")
+            eth, proto = _SHORTHANDS[name]
+            put("eth_type", eth, token)
+            if proto is not None:
+                put("ip_proto", proto, token)
+            continue
+        key = _FIELDS.get(name)
+        if key is None:
+            raise model.IntentError("packet", f"{name!r} is not allowed; give {_ALLOWED}")
+        if key in ("eth_type", "ip_proto"):
+            bounds = (0, 0xFFFF) if key == "eth_type" else (0, 255)
+            try:
+                number = int(value, 0)
+            except ValueError:
+                number = -1
+            if not bounds[0] <= number <= bounds[1]:
+                raise model.IntentError("packet", f"{name}={value!r} is not allowed; give a "
+                                        f"number {bounds[0]}..{bounds[1]}")
+            put(key, number, token)
+        elif key.endswith("_port"):
+            put(key, model.parse_int(name, value, (0, 65535)), token)
+        else:
+            try:
+                ip = ipaddress.ip_address(value)
+            except ValueError:
+                raise model.IntentError("packet", f"{name}={value!r} is not allowed; give an "
+                                        "IP address") from None
+            family = "ipv4" if ip.version == 4 else "ipv6"
+            if key.split("_")[0] != family:
+                raise model.IntentError("packet", f"{name}={value} is not allowed: "
+                                        f"{name} takes an {key.split('_')[0]} address")
+            put(key.split("_")[1], str(ip), token)
+            put("eth_type", ETH_IPV4 if ip.version == 4 else ETH_IPV6, token)
+    if "eth_type" not in found:
+        raise model.IntentError("packet", f"{text!r} says nothing of the packet's kind; give "
+                                "a protocol (ip, tcp, udp, icmp, ipv6, tcp6, arp...) or addresses")
+    pkt = Packet(**found)  # type: ignore[arg-type]
+    if pkt.family is None and (pkt.ip_proto is not None or pkt.src or pkt.dst):
+        raise model.IntentError("packet", "IP fields are not allowed on a non-IP packet")
+    if (pkt.src_port is not None or pkt.dst_port is not None) and pkt.ip_proto not in (6, 17):
+        raise model.IntentError("packet", "tp_src and tp_dst are allowed with tcp or udp only")
+    return pkt
+
+
+def rule_decides(rule: model.Rule, pkt: Packet) -> Optional[str]:
+    """Why ``rule`` does not match ``pkt``, or None when it matches."""
+    if pkt.family != rule.ethertype:
+        return f"not {rule.ethertype}"
+    if rule.protocol is not None and pkt.ip_proto != rule.protocol:
+        return f"not {model.protocol_name(rule.protocol)}"
+    for end, cidr, ip in (("src", rule.src, pkt.src), ("dst", rule.dst, pkt.dst)):
+        if cidr is not None and (ip is None or ipaddress.ip_address(ip)
+                                 not in ipaddress.ip_network(cidr)):
+            return f"{end} {ip or 'unknown'} not in {cidr}"
+    for end, rng, port in (("src-port", rule.src_port, pkt.src_port),
+                           ("dst-port", rule.dst_port, pkt.dst_port)):
+        if rng is not None and (port is None or not rng.lo <= port <= rng.hi):
+            return f"{end} {port if port is not None else 'unknown'} not in {rng}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What one session did with the packet."""
+
+    session: str
+    priority: int
+    outcome: str  # skipped, passed, accept, reject
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    steps: tuple[Step, ...]
+    mirrored_by: Optional[str] = None  # the session that mirrors it
+    rule: Optional[model.Rule] = None  # the rule that decided (None: no filter, or none)
+    decided_by: Optional[str] = None  # the session whose rule decided (accept or reject)
+
+
+def evaluate(intent: model.Intent, port: str, direction: str, pkt: Packet) -> Trace:
+    """The sessions that see ``pkt`` at ``port`` going ``direction`` (in: to the VM, out:
+    from it), in priority order, and which one decides."""
+    rules_of = "inbound" if direction == "in" else "outbound"
+    steps: list[Step] = []
+    for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
+        src = next((s for s in sess.sources if s.type == "port" and s.iface_id == port
+                    and s.direction in (direction, "both")), None)
+        if src is None:
+            continue
+        target = intent.targets.get(sess.target)
+
+        def step(outcome: str, why: str) -> Step:
+            return Step(sess.name, sess.priority, outcome, why)
+        skip = ("the session is disabled" if not sess.enabled else
+                "the source is disabled" if not src.enabled else
+                f"target {sess.target} is disabled" if target is None or not target.enabled
+                else None)
+        if skip is None:
+            try:
+                model.check_stored(intent, sess)
+                model.check_stored_source(src)
+            except model.IntentError as exc:
+                skip = f"set aside by the agents: {exc}"
+        if skip is not None:
+            steps.append(step("skipped", skip))
+            continue
+        if sess.filter is None:
+            steps.append(step("accept", "no filter: it mirrors everything in its direction"))
+            return Trace(tuple(steps), sess.name, None, sess.name)
+        rules = intent.filters[sess.filter].rules(rules_of)
+        if not rules:
+            steps.append(step("passed", f"filter {sess.filter} has no {rules_of} rule: it "
+                                        "mirrors nothing in this direction"))
+            continue
+        missed = []
+        for rule in rules:
+            why = rule_decides(rule, pkt)
+            if why is None:
+                steps.append(step(rule.action, f"filter {sess.filter} {rules_of} rule "
+                                               f"{rule.describe()} matches"
+                                  + (f" (rules {', '.join(missed)} do not)" if missed else "")))
+                return Trace(tuple(steps), sess.name if rule.action == "accept" else None,
+                             rule, sess.name)
+            missed.append(f"{rule.priority}: {why}")
+        steps.append(step("passed", f"no {rules_of} rule of filter {sess.filter} matches ("
+                                    + "; ".join(missed) + ")"))
+    return Trace(tuple(steps))
+
+
+def delivery(intent: model.Intent, session: str, port: str,
+             bindings: Mapping[str, tuple[str, ...]], chassis: Mapping[str, tuple[str, str]]
+             ) -> str:
+    """What happens to a copy of ``session`` taken at ``port``: where it goes, how, how
+    long. ``chassis``: name -> (tunnel IP, encap)."""
+    sess = intent.sessions[session]
+    target = intent.targets[sess.target]
+    length = (f"the first {sess.packet_length} bytes" if sess.packet_length
+              else "the whole frame")
+    if target.type == "vxlan":
+        return (f"{length} to target {target.name} by VXLAN (UDP 4789) to {target.remote_ip}, "
+                f"VNI {sess.vni} (the session's)")
+    here = bindings.get(port, ())
+    if len(here) != 1:
+        return (f"nowhere: port {port} is " + ("bound on no chassis" if not here else
+                                               f"claimed by chassis {' and '.join(here)}"))
+    there = ((target.chassis,) if target.type == "nic"
+             else bindings.get(target.iface_id or "", ()))
+    what = f"target {target.name} ({target.where()})"
+    if len(there) != 1:
+        return (f"nowhere: {what} is " + ("on no chassis" if not there else
+                                          f"claimed by chassis {' and '.join(there)}"))
+    src, dst = here[0], there[0]
+    if src == dst:
+        return f"{length} to {what}, on chassis {src} itself"
+    if dst not in chassis:
+        return f"nowhere: {what} is on chassis {dst}, which registered no tunnel address"
+    ip, _ = chassis[dst]
+    encap = chassis.get(src, ("", "gre"))[1]
+    how = (f"GRE key {target.tunnel_key}" if encap == "gre"
+           else f"VXLAN (UDP 4790) VNI {target.tunnel_key}")
+    return (f"{length} to {what} on chassis {dst}: {how} (the target's) from {src} to "
+            f"{ip}")
+
+
+def describe(intent: model.Intent, port: str, direction: str, packet: str,
+             bindings: Mapping[str, tuple[str, ...]], chassis: Mapping[str, tuple[str, str]]
+             ) -> str:
+    """``tapctl trace``'s text."""
+    pkt = parse_packet(packet)
+    model.parse_iface_id("port", port)
+    model.parse_choice("direction", direction, ("in", "out"))
+    trace = evaluate(intent, port, direction, pkt)
+    where = bindings.get(port, ())
+    lines = [f"packet {packet} at port {port} ({'to' if direction == 'in' else 'from'} the "
+             f"VM), direction {direction}"
+             + (f", on chassis {', '.join(where)}" if where else ", bound on no chassis")]
+    if not trace.steps:
+        lines.append(f"not mirrored: no session has port {port} as a source in direction "
+                     f"{direction}")
+        return "\n".join(lines)
+    lines.append("sessions, in priority order:")
+    for s in trace.steps:
+        lines.append(f"  {s.session} (priority {s.priority}): {s.outcome}: {s.why}")
+    if trace.mirrored_by is not None:
+        lines.append(f"mirrored by {trace.mirrored_by}: "
+                     + delivery(intent, trace.mirrored_by, port, bindings, chassis))
+    elif trace.decided_by is not None:
+        lines.append(f"not mirrored: {trace.decided_by} rejects it (no later session is tried)")
+    else:
+        lines.append("not mirrored: no rule of any session matches")
+    return "\n".join(lines)
