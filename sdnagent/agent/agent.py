@@ -16,7 +16,8 @@ import time
 from typing import Any, Optional
 
 from sdnagent import tls
-from sdnagent.compile import compiler, flows
+from sdnagent.agent.metrics import Metrics
+from sdnagent.compile import compiler, counters, flows
 from sdnagent.switch.ofswitch import OFError, OFSwitch
 from sdnagent.switch.ovsdb import LocalSwitch, SwitchError
 from sdnagent.tapdb import client
@@ -42,6 +43,9 @@ class Agent:
         self._applied: Optional[tuple] = None  # the inputs of the last pass that succeeded
         self._groups: Optional[dict] = None  # its flows by group: what brtap holds
         self._rejected: dict[str, str] = {}  # chassis rows set aside, as last logged
+        # what the last applied pass counts: its counter plan and the rows it read
+        self._counted: Optional[tuple[counters.CounterPlan, Any]] = None
+        self.metrics = Metrics()
 
     # ------------------------------------------------------------ events
 
@@ -60,6 +64,9 @@ class Agent:
 
     def start(self) -> None:
         """Connect to everything, retrying with backoff until it works or we stop."""
+        if self.conf.metrics.listen_port:
+            self.metrics.serve(str(self.conf.metrics.listen_address),
+                               self.conf.metrics.listen_port)
         self.of.start(lambda why: self.mark(why))
         self._retry("the local switch", lambda: self.switch.start(
             lambda table: self.mark(f"local {table}")))
@@ -74,10 +81,12 @@ class Agent:
             self.tapdb.idl.on_row = cache.changed
         self.tapdb.idl.on_change = self._tapdb_changed
         self._retry("tapdb", self._heartbeat)
+        self._connections()
         self.mark("start")
 
     def _tapdb_changed(self, table: str) -> None:
-        if table != "Chassis_Private":  # only our own heartbeat coming back
+        # of these this agent sees only its own rows: its heartbeat and counters coming back
+        if table not in ("Chassis_Private", "Session_Stats"):
             self.mark(f"tapdb {table}")
 
     def _retry(self, what: str, func: Any) -> Any:
@@ -94,6 +103,7 @@ class Agent:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+        self.metrics.stop()
 
     def _heartbeat(self) -> None:
         """Keep this chassis's row right (someone may have changed it) and say we are alive."""
@@ -110,8 +120,10 @@ class Agent:
         backoff = 0.0
         next_resync = time.monotonic() + self.conf.resync_interval
         next_beat = time.monotonic() + self.conf.heartbeat_interval
+        stats_every = self.conf.metrics.stats_interval
+        next_stats = time.monotonic() + stats_every if stats_every else float("inf")
         while not self.stopping.is_set():
-            timeout = max(0.0, min(next_resync, next_beat) - time.monotonic())
+            timeout = max(0.0, min(next_resync, next_beat, next_stats) - time.monotonic())
             self.wake.wait(timeout)
             if self.stopping.is_set():
                 break
@@ -121,7 +133,16 @@ class Agent:
                 try:
                     self._heartbeat()
                 except Exception as exc:
+                    self.metrics.errors.labels("heartbeat").inc()
                     LOG.warning("heartbeat failed: %s", exc)
+                self._connections()
+            if now >= next_stats:
+                next_stats = now + stats_every
+                try:
+                    self.count()
+                except Exception as exc:
+                    self.metrics.errors.labels("counters").inc()
+                    LOG.warning("reading or publishing counters failed: %s", _why(exc))
             if now >= next_resync:
                 self.mark("periodic resync")
             if not self.wake.is_set():
@@ -131,13 +152,17 @@ class Agent:
             reasons = self._take_reasons()
             try:
                 again = self.reconcile(reasons)
+                self._connections()
                 backoff = 0.0
                 if "periodic resync" in reasons:  # events must not postpone it forever
                     next_resync = time.monotonic() + self.conf.resync_interval
                 if again:
                     self.mark(again)
             except Exception as exc:  # any failure: full resync after a backoff
-                self._applied = self._groups = None
+                self._applied = self._groups = self._counted = None
+                self.metrics.passes.labels("failed").inc()
+                self.metrics.errors.labels(_kind(exc)).inc()
+                self._connections()
                 backoff = min(max(backoff * 2, 0.5), 30.0)
                 LOG.error("reconcile failed: %s; full resync in %.1f s, or at the next change",
                           _why(exc), backoff,
@@ -191,6 +216,7 @@ class Agent:
         if inputs == self._applied and not full and not any(
                 r.split(" ")[0] in FORCING for r in reasons):
             self.tapdb.report_applied(self.chassis, view.generation)
+            self.metrics.passes.labels("unchanged").inc()
             LOG.debug("reconcile (%s): nothing that concerns chassis %s changed; %.1f ms",
                       ", ".join(reasons), self.chassis, (time.monotonic() - started) * 1000)
             return None
@@ -243,6 +269,13 @@ class Agent:
                  len(change.add), len(change.delete), sum(map(len, groups.values())), updated,
                  (time.monotonic() - started) * 1000, clock,
                  f"; waiting for the switch to number {', '.join(waiting)}" if waiting else "")
+        m = self.metrics
+        m.passes.labels("applied").inc()
+        m.pass_seconds.observe(time.monotonic() - started)
+        m.flows.set(sum(map(len, groups.values())))
+        m.flow_mods.labels("add").inc(len(change.add))
+        m.flow_mods.labels("delete").inc(len(change.delete))
+        self._counted = (counters.plan_counters(intent, plan), view.snapshot)
         # a replaced hook is created on the next pass; an ofport still to come arrives as an
         # OVSDB event, which marks work by itself
         if port_changes:
@@ -251,6 +284,25 @@ class Agent:
         # the flows are committed and a barrier confirmed it: say which intent that was
         self.tapdb.report_applied(self.chassis, view.generation)
         return None
+
+    def count(self) -> int:
+        """Read the switch's counters of what this chassis mirrors and publish them where
+        they changed (rows no other agent monitors); returns the rows written.  Nothing
+        to count: no dump, no read."""
+        if self._counted is None or self.tapdb is None or not self.of.connected:
+            return 0
+        plan, snapshot = self._counted
+        values = (counters.counters(plan, self.of.counts(), self.switch.mirror_counts())
+                  if plan.flows else {})
+        self.metrics.mirrored.update(values)
+        return self.tapdb.write_counters(self.chassis, snapshot, values)
+
+    def _connections(self) -> None:
+        """The connection gauges, refreshed after every pass and at every heartbeat."""
+        for peer, api in (("tapdb", self.tapdb), ("ovsdb", self.switch.api)):
+            idl = api.idl if api is not None else None
+            self.metrics.connected.labels(peer).set(int(bool(idl and idl.is_connected())))
+        self.metrics.connected.labels("openflow").set(int(self.of.connected))
 
     def _log_rejected(self, rejected: dict[str, str]) -> None:
         """One line when a chassis row is set aside, and when it is right again."""
@@ -350,6 +402,13 @@ def _repairs(change: flows.FlowDiff) -> str:
 def _port_target_ifaces(intent: Any) -> frozenset[str]:
     return frozenset(t.iface_id for t in intent.targets.values()
                      if t.type == "port" and t.iface_id)
+
+
+def _kind(exc: BaseException) -> str:
+    """What failed, for the errors metric."""
+    return ("tapdb" if isinstance(exc, client.TapdbError) else
+            "switch" if isinstance(exc, SwitchError) else
+            "openflow" if isinstance(exc, OFError) else "internal")
 
 
 def _why(exc: BaseException) -> str:

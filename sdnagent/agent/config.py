@@ -18,7 +18,14 @@ DEFAULT_OPTS = [
                  help="Seconds between updates of this chassis's heartbeat in tapdb."),
     cfg.BoolOpt("debug", default=False,
                 help="Log the agent's debug messages (every pass, even those that change "
-                     "nothing); the libraries it uses log at info level then."),
+                     "nothing); the libraries it uses log at info level then. Same as "
+                     "log_level = debug."),
+    cfg.StrOpt("log_level", default="info", choices=["debug", "info", "warning", "error"],
+               help="The least severe messages logged."),
+    cfg.StrOpt("log_file",
+               help="Log to this file (reopened when logrotate moves it). Unset: standard "
+                    "error, which systemd hands to the journal; the agent then marks each "
+                    "line with its priority for journald and leaves the time to it."),
 ]
 
 OVS_OPTS = [
@@ -59,10 +66,22 @@ TAPDB_OPTS = [
 ]
 
 
+METRICS_OPTS = [
+    cfg.FloatOpt("stats_interval", default=10.0, min=0.0,
+                 help="Seconds between readings of the switch's counters (per session, "
+                      "rule and source), published into tapdb where they changed; 0: never."),
+    cfg.IPOpt("listen_address", default="127.0.0.1",
+              help="Where the Prometheus endpoint listens."),
+    cfg.PortOpt("listen_port",
+                help="The Prometheus endpoint's port (http://ADDRESS:PORT/metrics); unset: "
+                     "no endpoint."),
+]
+
+
 def list_opts() -> list:
     """For oslo-config-generator (namespace ``sdnagent``)."""
     return [(None, DEFAULT_OPTS), ("ovs", OVS_OPTS), ("tunnel", TUNNEL_OPTS),
-            ("tapdb", TAPDB_OPTS)]
+            ("tapdb", TAPDB_OPTS), ("metrics", METRICS_OPTS)]
 
 
 class ConfigError(ValueError):

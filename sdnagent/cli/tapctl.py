@@ -38,9 +38,16 @@ def _onoff(enabled: bool) -> str:
     return "enabled" if enabled else "disabled"
 
 
-def _source_line(src: model.Source, bound: Optional[frozenset[str]]) -> str:
+def _source_line(src: model.Source, bound: Optional[frozenset[str]],
+                 counted: Optional[dict[str, int]] = None) -> str:
     what = f"port {src.key} direction {src.direction}" if src.type == "port" else f"vswitch {src.key}"
-    return f"{what}, {_onoff(src.enabled)}, status {_status_text(src.status, src.iface_id, bound)}"
+    line = f"{what}, {_onoff(src.enabled)}, status {_status_text(src.status, src.iface_id, bound)}"
+    c = counted or {}
+    if f"source {src.key} packets" in c:
+        line += (f"; {c[f'source {src.key} packets']} copies, "
+                 f"{c[f'source {src.key} unmatched']} matched no rule, "
+                 f"{c[f'source {src.key} rejected']} rejected")
+    return line
 
 
 def _target_line(t: model.Target, bound: Optional[frozenset[str]]) -> str:
@@ -50,7 +57,8 @@ def _target_line(t: model.Target, bound: Optional[frozenset[str]]) -> str:
     return f"{line}, status {_status_text(t.status, t.iface_id, bound)}"
 
 
-def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
+def _filter_lines(flt: model.Filter, indent: str,
+                  counted: Optional[dict[str, int]] = None) -> list[str]:
     lines = []
     for direction in model.RULE_DIRECTIONS:
         rules = flt.rules(direction)
@@ -58,8 +66,22 @@ def _filter_lines(flt: model.Filter, indent: str) -> list[str]:
             lines.append(f"{indent}{direction}: no rules (mirrors nothing)")
             continue
         lines.append(f"{indent}{direction}:")
-        lines += [f"{indent}  {r.describe()}" for r in rules]
+        for r in rules:
+            hits = (counted or {}).get(f"rule {direction} {r.priority} packets")
+            lines.append(f"{indent}  {r.describe()}" + (f" ({hits} hits)" if hits is not None
+                                                         else ""))
     return lines
+
+
+def summed(counters: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Each session's counters added up over the chassis that reported them."""
+    out: dict[str, dict[str, int]] = {}
+    for session, by_chassis in counters.items():
+        total = out.setdefault(session, {})
+        for values in by_chassis.values():
+            for key, value in values.items():
+                total[key] = total.get(key, 0) + value
+    return out
 
 
 def chassis_json(rows: list[tuple[str, str, str]], beats: dict[str, liveness.Liveness],
@@ -77,28 +99,33 @@ def chassis_json(rows: list[tuple[str, str, str]], beats: dict[str, liveness.Liv
 
 
 def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
-                chassis: Optional[list[dict]] = None) -> str:
+                chassis: Optional[list[dict]] = None,
+                counted: Optional[dict[str, dict[str, int]]] = None) -> str:
     """A tree: each session (by priority) with its target, filter rules and sources.
 
     ``bound``: the iface-ids some chassis has published, when known; ``chassis``:
-    :func:`chassis_json`, whose silent members are named at the end."""
+    :func:`chassis_json`, whose silent members are named at the end; ``counted``:
+    :func:`summed` counters."""
     lines = []
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         length = f"packet length {sess.packet_length}" if sess.packet_length else "whole frames"
+        mine = (counted or {}).get(sess.name)
         lines.append(f"session {sess.name}: priority {sess.priority}, vni {sess.vni}, {length}, "
-                     f"{_onoff(sess.enabled)}")
+                     f"{_onoff(sess.enabled)}"
+                     + (f"; mirrored {mine['packets']} packets ({mine['bytes']} bytes)"
+                        if mine else ""))
         target = intent.targets.get(sess.target)
         lines.append(f"  target {sess.target}: " + (_target_line(target, bound) if target else "missing"))
         if sess.filter is None:
             lines.append("  filter: none (mirrors every frame in each source's direction)")
         else:
             lines.append(f"  filter {sess.filter}")
-            lines += _filter_lines(intent.filters[sess.filter], "    ")
+            lines += _filter_lines(intent.filters[sess.filter], "    ", mine)
         if not sess.sources:
             lines.append("  sources: none")
         else:
             lines.append("  sources:")
-            lines += [f"    {_source_line(s, bound)}" for s in sess.sources]
+            lines += [f"    {_source_line(s, bound, mine)}" for s in sess.sources]
     used = {s.target for s in intent.sessions.values()} | {
         s.filter for s in intent.sessions.values() if s.filter is not None}
     for t in sorted(intent.targets.values(), key=lambda t: t.name):
@@ -124,8 +151,12 @@ def _rule_json(r: model.Rule) -> dict:
             "src_port": _range_json(r.src_port), "dst_port": _range_json(r.dst_port)}
 
 
-def intent_json(intent: model.Intent) -> dict:
-    """The whole intent as plain JSON, sorted by name (sessions by priority)."""
+def intent_json(intent: model.Intent,
+                counters: Optional[dict[str, dict[str, dict[str, int]]]] = None) -> dict:
+    """The whole intent as plain JSON, sorted by name (sessions by priority); with each
+    session's counters, added up and by chassis."""
+    counters = counters or {}
+    total = summed(counters)
     return {
         "targets": [dict(_fields(t), status=dict(t.status))
                     for t in sorted(intent.targets.values(), key=lambda t: t.name)],
@@ -135,7 +166,9 @@ def intent_json(intent: model.Intent) -> dict:
         "sessions": [dict(name=s.name, priority=s.priority, vni=s.vni, packet_length=s.packet_length,
                           enabled=s.enabled, filter=s.filter, target=s.target,
                           sources=[dict(_fields(src), status=dict(src.status))
-                                   for src in s.sources])
+                                   for src in s.sources],
+                          counters=total.get(s.name, {}),
+                          counters_by_chassis=counters.get(s.name, {}))
                      for s in sorted(intent.sessions.values(), key=lambda s: s.priority)],
     }
 
@@ -182,6 +215,39 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
                            [(c["name"], c["tunnel_ip"], c["encap"],
                              None if c["last_heard"] is None else f"{c['last_heard']} s ago",
                              c["state"]) for c in chassis or ()])
+    return "\n".join(lines)
+
+
+def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, int]]],
+                 only: Optional[str] = None) -> str:
+    """What each session mirrored, each rule decided and each source handed over, added up
+    over the chassis (``-``: no chassis has reported the session)."""
+    sessions = sorted(intent.sessions.values(), key=lambda s: s.priority)
+    if only is not None:
+        sessions = [intent.session(only)]
+    total = summed(counters)
+    rows, rules, sources = [], [], []
+    for sess in sessions:
+        c = total.get(sess.name)
+
+        def get(key: str) -> Optional[int]:
+            return None if c is None else c.get(key, 0)
+        rows.append((sess.name, get("packets"), get("bytes"),
+                     ", ".join(sorted(counters.get(sess.name, {}))) or None))
+        flt = intent.filters.get(sess.filter or "")
+        for direction in model.RULE_DIRECTIONS:
+            for r in flt.rules(direction) if flt is not None else ():
+                rules.append((sess.name, direction, r.priority, r.action,
+                              get(f"rule {direction} {r.priority} packets"),
+                              get(f"rule {direction} {r.priority} bytes")))
+        for src in sess.sources:
+            sources.append((sess.name, src.key,
+                            *(get(f"source {src.key} {k}")
+                              for k in ("packets", "bytes", "unmatched", "rejected"))))
+    lines = _table(("SESSION", "MIRRORED PACKETS", "BYTES", "CHASSIS"), rows)
+    lines += [""] + _table(("SESSION", "DIRECTION", "RULE", "ACTION", "HITS", "BYTES"), rules)
+    lines += [""] + _table(("SESSION", "SOURCE", "COPIES", "BYTES", "MATCHED NO RULE",
+                            "REJECTED"), sources)
     return "\n".join(lines)
 
 
@@ -274,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings and statuses)")
     c.add_argument("name")
 
+    c = cmd("stats", "what each session mirrored, each rule decided and each source handed "
+                     "over, added up over the chassis")
+    c.add_argument("session", nargs="?", help="only this session")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+
     c = cmd("trace", "what the intent does with one packet at a source port: the sessions "
                      "in priority order, the rule that decides, where the copy goes")
     c.add_argument("--port", required=True, metavar="IFACE_ID", help="the source port")
@@ -300,19 +371,32 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
     """Carry out one parsed command; returns what to print."""
     cmd = _ALIASES.get(args.cmd, args.cmd)
     if cmd in ("show", "list"):
-        snap, bindings, rows, beats, _ = api.everything()
+        every = api.everything()
         now = time.time()
-        intent = liveness.apply(snap.intent, bindings, beats, now)
-        chassis, bound = chassis_json(rows, beats, now), frozenset(bindings)
+        intent = liveness.apply(every.snapshot.intent, every.bindings, every.beats, now)
+        chassis = chassis_json(every.chassis, every.beats, now)
+        bound = frozenset(every.bindings)
         if args.format == "json":
-            return json.dumps(dict(intent_json(intent), chassis=chassis), indent=2,
-                              sort_keys=True)
-        return (format_show(intent, bound, chassis) if cmd == "show"
+            return json.dumps(dict(intent_json(intent, every.counters), chassis=chassis),
+                              indent=2, sort_keys=True)
+        return (format_show(intent, bound, chassis, summed(every.counters)) if cmd == "show"
                 else format_list(intent, bound, chassis))
+    if cmd == "stats":
+        every = api.everything()
+        intent = every.snapshot.intent
+        if args.format == "json":
+            names = [args.session] if args.session else sorted(intent.sessions)
+            for name in names:
+                intent.session(name)  # NotFound for an unknown name
+            total = summed(every.counters)
+            return json.dumps({n: {"counters": total.get(n, {}),
+                                   "counters_by_chassis": every.counters.get(n, {})}
+                               for n in names}, indent=2, sort_keys=True)
+        return format_stats(intent, every.counters, args.session)
     if cmd == "trace":
-        snap, bindings, rows, _, _ = api.everything()
-        return trace.describe(snap.intent, args.port, args.direction, args.packet, bindings,
-                              {name: (ip, encap) for name, ip, encap in rows})
+        every = api.everything()
+        return trace.describe(every.snapshot.intent, args.port, args.direction, args.packet,
+                              every.bindings, {n: (ip, encap) for n, ip, encap in every.chassis})
     if cmd == "chassis-del":
         api.chassis_del(args.name, time.time())
         return ""

@@ -501,8 +501,9 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
         group = [flow("classify", 200, {"in_port": in_port}, goto=FILTER_TABLES[0],
                       kind="source", obj=hname)]
         if hook.select == "all" and local_ip:
-            group += [flow("classify", 250, {**m, "in_port": in_port}, kind="source", obj=hname)
-                      for m in _own_tunnel_matches(local_ip)]
+            # a cookie of their own: the hook's entry counts only what goes on to be judged
+            group += [flow("classify", 250, {**m, "in_port": in_port}, kind="source",
+                           obj=f"{hname}/own-tunnel") for m in _own_tunnel_matches(local_ip)]
         groups[f"hook {hname}"] = tuple(group)
         for sess in sorted({s.name: s for s in sessions}.values(), key=lambda s: s.priority):
             rules = (intent.filters[sess.filter].rules(hook.rules) if sess.filter is not None

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import ovsdbutil
+from sdnagent.tapdb import rpc
 from sdnagent.compile.compiler import Hook, LocalPort, PortPlan
 
 HOOK_KEY = "sdnagent-hook"
@@ -74,6 +75,26 @@ class LocalSwitch:
             self.api.close()
 
     # ------------------------------------------------------------ reading
+
+    def mirror_counts(self) -> dict[str, tuple[int, int]]:
+        """tx packets and bytes of our Mirrors, by hook name: one select of the column the
+        IDL leaves out (vswitchd rewrites it every few seconds)."""
+        try:
+            conn = rpc.connect(self.remote, self.timeout)
+            try:
+                [found] = conn.call("transact", "Open_vSwitch", {
+                    "op": "select", "table": "Mirror", "where": [],
+                    "columns": ["statistics", "external_ids"]})
+            finally:
+                conn.close()
+        except rpc.RpcError as exc:
+            raise SwitchError(f"cannot read Mirror statistics at {self.remote}: {exc}") from exc
+        out = {}
+        for row in found.get("rows", []):
+            ids, stats = dict(row["external_ids"][1]), dict(row["statistics"][1])
+            if HOOK_KEY in ids:
+                out[ids[HOOK_KEY]] = (stats.get("tx_packets", 0), stats.get("tx_bytes", 0))
+        return out
 
     def inventory(self) -> dict[str, Any]:
         """This host's side of :class:`~sdnagent.compile.compiler.Inventory`.

@@ -229,11 +229,28 @@ class TapdbApi(ovsdbutil.Backend):
             row = snap.rows.get(("target", name))
             if row is not None:
                 want["Target_Status", row.uuid] = (row, status)
+        return self._own_rows(chassis, _STATUS_TABLES, want, f"status of {chassis}")
 
+    def write_counters(self, chassis: str, snap: Snapshot,
+                       counters: dict[str, dict[str, int]]) -> int:
+        """Make the Session_Stats rows of ``chassis`` exactly these counters (by session
+        name); returns how many rows changed.  Rows no agent monitors but its own."""
+        want: dict[tuple[str, Any], tuple[Any, dict]] = {}
+        for name, values in counters.items():
+            row = snap.rows.get(("session", name))
+            if row is not None:
+                want["Session_Stats", row.uuid] = (row, values)
+        return self._own_rows(chassis, _STATS_TABLES, want, f"counters of {chassis}")
+
+    def _own_rows(self, chassis: str, tables: tuple[tuple[str, str, str], ...],
+                  want: dict[tuple[str, Any], tuple[Any, dict]], what: str) -> int:
+        """Make the rows of ``tables`` that name ``chassis`` exactly ``want``: (table,
+        object uuid) -> (the object's row, the map); each table given as (table, its
+        reference column, its map column).  Returns how many rows changed."""
         def changes(idl: Any) -> tuple[list, list, list]:
             have: set[tuple[str, Any]] = set()
             deletes, updates = [], []
-            for table, column in _STATUS_TABLES:
+            for table, column, value in tables:
                 for r in idl.tables[table].rows.values():
                     if r.chassis != chassis:
                         continue
@@ -243,34 +260,37 @@ class TapdbApi(ovsdbutil.Backend):
                         deletes.append(r)
                         continue
                     have.add(key)
-                    if dict(r.status) != want[key][1]:
-                        updates.append((r, want[key][1]))
+                    if dict(getattr(r, value)) != want[key][1]:
+                        updates.append((r, value, want[key][1]))
             inserts = [(k[0], *v) for k, v in want.items() if k not in have]
             return deletes, updates, inserts
 
         if not any(self.read(changes)):
             return 0
+        columns = {table: (column, value) for table, column, value in tables}
 
         def run(txn: Any) -> int:
             deletes, updates, inserts = changes(self.idl)
             for r in deletes:
                 r.delete()
-            for r, status in updates:
-                r.status = status
-            for table, obj, status in inserts:
+            for r, value, data in updates:
+                setattr(r, value, data)
+            for table, obj, data in inserts:
                 row = self.insert(txn, table)
                 row.chassis = chassis
-                setattr(row, "source" if table == "Source_Status" else "target", obj)
-                row.status = status
+                setattr(row, columns[table][0], obj)
+                setattr(row, columns[table][1], data)
             return len(deletes) + len(updates) + len(inserts)
-        return self.run(run, f"status of {chassis}")
+        return self.run(run, what)
 
 
-_STATUS_TABLES = (("Source_Status", "source"), ("Target_Status", "target"))
+# what agents own, as (table, the reference to the object, the map): rows naming their chassis
+_STATUS_TABLES = (("Source_Status", "source", "status"), ("Target_Status", "target", "status"))
+_STATS_TABLES = (("Session_Stats", "session", "counters"),)
 # what an agent reads and writes; RBAC_* (the server's business) stays out of its view
 AGENT_TABLES = ("Tap_Global", "Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
                 "Mirror_Source", "Chassis", "Chassis_Private", "Binding", "Source_Status",
-                "Target_Status")
+                "Target_Status", "Session_Stats")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +372,7 @@ def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,
     idl = ovsdbutil.NotifyingIdl(remote, helper, leader_only=True)
     if chassis is not None:
         idl.cond_change("Chassis_Private", [["name", "==", chassis]])
-        for table, _ in _STATUS_TABLES:
+        for table, _, _ in _STATUS_TABLES + _STATS_TABLES:
             idl.cond_change(table, [["chassis", "==", chassis]])
     conn = connection.Connection(idl, timeout)
     try:

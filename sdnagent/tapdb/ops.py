@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from sdnagent import liveness, model, tls
 from sdnagent.tapdb import rpc, rows, schema
@@ -422,12 +422,13 @@ class IntentDb:
             model.check_del(intent, kind, name)
             gone = ([] if kind == "filter" else
                     _statuses_of("Target_Status", [row.uuid]) if kind == "target" else
-                    _statuses_of("Source_Status", [u[1] for u in _ref_atoms(row._data["sources"])]))
+                    _statuses_of("Source_Status", [u[1] for u in _ref_atoms(row._data["sources"])])
+                    + _statuses_of("Session_Stats", [row.uuid]))
             return [{"op": "delete", "table": table, "where": _this(row)}, *gone], None
         self.change(judge, f"{kind}-del {name}")
 
     def chassis_del(self, name: str, now: float) -> None:
-        """Forget a chassis that is gone for good: its rows, its bindings, its statuses.
+        """Forget a chassis that is gone for good: its rows, bindings, statuses, counters.
 
         Refused while it still beats: its agent would register it again."""
         found = _results(self.conn.transact(named("Chassis", name),
@@ -447,17 +448,16 @@ class IntentDb:
             {"op": "delete", "table": "Chassis_Private", "where": [["name", "==", name]]},
             {"op": "delete", "table": "Binding", "where": [["chassis", "==", name]]},
             {"op": "delete", "table": "Source_Status", "where": [["chassis", "==", name]]},
-            {"op": "delete", "table": "Target_Status", "where": [["chassis", "==", name]]}))
+            {"op": "delete", "table": "Target_Status", "where": [["chassis", "==", name]]},
+            {"op": "delete", "table": "Session_Stats", "where": [["chassis", "==", name]]}))
 
     # ---------------------------------------------------- reading everything
 
-    def everything(self) -> tuple[rows.Snapshot, dict[str, tuple[str, ...]],
-                                  list[tuple[str, str, str]], dict[str, liveness.Liveness],
-                                  dict[str, int]]:
-        """For show and list: the intent, bindings, chassis, heartbeats, applied generations."""
+    def everything(self) -> "Everything":
+        """For show, list, stats and trace: all of tapdb but the server's own tables."""
         tables = ("Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
                   "Mirror_Source", "Chassis", "Chassis_Private", "Binding", "Source_Status",
-                  "Target_Status")
+                  "Target_Status", "Session_Stats")
         found = _results(self.conn.transact(*(select(t) for t in tables)))
         store = Store()
         for table, res in zip(tables, found):
@@ -466,14 +466,20 @@ class IntentDb:
         for r in store.rows("Binding"):
             bindings.setdefault(r.iface_id, []).append(r.chassis)
         private = store.rows("Chassis_Private")
-        return (rows.snapshot(store.rows, with_status=True),
-                {k: tuple(sorted(v)) for k, v in bindings.items()},
-                sorted((r.name, r.tunnel_ip, r.encap) for r in store.rows("Chassis")),
-                {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval) for r in private},
-                {r.name: r.applied_generation for r in private})
+        counters: dict[str, dict[str, dict[str, int]]] = {}
+        for r in store.rows("Session_Stats"):
+            sess = next((s for s in r.session if s is not None), None)
+            if sess is not None:
+                counters.setdefault(sess.name, {})[r.chassis] = dict(r.counters)
+        return Everything(rows.snapshot(store.rows, with_status=True),
+                          {k: tuple(sorted(v)) for k, v in bindings.items()},
+                          sorted((r.name, r.tunnel_ip, r.encap) for r in store.rows("Chassis")),
+                          {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval)
+                           for r in private},
+                          {r.name: r.applied_generation for r in private}, counters)
 
     def snapshot(self) -> rows.Snapshot:
-        return self.everything()[0]
+        return self.everything().snapshot
 
     # ---------------------------------------------------- waiting for the chassis
 
@@ -516,13 +522,23 @@ class IntentDb:
                 merge(msg["params"][1])
 
 
+class Everything(NamedTuple):
+    snapshot: rows.Snapshot
+    bindings: dict[str, tuple[str, ...]]  # iface-id -> the chassis that say they have it
+    chassis: list[tuple[str, str, str]]  # (name, tunnel IP, encap)
+    beats: dict[str, liveness.Liveness]
+    applied: dict[str, int]  # chassis -> the generation it applied
+    counters: dict[str, dict[str, dict[str, int]]]  # session -> chassis -> its counters
+
+
 TABLES = {"target": "Mirror_Target", "filter": "Mirror_Filter", "session": "Mirror_Session"}
 
 
 def _statuses_of(table: str, uuids: list[str]) -> list[dict]:
-    """Deleting the statuses agents wrote of objects being deleted (the references would
-    go, the rows stay), and any such rows left behind by other writers."""
-    column = "source" if table == "Source_Status" else "target"
+    """Deleting the statuses (or counters) agents wrote of objects being deleted (the
+    references would go, the rows stay), and any such rows left behind by other writers."""
+    column = {"Source_Status": "source", "Target_Status": "target",
+              "Session_Stats": "session"}[table]
     return [{"op": "delete", "table": table, "where": [[column, "==", ["set", []]]]}] + [
         {"op": "delete", "table": table, "where": [[column, "includes", ["uuid", u]]]}
         for u in uuids]

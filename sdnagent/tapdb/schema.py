@@ -27,6 +27,7 @@ CHASSIS_PERMISSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Binding": ("chassis", ()),
     "Source_Status": ("chassis", ("status",)),
     "Target_Status": ("chassis", ("status",)),
+    "Session_Stats": ("chassis", ("counters",)),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from typing import Optional
 
 import pytest
 
@@ -32,9 +33,11 @@ def mlab():
         shutil.rmtree(lab.dir, ignore_errors=True)
 
 
-def start_agents(mlab: MirrorLab, encap: str = "gre", hosts=("host-a", "host-b")) -> None:
+def start_agents(mlab: MirrorLab, encap: str = "gre", hosts=("host-a", "host-b"),
+                 only: Optional[dict[str, dict[str, str]]] = None, **options: str) -> None:
+    """``options`` for every agent; ``only``: more for some, by host."""
     for name in hosts:
-        mlab.lab.start_agent(name, encap)
+        mlab.lab.start_agent(name, encap, **options, **(only or {}).get(name, {}))
     for name in hosts:
         wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
 
@@ -59,13 +62,15 @@ def one_host_session(mlab: MirrorLab, source=("--port", "vm-230", "--direction",
     return tgt
 
 
-def two_host_example(mlab: MirrorLab, encap: str = "gre"):
+def two_host_example(mlab: MirrorLab, encap: str = "gre",
+                     only: Optional[dict[str, dict[str, str]]] = None, **options: str):
     """The two-session example: vm-230 (and vm-161, vm-99) on host-a, target-01's vNIC on
     host-b, target-02 at host-b's underlay address; returns target-01's capture file once
-    both sessions are active and host-b accepts target-01's key."""
+    both sessions are active and host-b accepts target-01's key.  ``options``: the agents'
+    settings, as for :meth:`~sdnagent.sandbox.Host.start_agent` (``only``: by host)."""
     for vm in ("vm-161", "vm-230", "vm-99"):
         mlab.vm("host-a", vm)
-    start_agents(mlab, encap)
+    start_agents(mlab, encap, only=only, **options)
     tgt = target_port(mlab, "host-b")
     mlab.example(target02_ip=mlab["host-b"].ip)
     mlab.wait_source("session-01", "vm-230")

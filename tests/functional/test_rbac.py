@@ -50,8 +50,8 @@ def refused(conn: rpc.Connection, *ops_: dict) -> str:
 
 
 def everything(operator: ops.IntentDb) -> tuple:
-    snap, bindings, chassis, beats, applied = operator.everything()
-    return snap.intent, bindings, chassis, applied
+    every = operator.everything()
+    return every.snapshot.intent, every.bindings, every.chassis, every.applied
 
 
 def test_an_agent_writes_only_what_its_chassis_owns(rbac_tapdb):

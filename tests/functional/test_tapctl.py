@@ -69,11 +69,12 @@ def test_two_session_example_show_and_list(tapdb):
     assert data["targets"][1]["remote_ip"] == "192.168.1.165"
     source = {"type": "port", "direction": "in", "iface_id": "vm-230", "chassis": None,
               "bridge": None, "vlan": None, "enabled": True, "status": {}}
+    nothing_counted = {"counters": {}, "counters_by_chassis": {}}  # no agent has reported
     assert data["sessions"] == [
         {"name": "session-01", "priority": 1, "vni": 1, "packet_length": 96, "enabled": True,
-         "filter": "filter-01", "target": "target-01", "sources": [source]},
+         "filter": "filter-01", "target": "target-01", "sources": [source], **nothing_counted},
         {"name": "session-02", "priority": 2, "vni": 2, "packet_length": 96, "enabled": True,
-         "filter": "filter-02", "target": "target-02", "sources": [source]},
+         "filter": "filter-02", "target": "target-02", "sources": [source], **nothing_counted},
     ]
     table = subprocess.run(["tapctl", "list"], env=env, check=True, capture_output=True,
                            text=True).stdout
