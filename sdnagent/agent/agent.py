@@ -45,6 +45,9 @@ class Agent:
         self._rejected: dict[str, str] = {}  # chassis rows set aside, as last logged
         # what the last applied pass counts: its counter plan and the rows it read
         self._counted: Optional[tuple[counters.CounterPlan, Any]] = None
+        # the counter plan and brtap's totals last seen, when they changed, when last read
+        self._count_key: Optional[tuple] = None
+        self._count_changed = self._count_read = 0.0
         self.metrics = Metrics()
 
     # ------------------------------------------------------------ events
@@ -288,12 +291,20 @@ class Agent:
     def count(self) -> int:
         """Read the switch's counters of what this chassis mirrors and publish them where
         they changed (rows no other agent monitors); returns the rows written.  Nothing
-        to count: no dump, no read."""
+        to count, or no packet since the last reading (brtap's totals as they were): no
+        dump, no read."""
         if self._counted is None or self.tapdb is None or not self.of.connected:
             return 0
         plan, snapshot = self._counted
-        values = (counters.counters(plan, self.of.counts(), self.switch.mirror_counts())
-                  if plan.flows else {})
+        values: dict[str, dict[str, int]] = {}
+        if plan.flows:
+            key, now = (plan, self.of.totals()), time.monotonic()
+            if key != self._count_key:
+                self._count_key, self._count_changed = key, now
+            elif self._count_read - self._count_changed >= MIRROR_STATS_LAG:
+                return 0  # read since everything stopped moving, Mirror statistics included
+            values = counters.counters(plan, self.of.counts(), self.switch.mirror_counts())
+            self._count_read = now
         self.metrics.mirrored.update(values)
         return self.tapdb.write_counters(self.chassis, snapshot, values)
 
@@ -354,6 +365,10 @@ class Agent:
             wanted |= {s.iface_id for s in sess.sources if s.type == "port"}
         self.tapdb.publish_bindings(self.chassis, {i for i in wanted if i in local["ports"]})
 
+
+# ovs-vswitchd refreshes Mirror statistics every 5 s (other_config:stats-update-interval):
+# counters are read again until a reading this long after the last packet
+MIRROR_STATS_LAG = 6.0
 
 # reasons that make a pass run even when its inputs look unchanged: the switch's
 # state may differ from what the agent believes

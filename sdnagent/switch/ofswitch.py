@@ -348,12 +348,21 @@ class OFSwitch:
         return self._flow_count(dp) == len(self._cache)
 
     def _flow_count(self, dp: Any) -> int:
+        return self._aggregate(dp)[0]
+
+    def _aggregate(self, dp: Any) -> tuple[int, int, int]:
         xid = _reserve(dp, 1)
         replies = self._request(dp, ofcodec.aggregate_stats_request(xid), xid,
                                 "aggregate statistics request")
         if not replies:
             raise OFError("aggregate statistics request: the switch answered with no statistics")
-        return replies[0].body.flow_count
+        body = replies[0].body
+        return body.flow_count, body.packet_count, body.byte_count
+
+    def totals(self) -> tuple[int, int, int]:
+        """brtap's flow count and the packets and bytes of all its flows: one small
+        request that tells whether any counter moved."""
+        return self._aggregate(self._dp())
 
     def _dump(self, dp: Any) -> frozenset[Flow]:
         return frozenset(f for f, _, _ in self._stats(dp))

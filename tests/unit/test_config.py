@@ -56,3 +56,43 @@ def test_tls_settings_go_together(tmp_path):
     f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\n[tapdb]\nssl_key_file = /k.pem\n"
                  "ssl_cert_file = /c.pem\nssl_ca_cert_file = /ca.pem\n")
     assert config.load(["--config-file", str(f)]).tapdb.ssl_ca_cert_file == "/ca.pem"
+
+
+def test_logging_goes_to_a_file_or_to_the_journal(tmp_path, monkeypatch):
+    import logging
+
+    from sdnagent.agent import main
+    record = logging.LogRecord("sdnagent", logging.WARNING, __file__, 1, "chassis %s set aside",
+                               ("hv-2",), None)
+    # under systemd (standard error connected to the journal): priority marks, no time
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    handler = main.log_handler(None)
+    assert handler.format(record) == "<4>sdnagent: chassis hv-2 set aside"
+    record.levelno = logging.ERROR
+    assert handler.format(record).startswith("<3>")
+    # elsewhere: a time, the level, the logger
+    monkeypatch.delenv("JOURNAL_STREAM")
+    text = main.log_handler(None).format(record)
+    assert text.endswith(" WARNING sdnagent: chassis hv-2 set aside")
+    # a file, which logrotate may move
+    path = tmp_path / "agent.log"
+    handler = main.log_handler(str(path))
+    assert isinstance(handler, logging.handlers.WatchedFileHandler)
+    handler.emit(record)
+    handler.close()
+    assert path.read_text().endswith("sdnagent: chassis hv-2 set aside\n")
+
+
+def test_a_log_level_and_metrics_settings(tmp_path):
+    f = tmp_path / "a.conf"
+    f.write_text("[DEFAULT]\nlog_level = loud\n[tunnel]\nlocal_ip = 10.0.0.5\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config-file", str(f)])
+    assert "log_level" in str(info.value) and "loud" in str(info.value)
+    f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\n[metrics]\nlisten_port = 70000\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config-file", str(f)])
+    assert "listen_port" in str(info.value)
+    f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\n")
+    conf = config.load(["--config-file", str(f)])
+    assert (conf.metrics.listen_port, conf.metrics.stats_interval) == (None, 10.0)
