@@ -270,3 +270,56 @@ def describe(intent: model.Intent, port: str, direction: str, packet: str,
     else:
         lines.append("not mirrored: no rule of any session matches")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the switch's side
+
+def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, str]:
+    """What each cookie the agent may write on brtap stands for, for the objects of
+    ``intent`` and this host's ``hooks`` (name -> what it mirrors): cookies name
+    their object by a hash, so the names are tried, not read back."""
+    from sdnagent.compile import flows, pipeline  # the compiler, only for this
+    out: dict[int, str] = {}
+
+    def put(kind: str, obj: str, text: str) -> None:
+        out[flows.cookie(kind, obj)] = text
+    for table in pipeline.TABLES:
+        put("default", table.name, f"table {table.name}: nothing else matched")
+    for encap in ("gre", "vxlan"):
+        put("tunnel", encap, f"from the chassis tunnel ({encap})")
+    for t in intent.targets.values():
+        put("target_drop", t.name, f"target {t.name}'s own traffic: dropped")
+        put("target_in", t.name, f"into target {t.name} ({t.where()}): its key, from a chassis "
+                                 "expected to send to it")
+    for hook, what in hooks.items():
+        put("source", hook, f"hook {hook} ({what}): to the filter stage")
+        put("source", f"{hook}/own-tunnel", f"hook {hook}: this chassis's own tunnel packet, "
+                                            "never mirrored")
+    for s in intent.sessions.values():
+        put("forward", s.name, f"session {s.name}: the copy to target {s.target}")
+        flt = intent.filters.get(s.filter or "")
+        for hook in hooks:
+            put("session", f"{s.name}/{hook}", f"session {s.name} (no filter): mirrored")
+            for direction in model.RULE_DIRECTIONS:
+                for r in flt.rules(direction) if flt is not None else ():
+                    put("rule", f"{s.name}/{hook}/{r.priority}",
+                        f"session {s.name}, filter {s.filter} {direction} rule {r.priority} "
+                        f"({r.action})")
+    return out
+
+
+def annotate(ofproto_trace: str, labels: Mapping[int, str]) -> str:
+    """``ovs-appctl ofproto/trace`` output with, under each flow it hit, what the flow is
+    for (``unknown``: a cookie of an object that no longer exists, or not the agent's)."""
+    out = []
+    for line in ofproto_trace.splitlines():
+        out.append(line)
+        head, sep, cookie = line.rpartition(", cookie ")
+        if sep and head.lstrip()[:1].isdigit():
+            try:
+                value = int(cookie.strip(), 16)
+            except ValueError:
+                continue
+            indent = " " * (line.find(". ") + 2)  # where the flow's actions are written
+            out.append(f"{indent}[{labels.get(value, 'unknown to sdnagent')}]")
+    return "\n".join(out)

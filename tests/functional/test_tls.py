@@ -1,8 +1,12 @@
 """tapdb over TLS: only certificates from the deployment's CA get in."""
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,8 @@ from sdnagent.tapdb import client, ops, server
 from tests.conftest import require_ovs
 from tests.functional.mirrorlab import MirrorLab
 from tests.functional.test_agent import two_host_example
+
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -117,6 +123,32 @@ def test_the_two_host_example_over_tls():
         assert lab.chassis_remote != lab.remote
         sent = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
         assert mlab.wait_frames(tgt, 1) == [sent[:96]]
+        # on host-a, with the agent's configuration (its chassis certificate reads tapdb):
+        # the packet as the intent says and as brtap does it, each flow named
+        a = lab["host-a"]
+
+        def host_trace(packet: str, direction: str = "in") -> str:
+            proc = subprocess.run([str(BIN / "sdnagent-trace"), "--config-file",
+                                   str(a.dir / "sdnagent.conf"), "--vswitchd",
+                                   str(a.dir / "ovs-vswitchd.ctl"), "--port", "vm-230",
+                                   "--direction", direction, packet],
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+        out = host_trace("tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1234")
+        assert "mirrored by session-01: the first 96 bytes to target target-01" in out
+        intent, switch = out.split("== the switch: ofproto/trace on brtap of chassis host-a")
+        notes = re.findall(r"^ +\[(.*)\]$", switch, re.M)
+        assert notes[1:] == ["session session-01, filter filter-01 inbound rule 1 (accept)",
+                             "session session-01: the copy to target target-01"], switch
+        assert notes[0].startswith("hook tap-") and notes[0].endswith(": to the filter stage")
+        assert "output(port=1,max_len=96)" in switch and "unknown to sdnagent" not in switch
+        out = host_trace("tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1235")
+        assert "not mirrored: no rule of any session matches" in out
+        assert "[table filter5: nothing else matched]" in out and "Datapath actions: drop" in out
+        # a direction no hook mirrors here
+        assert "no hook mirrors port vm-230 in direction out on this chassis" in host_trace(
+            "tcp", "out")
     finally:
         for host in lab.hosts.values():  # shown by pytest when the test failed
             print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
