@@ -69,7 +69,7 @@ def run(lab: sandbox.Lab) -> int:
         a.add_vm_port(port, iface)
         print(f"   host-a br-int: {port} iface-id {iface} ({ip})")
     for host in (a, b):
-        lab.start_agent(host.name)
+        lab.start_agent(host.name, metrics__stats_interval="1")  # counters every second
     wait(lambda: "brtap" in b.vsctl("list-br").split(), 20, "brtap on host-b")
     target01 = b.add_vm_port("tgt164", "vm-164", bridge="brtap")
     print("   host-b brtap: tgt164 iface-id vm-164 (target-01's vNIC, attached by the platform)")
@@ -119,6 +119,14 @@ def run(lab: sandbox.Lab) -> int:
     print(a.ofctl("dump-flows", "brtap", "--no-stats"), end="")
     print("\n== host-b: ovs-ofctl -O OpenFlow13 dump-flows brtap")
     print(b.ofctl("dump-flows", "brtap", "--no-stats"), end="")
+
+    # every frame was counted where it was decided: wait for the agents' next reading
+    # (ovs-vswitchd refreshes the Mirrors' own statistics every 5 s)
+    wait(lambda: '"source vm-230 packets": 5' in tapctl("stats", "session-02", "--format",
+                                                        "json"), 20, "the counters")
+    print("\n== tapctl stats: what each session mirrored, each rule decided, each source "
+          "handed over")
+    print(tapctl("stats"), end="")
 
     packet = "tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1235"
     print(f"\n== why TCP to port 1235 was not mirrored: tapctl trace --port vm-230 --direction in "

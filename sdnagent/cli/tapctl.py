@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         c = cmd(f"{kind}-del", f"delete a {kind}", [f"{alias}-del"] if alias else [])
         c.add_argument("name")
 
-    c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings and statuses)")
+    c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings, statuses and "
+                           "counters)")
     c.add_argument("name")
 
     c = cmd("stats", "what each session mirrored, each rule decided and each source handed "
@@ -359,6 +360,43 @@ def build_parser() -> argparse.ArgumentParser:
         c = cmd(name, help)
         c.add_argument("--format", choices=("text", "json"), default="text")
     return p
+
+
+REFERENCE_BEGIN = "<!-- tapctl reference: written by tools/tapctl-reference -->"
+REFERENCE_END = "<!-- end of the tapctl reference -->"
+
+
+def write_reference(path: str) -> None:
+    """Rewrite the reference between the two marks in the Markdown file at ``path``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, begin, rest = text.partition(REFERENCE_BEGIN)
+    _, end, tail = rest.partition(REFERENCE_END)
+    if not begin or not end:
+        raise ValueError(f"{path} has no {REFERENCE_BEGIN} ... {REFERENCE_END}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + REFERENCE_BEGIN + "\n" + reference() + REFERENCE_END + tail)
+
+
+def reference(width: int = 96) -> str:
+    """Every tapctl command as its parser describes it, in Markdown (for the operator
+    guide, rewritten by tools/tapctl-reference)."""
+    def fixed(prog: str) -> argparse.HelpFormatter:
+        return argparse.HelpFormatter(prog, width=width)
+    parser = build_parser()
+    parser.formatter_class = fixed
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out = ["```", parser.format_help().rstrip(), "```"]
+    seen: set[int] = set()
+    for name, command in sub.choices.items():
+        if id(command) in seen:  # an alias
+            continue
+        seen.add(id(command))
+        command.formatter_class = fixed
+        aliases = [a for a, c in sub.choices.items() if c is command and a != name]
+        out += ["", f"### tapctl {name}" + (f" ({', '.join(aliases)})" if aliases else ""),
+                "", "```", command.format_help().rstrip(), "```"]
+    return "\n".join(out) + "\n"
 
 
 _ALIASES = {"tap-service-add": "target-add", "tap-flow-add": "source-add",

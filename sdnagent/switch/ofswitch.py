@@ -381,8 +381,11 @@ class OFSwitch:
     def counts(self) -> dict[int, tuple[int, int]]:
         """Packets and bytes of brtap's flows, summed by cookie (one dump; the flows it
         reads decode from cache)."""
+        dp = self._dp()
+        if self._cache is not None and self._cache_dp is dp:
+            ofcodec.remember(self._cache.values())  # what we expect back decodes for free
         out: dict[int, tuple[int, int]] = {}
-        for f, packets, nbytes in self._stats(self._dp()):
+        for f, packets, nbytes in self._stats(dp):
             p, b = out.get(f.cookie, (0, 0))
             out[f.cookie] = (p + packets, b + nbytes)
         return out
