@@ -68,8 +68,14 @@ class Agent:
     def start(self) -> None:
         """Connect to everything, retrying with backoff until it works or we stop."""
         if self.conf.metrics.listen_port:
-            self.metrics.serve(str(self.conf.metrics.listen_address),
-                               self.conf.metrics.listen_port)
+            where = f"{self.conf.metrics.listen_address}:{self.conf.metrics.listen_port}"
+            try:
+                self.metrics.serve(str(self.conf.metrics.listen_address),
+                                   self.conf.metrics.listen_port)
+            except OSError as exc:  # mirroring matters more than its metrics
+                self.metrics.errors.labels("metrics").inc()
+                LOG.error("no metrics endpoint: cannot listen on %s: %s ([metrics] "
+                          "listen_address, listen_port)", where, exc.strerror or exc)
         self.of.start(lambda why: self.mark(why))
         self._retry("the local switch", lambda: self.switch.start(
             lambda table: self.mark(f"local {table}")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import urllib.request
 
@@ -27,8 +28,15 @@ def stats(mlab: MirrorLab) -> dict[str, dict[str, int]]:
 
 def test_frames_are_counted_on_their_session_rule_and_source(mlab):  # noqa: F811
     port = sandbox.free_port()
-    two_host_example(mlab, metrics__stats_interval="0.2",
-                     only={"host-a": {"metrics__listen_port": str(port)}})
+    with socket.socket() as taken:  # host-b's endpoint cannot listen: it mirrors all the same
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        two_host_example(mlab, metrics__stats_interval="0.2",
+                         only={"host-a": {"metrics__listen_port": str(port)},
+                               "host-b": {"metrics__listen_port": str(busy)}})
+    assert (f"ERROR sdnagent: no metrics endpoint: cannot listen on 127.0.0.1:{busy}: "
+            "Address already in use") in mlab["host-b"].agent_log()
     # session-01 also rejects any other TCP from vm-161 (rule 2): TCP to 1235 is taken by
     # that reject, and session-02 never sees it
     mlab.tapctl("--wait", "rule-add", "filter-01", "inbound", "--priority", "2", "--action",
@@ -97,6 +105,13 @@ def test_frames_are_counted_on_their_session_rule_and_source(mlab):  # noqa: F81
         after['sdnagent_flow_mods_total{kind="delete"}']
     assert changed["sdnagent_pass_duration_seconds_count"] > \
         after["sdnagent_pass_duration_seconds_count"]
+
+    # the counters are the switch's: an agent restart (hitless: no flow changes) keeps them
+    mlab["host-a"].stop_agent()
+    mlab.lab.start_agent("host-a", metrics__stats_interval="0.2")
+    mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    wait_until(lambda: stats(mlab)["session-01"].get("packets") == 6, 20,
+               "the copy after the restart, counted on top of the 5 before")
 
 
 def test_counters_go_with_their_session(mlab):  # noqa: F811
