@@ -54,6 +54,10 @@ def everything(operator: ops.IntentDb) -> tuple:
     return every.snapshot.intent, every.bindings, every.chassis, every.applied
 
 
+def counters(operator: ops.IntentDb) -> dict:
+    return operator.everything().counters
+
+
 def test_an_agent_writes_only_what_its_chassis_owns(rbac_tapdb):
     operator = ops.connect(rbac_tapdb["operator"], 10,
                            creds=pki.issue(rbac_tapdb["ca"], "operator", "operator"))
@@ -78,6 +82,7 @@ def test_an_agent_writes_only_what_its_chassis_owns(rbac_tapdb):
                                    else None)(host_a.snapshot()), 10, "host-a's source")
         assert host_a.write_status("host-a", snap, {("session-01", "vm-230"): {
             "state": "active", "chassis": "host-a"}}, {}) == 1
+        assert host_a.write_counters("host-a", snap, {"session-01": {"packets": 1}}) == 1
         assert host_a.report_applied("host-a", 5)
         before = everything(operator)
         intent, bindings, chassis, applied = before
@@ -85,6 +90,7 @@ def test_an_agent_writes_only_what_its_chassis_owns(rbac_tapdb):
         assert dict(intent.session("session-01").sources[0].status)["chassis"] == "host-a"
         assert bindings == {"vm-164": ("host-b",), "vm-230": ("host-a",)}
         assert applied == {"host-a": 5, "host-b": 0}
+        assert counters(operator) == {"session-01": {"host-a": {"packets": 1}}}
 
         # host-a's certificate, straight to the agents' listener: each write the server
         # must refuse
@@ -123,6 +129,9 @@ def test_an_agent_writes_only_what_its_chassis_owns(rbac_tapdb):
                 "a status in host-b's name": {"op": "insert", "table": "Source_Status",
                                               "row": {"chassis": "host-b",
                                                       "status": ["map", [["state", "error"]]]}},
+                "counters in host-b's name": {"op": "insert", "table": "Session_Stats",
+                                              "row": {"chassis": "host-b",
+                                                      "counters": ["map", [["packets", 1]]]}},
                 "a target": {"op": "insert", "table": "Mirror_Target",
                              "row": {"name": "evil", "type": "vxlan", "tunnel_key": 9,
                                      "remote_ip": "10.255.0.66", "enabled": True}},
@@ -160,6 +169,7 @@ def test_an_agent_writes_only_what_its_chassis_owns(rbac_tapdb):
         assert (intent, bindings, applied) == before[:2] + before[3:]
         assert ("host-a", "10.255.0.11", "gre") in chassis and len(chassis) == 2
         assert target.status == intent.target("target-01").status
+        assert counters(operator) == {"session-01": {"host-a": {"packets": 1}}}
     finally:
         for c in (host_a, host_b):
             c.close()
