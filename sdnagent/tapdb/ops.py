@@ -443,13 +443,23 @@ class IntentDb:
             raise model.IntentError(
                 "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
                 "s ago); stop its agent before deleting it")
-        _results(self.conn.transact(
+        # only if it has not beaten since: else its agent, alive after all, would
+        # register it again
+        still = ([{"op": "wait", "table": "Chassis_Private", "timeout": 0,
+                   "where": [["name", "==", name]], "columns": ["heartbeat"], "until": "==",
+                   "rows": [{"heartbeat": beats[name].heartbeat}]}] if name in beats else [])
+        result = self.conn.transact(
+            *still,
             {"op": "delete", "table": "Chassis", "where": [["name", "==", name]]},
             {"op": "delete", "table": "Chassis_Private", "where": [["name", "==", name]]},
             {"op": "delete", "table": "Binding", "where": [["chassis", "==", name]]},
             {"op": "delete", "table": "Source_Status", "where": [["chassis", "==", name]]},
             {"op": "delete", "table": "Target_Status", "where": [["chassis", "==", name]]},
-            {"op": "delete", "table": "Session_Stats", "where": [["chassis", "==", name]]}))
+            {"op": "delete", "table": "Session_Stats", "where": [["chassis", "==", name]]})
+        if still and isinstance(result[0], dict) and result[0].get("error") == "timed out":
+            raise model.IntentError("chassis", f"chassis {name} sent a heartbeat just now; stop "
+                                    "its agent before deleting it")
+        _results(result)
 
     # ---------------------------------------------------- reading everything
 

@@ -7,11 +7,12 @@ the fresh data and refused.  The process test lets real tapctl processes race.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
 from sdnagent import model
-from sdnagent.tapdb import ops
+from sdnagent.tapdb import client, ops
 from tests.functional.test_tapctl import cli_env, configure_example
 
 
@@ -110,3 +111,31 @@ def test_racing_processes(tapdb):
         api.close()
     assert len(intent.sessions_of_port("vm-9")) == 3
     assert len([s for s in intent.sessions.values() if s.priority == 20]) == 1
+
+
+def test_chassis_del_refuses_a_chassis_that_beats_again_meanwhile(tapdb, api):
+    """Between chassis-del's read (silent) and its delete, the agent beats again: nothing
+    is deleted, or the agent, alive after all, would register the chassis again."""
+    agent = client.connect(tapdb.remote, 10, chassis="host-z")
+    try:
+        agent.register_chassis("host-z", "10.255.0.26", "gre")
+        agent.heartbeat("host-z", 1000, 10)  # silent long ago
+        reads = api.conn.transact
+
+        def beat_before_the_delete(*ops_: dict) -> list:
+            if any(op["op"] == "delete" for op in ops_):
+                agent.heartbeat("host-z", int(time.time()), 10)
+            return reads(*ops_)
+        api.conn.transact = beat_before_the_delete
+        with pytest.raises(model.IntentError) as info:
+            api.chassis_del("host-z", time.time())
+        assert str(info.value) == ("chassis: chassis host-z sent a heartbeat just now; stop its "
+                                   "agent before deleting it")
+        api.conn.transact = reads
+        assert [c[0] for c in api.everything().chassis] == ["host-z"]
+        # silent again, and nothing meanwhile: deleted
+        agent.heartbeat("host-z", 1000, 10)
+        api.chassis_del("host-z", time.time())
+        assert api.everything().chassis == []
+    finally:
+        agent.close()
