@@ -384,7 +384,7 @@ class IntentDb:
             return [{"op": "mutate", "table": "Mirror_Session",
                      "where": _this(srow),
                      "mutations": [["sources", "delete", ["set", [_uuid(victim)]]]]},
-                    *_statuses_of("Source_Status", [victim.uuid])], src
+                    *_written_of("Source_Status", [victim.uuid])], src
         return self.change(judge, f"source-del {session} {key}")
 
     def set_enabled(self, kind: str, name: str, enabled: bool, key: Optional[str] = None) -> None:
@@ -421,9 +421,9 @@ class IntentDb:
                                      [obj] if kind == "session" else map(_session, users))
             model.check_del(intent, kind, name)
             gone = ([] if kind == "filter" else
-                    _statuses_of("Target_Status", [row.uuid]) if kind == "target" else
-                    _statuses_of("Source_Status", [u[1] for u in _ref_atoms(row._data["sources"])])
-                    + _statuses_of("Session_Stats", [row.uuid]))
+                    _written_of("Target_Status", [row.uuid]) if kind == "target" else
+                    _written_of("Source_Status", [u[1] for u in _ref_atoms(row._data["sources"])])
+                    + _written_of("Session_Stats", [row.uuid]))
             return [{"op": "delete", "table": table, "where": _this(row)}, *gone], None
         self.change(judge, f"{kind}-del {name}")
 
@@ -544,8 +544,8 @@ class Everything(NamedTuple):
 TABLES = {"target": "Mirror_Target", "filter": "Mirror_Filter", "session": "Mirror_Session"}
 
 
-def _statuses_of(table: str, uuids: list[str]) -> list[dict]:
-    """Deleting the statuses (or counters) agents wrote of objects being deleted (the
+def _written_of(table: str, uuids: list[str]) -> list[dict]:
+    """Deleting what agents wrote of objects being deleted (statuses, counters: their
     references would go, the rows stay), and any such rows left behind by other writers."""
     column = {"Source_Status": "source", "Target_Status": "target",
               "Session_Stats": "session"}[table]
