@@ -33,9 +33,7 @@ def _rows(conn: rpc.Connection, table: str, columns: list[str]) -> list[dict]:
 
 
 def _uuids(value: list) -> set[str]:
-    if value[0] == "set":
-        return {u[1] for u in value[1]}
-    return {value[1]}
+    return {u[1] for u in rpc.atoms(value)}
 
 
 def find_hooks(remote: str, timeout: float) -> tuple[dict[str, str], dict[tuple[str, str], str]]:

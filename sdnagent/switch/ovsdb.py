@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import ovsdbutil
-from sdnagent.tapdb import rpc
 from sdnagent.compile.compiler import Hook, LocalPort, PortPlan
+from sdnagent.tapdb import rpc
 
 HOOK_KEY = "sdnagent-hook"
 PORT_KEY = "sdnagent-port"

@@ -200,12 +200,8 @@ def _session_refs(read: Read, sessions: list[Row]) -> None:
     """Read the targets, filters and sources these sessions name (rules not needed)."""
     raw = [s._data for s in sessions]
     read.refs("Mirror_Target", (d["target"][1] for d in raw))
-    read.refs("Mirror_Source", (u[1] for d in raw for u in _ref_atoms(d["sources"])))
-    read.refs("Mirror_Filter", (u[1] for d in raw for u in _ref_atoms(d["filter"])))
-
-
-def _ref_atoms(value: Any) -> list:
-    return value[1] if value and value[0] == "set" else [value]
+    read.refs("Mirror_Source", (u[1] for d in raw for u in rpc.atoms(d["sources"])))
+    read.refs("Mirror_Filter", (u[1] for d in raw for u in rpc.atoms(d["filter"])))
 
 
 def _session(row: Row) -> model.Session:
@@ -214,7 +210,7 @@ def _session(row: Row) -> model.Session:
 
 def _filter(read: Read, row: Row) -> model.Filter:
     read.refs("Filter_Rule", (u[1] for c in ("inbound_rules", "outbound_rules")
-                              for u in _ref_atoms(row._data[c])))
+                              for u in rpc.atoms(row._data[c])))
     return rows.read_filter(row)[0]
 
 
@@ -422,7 +418,7 @@ class IntentDb:
             model.check_del(intent, kind, name)
             gone = ([] if kind == "filter" else
                     _written_of("Target_Status", [row.uuid]) if kind == "target" else
-                    _written_of("Source_Status", [u[1] for u in _ref_atoms(row._data["sources"])])
+                    _written_of("Source_Status", [u[1] for u in rpc.atoms(row._data["sources"])])
                     + _written_of("Session_Stats", [row.uuid]))
             return [{"op": "delete", "table": table, "where": _this(row)}, *gone], None
         self.change(judge, f"{kind}-del {name}")

@@ -200,6 +200,12 @@ def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> Con
     raise RpcError("; ".join(errors) or "no remote given")
 
 
+def atoms(value: Any) -> list:
+    """The atoms of a column's value as OVSDB writes it: ``["set", [...]]``, or the one
+    atom alone (a string, a number, ``["uuid", "..."]``)."""
+    return value[1] if isinstance(value, list) and value[0] == "set" else [value]
+
+
 def schema_version(conn: Connection) -> Optional[str]:
     """The Tap schema version the server runs, or None when it has no Tap database."""
     try:

@@ -62,19 +62,15 @@ def role_in(found: list) -> Optional[dict]:
     if len(roles) != 1:
         return None
     perms = {r["_uuid"][1]: r for r in found[1]["rows"]}
-
-    def atoms(value: list) -> list:
-        return value[1] if isinstance(value, list) and value[0] == "set" else [value]
-
     out = {}
     for table, ref in roles[0]["permissions"][1]:
         p = perms.get(ref[1])
         if p is None or p["table"] != table:
             return None
-        auth = atoms(p["authorization"])
+        auth = rpc.atoms(p["authorization"])
         if len(auth) != 1:
             return None
-        out[table] = (auth[0], p["insert_delete"], tuple(sorted(atoms(p["update"]))))
+        out[table] = (auth[0], p["insert_delete"], tuple(sorted(rpc.atoms(p["update"]))))
     return out
 
 
