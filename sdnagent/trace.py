@@ -295,16 +295,19 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
         put("source", hook, f"hook {hook} ({what}): to the filter stage")
         put("source", f"{hook}/own-tunnel", f"hook {hook}: this chassis's own tunnel packet, "
                                             "never mirrored")
+        put("verdict", f"{hook}/unmatched", f"hook {hook}: no rule of any session matched; "
+                                            "not mirrored")
+        put("verdict", f"{hook}/rejected", f"hook {hook}: rejected; not mirrored")
     for s in intent.sessions.values():
         put("forward", s.name, f"session {s.name}: the copy to target {s.target}")
+        put("clause", s.name, f"session {s.name}: one clause of a rule's conjunctive match")
         flt = intent.filters.get(s.filter or "")
-        for hook in hooks:
-            put("session", f"{s.name}/{hook}", f"session {s.name} (no filter): mirrored")
-            for direction in model.RULE_DIRECTIONS:
-                for r in flt.rules(direction) if flt is not None else ():
-                    put("rule", f"{s.name}/{hook}/{r.priority}",
-                        f"session {s.name}, filter {s.filter} {direction} rule {r.priority} "
-                        f"({r.action})")
+        for direction in model.RULE_DIRECTIONS:
+            put("session", f"{s.name}/{direction}", f"session {s.name} (no filter): mirrored")
+            for r in flt.rules(direction) if flt is not None else ():
+                put("rule", f"{s.name}/{direction}/{r.priority}",
+                    f"session {s.name}, filter {s.filter} {direction} rule {r.priority} "
+                    f"({r.action})")
     return out
 
 

@@ -62,7 +62,8 @@ def to_text(f: flows.Flow) -> str:
     names = {"eth_type": "dl_type", "ip_proto": "nw_proto", "ipv4_src": "nw_src",
              "ipv4_dst": "nw_dst", "tcp_dst": "tp_dst", "tcp_src": "tp_src",
              "udp_dst": "tp_dst", "udp_src": "tp_src", "tun_ipv4_src": "tun_src",
-             "tunnel_id": "tun_id", "reg0": "reg0", "in_port": "in_port"}
+             "tunnel_id": "tun_id", "reg0": "reg0", "reg1": "reg1", "reg2": "reg2",
+             "conj_id": "conj_id", "in_port": "in_port"}
     match = []
     for k, v in f.match:
         if isinstance(v, tuple):
@@ -77,6 +78,8 @@ def to_text(f: flows.Flow) -> str:
             acts.append(f"output:{a[1]}")
         elif a[0] == "output_trunc":
             acts.append(f"output(port={a[1]},max_len={a[2]})")
+        elif a[0] == "conjunction":
+            acts.append(f"conjunction({a[1]},{a[2] + 1}/{a[3]})")
         elif a[0] == "goto":
             acts.append(f"goto_table:{a[1]}")
     return (f"cookie={f.cookie:#x},table={f.table},priority={f.priority},"

@@ -13,13 +13,15 @@ import dataclasses
 import functools
 import hashlib
 import ipaddress
+import itertools
+import math
 from collections.abc import Mapping
 from typing import Optional
 
 from sdnagent import model
 from sdnagent.compile import portrange
-from sdnagent.compile.flows import Flow
-from sdnagent.compile.pipeline import FILTER_TABLES, RULE_SLOTS, filter_band, flow
+from sdnagent.compile.flows import Flow, cookie
+from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, RULE_SLOTS, filter_band, flow
 
 MAX_MIRRORS_PER_BRIDGE = 32  # an OVS limit
 CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
@@ -379,8 +381,9 @@ def _cidr_match(cidr: str) -> object:
     return (str(net.network_address), str(net.netmask))
 
 
-def rule_matches(rule: model.Rule) -> list[dict]:
-    """The OpenFlow matches (one per port-range prefix pair) of one rule."""
+def rule_parts(rule: model.Rule) -> tuple[dict, list[list[dict]]]:
+    """A rule as OpenFlow sees it: the fields every packet it takes has (ethertype,
+    protocol, CIDRs) and the alternatives of each port range (one match per prefix)."""
     base: dict = {"eth_type": ETH_TYPE[rule.ethertype]}
     if rule.protocol is not None:
         base["ip_proto"] = rule.protocol
@@ -390,18 +393,11 @@ def rule_matches(rule: model.Rule) -> list[dict]:
     if rule.dst:
         base[f"{fam}_dst"] = _cidr_match(rule.dst)
     l4 = {6: "tcp", 17: "udp"}.get(rule.protocol or -1)
-    src_ranges = _range_values(rule.src_port) if l4 else [None]
-    dst_ranges = _range_values(rule.dst_port) if l4 else [None]
-    out = []
-    for s in src_ranges:
-        for d in dst_ranges:
-            m = dict(base)
-            if s is not None:
-                m[f"{l4}_src"] = s
-            if d is not None:
-                m[f"{l4}_dst"] = d
-            out.append(m)
-    return out
+    ranges = []
+    for end, rng in (("src", rule.src_port), ("dst", rule.dst_port)):
+        values = _range_values(rng) if l4 else [None]
+        ranges.append([{} if v is None else {f"{l4}_{end}": v} for v in values])
+    return base, ranges
 
 
 def _range_values(rng: Optional[model.PortRange]) -> list:
@@ -426,29 +422,73 @@ def _own_tunnel_matches(local_ip: str) -> list[dict]:
     return out
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _session_filter(session: str, priority: int, rules: Optional[tuple[model.Rule, ...]],
-                    hook: Hook, in_port: int) -> tuple[Flow, ...]:
-    """One session's flows on one hook (``rules`` None: the session has no filter).
+Feeds = tuple[int, ...]  # reg1 values: the hooks whose copies a rule direction judges
 
-    Its own priority band, so that they stay as they are when other sessions, or
-    their rules, come and go; memoized, so that an unchanged session gives the very
-    same flows and a pass compares them by identity."""
+
+def conj_id(priority: int, direction: str) -> int:
+    """Unique in its filter table: an OpenFlow priority there belongs to one session's
+    rule slot, and that slot holds one inbound and one outbound rule."""
+    return priority * 2 + (direction == "outbound")
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _session_filter(session: str, priority: int, filtered: bool,
+                    parts: tuple[tuple[str, tuple[model.Rule, ...], Feeds], ...]
+                    ) -> tuple[Flow, ...]:
+    """One session's flows: for each rule direction (``parts``: the direction, its
+    rules, the feeds they judge), its rules in its own priority band, so that they stay
+    as they are when other sessions, or their rules, come and go; memoized, so that an
+    unchanged session gives the very same flows and a pass compares them by identity.
+
+    A rule takes one flow per combination of feed and port-range prefixes when that is
+    few; when two or more of them have several alternatives, a conjunctive match
+    instead: one flow per alternative of each (clauses), one ``conj_id`` flow that
+    decides and counts, so that they add up instead of multiplying."""
     table, top = filter_band(priority)
-    accept = (("set_field", "reg0", priority),)
-    obj = f"{session}/{hook.name}"
-    if rules is None:
-        return (flow(table, top, {"in_port": in_port}, accept, goto="forward", kind="session",
-                     obj=obj),)
-    assert len(rules) <= RULE_SLOTS, "the schema allows at most 10 rules per direction"
-    out = []
-    for slot, rule in enumerate(rules):
-        for m in rule_matches(rule):
-            m["in_port"] = in_port
-            out.append(flow(table, top - slot, m, accept if rule.action == "accept" else (),
-                            goto="forward" if rule.action == "accept" else None, kind="rule",
-                            obj=f"{obj}/{rule.priority}"))
-    return tuple(out)
+    accept = {"actions": (("set_field", "reg0", priority),), "goto": "forward"}
+    reject = {"actions": (("set_field", "reg2", REJECTED),), "goto": "verdict"}
+    by_key: dict[tuple, Flow] = {}
+
+    def put(f: Flow) -> None:
+        old = by_key.get(f.key)
+        if old is not None:  # an inbound and an outbound clause alike: one flow, both clauses
+            assert old.cookie == f.cookie == cookie("clause", session), (old, f)
+            f = Flow(f.table, f.priority, f.match, tuple(sorted({*old.actions, *f.actions})),
+                     f.cookie)
+        by_key[f.key] = f
+
+    for direction, rules, feeds in parts:
+        feed_dim = [{"reg1": feed} for feed in feeds]
+        if not filtered:
+            for m in feed_dim:
+                put(flow(table, top, m, kind="session", obj=f"{session}/{direction}", **accept))
+            continue
+        assert len(rules) <= RULE_SLOTS, "the schema allows at most 10 rules per direction"
+        for slot, rule in enumerate(rules):
+            prio, obj = top - slot, f"{session}/{direction}/{rule.priority}"
+            decide = accept if rule.action == "accept" else reject
+            base, ranges = rule_parts(rule)
+            dims = [feed_dim, *ranges]
+            for d in dims:
+                if len(d) == 1:
+                    base.update(d[0])
+            several = [d for d in dims if len(d) > 1]
+            product = math.prod(len(d) for d in several)
+            if len(several) < 2 or product <= sum(map(len, several)) + 1:
+                for combo in itertools.product(*several):
+                    m = dict(base)
+                    for part in combo:
+                        m.update(part)
+                    put(flow(table, prio, m, kind="rule", obj=obj, **decide))
+                continue
+            cid = conj_id(prio, direction)
+            for k, d in enumerate(several):
+                for part in d:
+                    put(flow(table, prio, {**base, **part},
+                             (("conjunction", cid, k, len(several)),), kind="clause",
+                             obj=session))
+            put(flow(table, prio, {"conj_id": cid}, kind="rule", obj=obj, **decide))
+    return tuple(by_key.values())
 
 
 def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int], encap: str,
@@ -487,29 +527,41 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
         groups["tunnel"] = (flow("classify", 100, {"in_port": tunnel}, goto="tunnel_in",
                                  kind="tunnel", obj=encap),)
 
-    # source side
+    # source side: each hook's copies enter with its feed in reg1; what no session takes
+    # is counted by feed in verdict
     hooks = {h.name: h for h in plan.hooks}
-    sessions_by_hook: dict[str, list[model.Session]] = {}
+    feeds: dict[str, dict[str, set[int]]] = {}  # session -> rule direction -> feeds
+    used: set[str] = set()
     for (sess_name, _), names in plan.source_hooks.items():
+        used.update(names)
         for n in names:
-            sessions_by_hook.setdefault(n, []).append(intent.sessions[sess_name])
-    for hname, sessions in sorted(sessions_by_hook.items()):
-        hook = hooks[hname]
+            hook = hooks[n]
+            if port(hook.patch_tap) > 0:
+                feeds.setdefault(sess_name, {}).setdefault(hook.rules, set()).add(
+                    feed(hook, ofports))
+    for hname, hook in sorted(hooks.items()):
         in_port = port(hook.patch_tap)
-        if in_port <= 0:
+        if in_port <= 0 or hname not in used:
             continue
-        group = [flow("classify", 200, {"in_port": in_port}, goto=FILTER_TABLES[0],
-                      kind="source", obj=hname)]
+        fid = feed(hook, ofports)
+        group = [flow("classify", 200, {"in_port": in_port}, (("set_field", "reg1", fid),),
+                      goto=FILTER_TABLES[0], kind="source", obj=hname),
+                 flow("verdict", 100, {"reg1": fid, "reg2": 0}, kind="verdict",
+                      obj=f"{hname}/unmatched"),
+                 flow("verdict", 100, {"reg1": fid, "reg2": REJECTED}, kind="verdict",
+                      obj=f"{hname}/rejected")]
         if hook.select == "all" and local_ip:
             # a cookie of their own: the hook's entry counts only what goes on to be judged
             group += [flow("classify", 250, {**m, "in_port": in_port}, kind="source",
                            obj=f"{hname}/own-tunnel") for m in _own_tunnel_matches(local_ip)]
         groups[f"hook {hname}"] = tuple(group)
-        for sess in sorted({s.name: s for s in sessions}.values(), key=lambda s: s.priority):
-            rules = (intent.filters[sess.filter].rules(hook.rules) if sess.filter is not None
-                     else None)
-            groups[f"session {sess.name} {hname}"] = _session_filter(
-                sess.name, sess.priority, rules, hook, in_port)
+    for sname, by_dir in sorted(feeds.items()):
+        sess = intent.sessions[sname]
+        flt = intent.filters[sess.filter] if sess.filter is not None else None
+        parts = tuple((d, flt.rules(d) if flt is not None else (), tuple(sorted(fs)))
+                      for d, fs in sorted(by_dir.items()))
+        groups[f"session {sname}"] = _session_filter(sname, sess.priority, flt is not None,
+                                                     parts)
 
     # forward: per session with local hooks
     active_sessions = {s for (s, _), names in plan.source_hooks.items() if names}
@@ -533,7 +585,14 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
     return groups
 
 
+def feed(hook: Hook, ofports: Mapping[str, int]) -> int:
+    """The number that tells a hook's copies apart in brtap (reg1): its brtap port."""
+    return ofports[hook.patch_tap]
+
+
 _DEFAULTS = tuple([flow(t, 0, {}, kind="default", obj=t)
-                   for t in ("classify", FILTER_TABLES[-1], "forward", "tunnel_in")]
+                   for t in ("classify", "verdict", "forward", "tunnel_in")]
+                  + [flow(FILTER_TABLES[-1], 0, {}, goto="verdict", kind="default",
+                          obj=FILTER_TABLES[-1])]
                   + [flow(t, 0, {}, goto=after, kind="default", obj=t)
                      for t, after in zip(FILTER_TABLES, FILTER_TABLES[1:])])

@@ -2,10 +2,11 @@
 
 Cookies name the object behind every flow, so the flow statistics of brtap,
 summed by cookie, give: the copies a session mirrored (its forward flow), the
-hits of each filter rule (its flows on every hook), and per source hook the
-copies that entered brtap (its classify flow), of which those that no rule
-of any session took, or that a reject rule took. The copies a hook's Mirror
-handed over come from OVS's ``Mirror.statistics``.
+hits of each filter rule (its flows, or its conjunctive match's ``conj_id``
+flow, which counts for every feed it judges), and per source hook the copies
+that no rule of any session took, or that a reject rule took (its two flows in
+the verdict table). The copies a hook's Mirror handed over come from OVS's
+``Mirror.statistics``.
 
 A session's counters are a map of integer values, keyed with words separated
 by blanks (names and iface-ids have none):
@@ -34,12 +35,10 @@ Counts = tuple[int, int]  # packets, bytes
 
 @dataclasses.dataclass(frozen=True)
 class HookCookies:
-    """What a hook's flows are called: its entry, every session's flows on it, and
-    of those, the reject rules'."""
+    """What a hook's verdict flows are called: copies no rule took, copies a reject took."""
 
-    entry: int
-    taken: tuple[int, ...]
-    rejects: tuple[int, ...]
+    unmatched: int
+    rejected: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +54,7 @@ class CounterPlan:
         """Every cookie whose counts are needed."""
         out = {c for keys in self.flows.values() for cs in keys.values() for c in cs}
         for h in self.hooks.values():
-            out.add(h.entry)
-            out.update(h.taken)
+            out.update((h.unmatched, h.rejected))
         return frozenset(out)
 
 
@@ -65,8 +63,6 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
     hooks = {h.name: h for h in plan.hooks}
     by_session: dict[str, dict[str, tuple[int, ...]]] = {}
     sources: dict[str, dict[str, tuple[str, ...]]] = {}
-    taken: dict[str, list[int]] = {}
-    rejects: dict[str, list[int]] = {}
     for (sname, key), names in sorted(plan.source_hooks.items()):
         names = tuple(n for n in names if n in hooks)
         if not names:
@@ -76,22 +72,15 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
         forward = flows.cookie("forward", sname)
         mine["packets"] = mine["bytes"] = (forward,)
         sources.setdefault(sname, {})[key] = names
-        for hname in names:
-            hook = hooks[hname]
-            obj = f"{sname}/{hname}"
-            if sess.filter is None:
-                taken.setdefault(hname, []).append(flows.cookie("session", obj))
-                continue
-            for rule in intent.filters[sess.filter].rules(hook.rules):
-                c = flows.cookie("rule", f"{obj}/{rule.priority}")
-                taken.setdefault(hname, []).append(c)
-                if rule.action == "reject":
-                    rejects.setdefault(hname, []).append(c)
+        if sess.filter is None:
+            continue
+        for direction in {hooks[n].rules for n in names}:
+            for rule in intent.filters[sess.filter].rules(direction):
+                c = flows.cookie("rule", f"{sname}/{direction}/{rule.priority}")
                 for what in ("packets", "bytes"):
-                    k = f"rule {hook.rules} {rule.priority} {what}"
-                    mine[k] = tuple(sorted({*mine.get(k, ()), c}))
-    hook_cookies = {h: HookCookies(flows.cookie("source", h), tuple(sorted(set(taken.get(h, ())))),
-                                   tuple(sorted(set(rejects.get(h, ())))))
+                    mine[f"rule {direction} {rule.priority} {what}"] = (c,)
+    hook_cookies = {h: HookCookies(flows.cookie("verdict", f"{h}/unmatched"),
+                                   flows.cookie("verdict", f"{h}/rejected"))
                     for names in sources.values() for ns in names.values() for h in ns}
     return CounterPlan(by_session, sources, hook_cookies)
 
@@ -110,8 +99,7 @@ def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts],
         for key, names in cp.sources.get(sname, {}).items():
             mine[f"source {key} packets"] = sum(mirrors.get(n, (0, 0))[0] for n in names)
             mine[f"source {key} bytes"] = sum(mirrors.get(n, (0, 0))[1] for n in names)
-            entered = sum(total((cp.hooks[n].entry,), 0) for n in names)
-            decided = sum(total(cp.hooks[n].taken, 0) for n in names)
-            mine[f"source {key} unmatched"] = max(0, entered - decided)
-            mine[f"source {key} rejected"] = sum(total(cp.hooks[n].rejects, 0) for n in names)
+            mine[f"source {key} unmatched"] = total(tuple(cp.hooks[n].unmatched for n in names),
+                                                    0)
+            mine[f"source {key} rejected"] = total(tuple(cp.hooks[n].rejected for n in names), 0)
     return out

@@ -6,7 +6,8 @@ and the forms the switch reports back, so desired and installed flows compare
 with ``==``: an exact match is a plain value, a masked one ``(value, mask)``.
 
 Actions are tuples: ``("output", port)``, ``("output_trunc", port, max_len)``,
-``("set_field", field, value)`` and, last, ``("goto", table_id)``.  No action
+``("set_field", field, value)``, ``("conjunction", id, clause, clauses)`` (clause
+counted from 0, as on the wire) and, last, ``("goto", table_id)``.  No action
 at all means drop.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 COOKIE_AGENT = 0x7A90
 COOKIE_MASK = 0xFFFF << 48
 KINDS = {"default": 0, "source": 1, "tunnel": 2, "target_drop": 3, "rule": 4,
-         "session": 5, "forward": 6, "target_in": 7}
+         "session": 5, "forward": 6, "target_in": 7, "clause": 8, "verdict": 9}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 
 

@@ -21,6 +21,9 @@ class Table:
     doc: str
 
 
+# registers: reg0 the session that accepted a copy, reg1 the feed it came from (a hook's
+# number), reg2 the verdict of a copy no session took (REJECTED or 0: no rule matched)
+REJECTED = 1
 _IP_FIELDS = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst",
               "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
 
@@ -39,22 +42,27 @@ def _filter_table(i: int) -> Table:
     lo = i * SESSIONS_PER_FILTER_TABLE + 1
     hi = min(lo + SESSIONS_PER_FILTER_TABLE - 1, model.SESSION_PRIORITY[1])
     last = i == len(FILTER_TABLES) - 1
-    return Table(FILTER_TABLES[i], 10 + i, frozenset({"in_port"} | _IP_FIELDS),
-                 ("forward",) if last else ("forward", FILTER_TABLES[i + 1]),
-                 f"the rules of sessions of priority {lo}-{hi} for the hook's direction, each "
+    return Table(FILTER_TABLES[i], 10 + i, frozenset({"reg1", "conj_id"} | _IP_FIELDS),
+                 ("forward", "verdict") if last else ("forward", FILTER_TABLES[i + 1], "verdict"),
+                 f"the rules of sessions of priority {lo}-{hi} for the feed's direction, each "
                  "session in a priority band of its own: accept writes the session into reg0 "
-                 "and goes to forward, reject drops; "
-                 + ("no match drops" if last else f"no match goes on to {FILTER_TABLES[i + 1]}"))
+                 "and goes to forward, reject marks reg2 and goes to verdict; a rule whose "
+                 "feeds and port ranges would multiply is a conjunctive match; "
+                 + ("no match goes to verdict" if last
+                    else f"no match goes on to {FILTER_TABLES[i + 1]}"))
 
 
 TABLES = (
     Table("classify", 0, frozenset({"in_port"} | _IP_FIELDS),
           (FILTER_TABLES[0], "tunnel_in"),
-          "by in_port: a source hook goes to the filter stage, the chassis tunnel's "
-          "traffic to tunnel_in, a target port's own traffic is dropped; anything else is "
-          "dropped. A vswitch hook drops this chassis's own tunnel packets first: a copy is "
-          "never mirrored again"),
+          "by in_port: a source hook writes its feed into reg1 and goes to the filter stage, "
+          "the chassis tunnel's traffic to tunnel_in, a target port's own traffic is dropped; "
+          "anything else is dropped. A vswitch hook drops this chassis's own tunnel packets "
+          "first: a copy is never mirrored again"),
     *(_filter_table(i) for i in range(len(FILTER_TABLES))),
+    Table("verdict", 19, frozenset({"reg1", "reg2"}), (),
+          "what no session mirrored, by feed (reg1): rejected (reg2 = 1) or matched by no "
+          "rule (reg2 = 0); dropped, and counted"),
     Table("forward", 20, frozenset({"reg0"}), (),
           "by session (reg0): deliver to the target, truncated to the packet length: a local "
           "port, GRE/VXLAN to the target's chassis with the target's key, or VXLAN with the "

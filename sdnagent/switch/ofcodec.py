@@ -29,7 +29,7 @@ OFPP_ANY, OFPG_ANY, OFP_NO_BUFFER = 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF
 OFPMT_OXM = 1
 OFPIT_GOTO_TABLE, OFPIT_APPLY_ACTIONS = 1, 4
 OFPAT_OUTPUT, OFPAT_SET_FIELD, OFPAT_EXPERIMENTER = 0, 25, 0xFFFF
-NX_VENDOR_ID, NXAST_OUTPUT_TRUNC = 0x00002320, 39
+NX_VENDOR_ID, NXAST_CONJUNCTION, NXAST_OUTPUT_TRUNC = 0x00002320, 34, 39
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
 ONF_BCT_OPEN_REQUEST, ONF_BCT_CLOSE_REQUEST, ONF_BCT_COMMIT_REQUEST = 0, 2, 4
@@ -52,6 +52,9 @@ FIELDS: dict[str, tuple[int, int, int, str]] = {
     "ipv6_dst": (OXM_BASIC, 27, 16, "ip"),
     "tunnel_id": (OXM_BASIC, 38, 8, "int"),
     "reg0": (NXM_1, 0, 4, "int"),
+    "reg1": (NXM_1, 1, 4, "int"),
+    "reg2": (NXM_1, 2, 4, "int"),
+    "conj_id": (NXM_1, 37, 4, "int"),
     "tun_ipv4_src": (NXM_1, 31, 4, "ip"),
     "tun_ipv4_dst": (NXM_1, 32, 4, "ip"),
     "tun_ipv6_src": (NXM_1, 109, 16, "ip"),
@@ -66,6 +69,7 @@ _OXM = struct.Struct("!I")
 _MATCH_HEAD = struct.Struct("!HH")
 _OUTPUT = struct.Struct("!HHIH6x")
 _TRUNC = struct.Struct("!HHIHHI")
+_CONJUNCTION = struct.Struct("!HHIHBBI")
 _APPLY = struct.Struct("!HH4x")
 _GOTO = struct.Struct("!HHB3x")
 _BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")
@@ -128,6 +132,9 @@ def _action(a: tuple) -> bytes:
         return _OUTPUT.pack(OFPAT_OUTPUT, 16, a[1], 0)
     if a[0] == "output_trunc":
         return _TRUNC.pack(OFPAT_EXPERIMENTER, 16, NX_VENDOR_ID, NXAST_OUTPUT_TRUNC, a[1], a[2])
+    if a[0] == "conjunction":  # ("conjunction", id, clause from 0, clauses)
+        return _CONJUNCTION.pack(OFPAT_EXPERIMENTER, 16, NX_VENDOR_ID, NXAST_CONJUNCTION, a[2],
+                                 a[3], a[1])
     if a[0] == "set_field":
         tlv = _oxm(a[1], a[2])
         length = 4 + len(tlv)
@@ -275,6 +282,10 @@ def _decode_actions(data: bytes, pos: int, end: int) -> Iterator[tuple]:
               and struct.unpack_from("!IH", data, pos + 4) == (NX_VENDOR_ID, NXAST_OUTPUT_TRUNC)):
             port, max_len = struct.unpack_from("!HI", data, pos + 10)
             yield ("output_trunc", port, max_len)
+        elif (kind == OFPAT_EXPERIMENTER and length == 16 and struct.unpack_from(
+                "!IH", data, pos + 4) == (NX_VENDOR_ID, NXAST_CONJUNCTION)):
+            clause, n_clauses, conj_id = struct.unpack_from("!BBI", data, pos + 10)
+            yield ("conjunction", conj_id, clause, n_clauses)
         else:  # something the agent never writes: kept visible, so a diff replaces it
             yield ("unknown", bytes(data[pos:pos + length]).hex())
         pos += length
@@ -343,9 +354,9 @@ _SEEN: set[Flow] = set()  # the flows _FLOWS gives
 # The order in which OVS writes match fields in its replies (lib/nx-match.c): not
 # os-ken's, so a flow reads back with other bytes than it was sent with.
 _OVS_ORDER = {name: i for i, name in enumerate((
-    "in_port", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_proto",
+    "conj_id", "in_port", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_proto",
     "tcp_src", "tcp_dst", "udp_src", "udp_dst", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst",
-    "tun_ipv6_src", "tun_ipv6_dst", "reg0"))}
+    "tun_ipv6_src", "tun_ipv6_dst", "reg0", "reg1", "reg2"))}
 
 
 def forget() -> None:

@@ -30,28 +30,47 @@ def _field_matches(field: str, want: Any, packet: dict) -> bool:
 
 
 def lookup(flows: Iterable[Flow], table: int, packet: dict) -> Optional[Flow]:
-    best = None
+    """The flow a packet hits in ``table``, with OVS's conjunctive matches: at each
+    priority from the highest, a plain flow that matches wins; else a conjunction whose
+    every clause has a matching flow there sends the packet to its ``conj_id`` flow;
+    else the lookup goes on at the next lower priority."""
+    found: dict[int, list[Flow]] = {}
     for f in flows:
-        if f.table != table or not all(_field_matches(k, v, packet) for k, v in f.match):
-            continue
+        if f.table == table and all(_field_matches(k, v, packet) for k, v in f.match):
+            found.setdefault(f.priority, []).append(f)
+    for priority in sorted(found, reverse=True):
+        plain = [f for f in found[priority] if not any(a[0] == "conjunction" for a in f.actions)]
         # two matching flows of one priority: a real switch would pick either
-        assert best is None or best.priority != f.priority, (
-            f"two flows of one priority match the packet: {best} {f}")
-        if best is None or f.priority > best.priority:
-            best = f
-    return best
+        assert len(plain) <= 1, f"two flows of one priority match the packet: {plain}"
+        if plain:
+            return plain[0]
+        clauses: dict[int, tuple[set, int]] = {}
+        for f in found[priority]:
+            for a in f.actions:
+                assert a[0] == "conjunction", f"a clause flow with other actions: {f}"
+                clauses.setdefault(a[1], (set(), a[3]))[0].add(a[2])
+        complete = [cid for cid, (got, n) in clauses.items() if len(got) == n]
+        assert len(complete) <= 1, f"two conjunctions complete at one priority: {complete}"
+        if complete:
+            hit = lookup(flows, table, {**packet, "conj_id": complete[0]})
+            assert hit is not None and hit.priority == priority, (complete, hit)
+            return hit
+    return None
 
 
-def run(flows: Iterable[Flow], packet: dict) -> list[tuple]:
-    """The outputs ("output", port, max_len or None, tunnel fields) of one packet."""
+def run(flows: Iterable[Flow], packet: dict, hits: Optional[list[Flow]] = None) -> list[tuple]:
+    """The outputs ("output", port, max_len or None, tunnel fields) of one packet; the
+    flows it hit (counted, as the switch counts them) are added to ``hits``."""
     flows = list(flows)
-    pkt = dict(packet)
+    pkt = {"reg0": 0, "reg1": 0, "reg2": 0, **packet}  # registers start at zero
     table = 0
     outputs = []
     for _ in range(16):
         f = lookup(flows, table, pkt)
         if f is None:
             return outputs
+        if hits is not None:
+            hits.append(f)
         next_table = None
         for action in f.actions:
             if action[0] == "set_field":
@@ -60,6 +79,8 @@ def run(flows: Iterable[Flow], packet: dict) -> list[tuple]:
                 outputs.append((action[1], None, _tunnel(pkt)))
             elif action[0] == "output_trunc":
                 outputs.append((action[1], action[2], _tunnel(pkt)))
+            elif action[0] == "conjunction":
+                raise AssertionError(f"a clause flow was executed: {f}")
             elif action[0] == "goto":
                 assert action[1] > table, "goto must go forward"
                 next_table = action[1]

@@ -277,11 +277,20 @@ def intents(draw):
     for j, prio in enumerate(prios):
         fname = draw(st.sampled_from([None] + [f.name for f in filters]))
         direction = draw(st.sampled_from(["in", "out", "both"]))
+        # vm-1 in every session; others too, so that a rule judges several feeds
+        others = draw(st.lists(st.sampled_from(SOURCE_IFACES[1:]), unique=True, max_size=3))
+        sources = [model.Source("port", direction, iface_id="vm-1",
+                                enabled=draw(st.booleans()) or j == 0)]
+        sources += [model.Source("port", draw(st.sampled_from(["in", "out", "both"])),
+                                 iface_id=i, enabled=draw(st.booleans())) for i in others]
         sessions.append(model.Session(
             f"s{j}", prio, 100 + j, draw(st.sampled_from(["t-local", "t-vx"])), fname,
             draw(st.sampled_from([None, 64, 96])), draw(st.booleans()) or j == 0,
-            (model.Source("port", direction, iface_id="vm-1", enabled=draw(st.booleans()) or j == 0),)))
+            tuple(sources)))
     return model.Intent.of(targets, filters, sessions)
+
+
+SOURCE_IFACES = ("vm-1", "vm-2", "vm-3", "vm-4")
 
 
 @st.composite
@@ -298,14 +307,16 @@ def packets(draw):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(intents(), packets(), st.sampled_from(["in", "out"]))
-def test_compiled_tables_decide_like_the_reference(intent, pkt, direction):
-    inv = Inventory(chassis="h", ports={"vm-1": LocalPort("vm-1", "br-int", "vm1", 1),
-                                        "vm-t": LocalPort("vm-t", "brtap", "tgt", 2)},
+@given(intents(), packets(), st.sampled_from(["in", "out"]), st.sampled_from(SOURCE_IFACES))
+def test_compiled_tables_decide_like_the_reference(intent, pkt, direction, iface):
+    ports = {i: LocalPort(i, "br-int", i.replace("-", ""), n)
+             for n, i in enumerate(SOURCE_IFACES, 1)}
+    inv = Inventory(chassis="h", ports={**ports, "vm-t": LocalPort("vm-t", "brtap", "tgt", 9)},
                     bridges=frozenset({"br-int", "brtap"}), chassis_ips={"h": "10.0.0.1"})
     plan, ofports, table = compile_all(intent, inv)
-    want = oftable.reference(intent, "vm-1", direction, pkt)
-    hooks = [h for h in plan.hooks if h.select == ("dst" if direction == "in" else "src")]
+    want = oftable.reference(intent, iface, direction, pkt)
+    hooks = [h for h in plan.hooks if h.select == ("dst" if direction == "in" else "src")
+             and h.port == ports[iface].port]
     outputs = oftable.run(table, {"in_port": ofports[hooks[0].patch_tap], **pkt}) if hooks else []
     if want is None:
         assert outputs == []
@@ -575,3 +586,112 @@ def test_diff_of_changed_groups_equals_the_full_diff(one, two):
     flat = [frozenset(f for g in gs.values() for f in g) for gs in (before, after)]
     assert flows.diff_groups(before, after) == flows.diff(*flat)
     assert not flows.diff_groups(before, groups(one))
+
+
+def _many_sources_intent(rules_in, rules_out, n_sources=4, direction="both"):
+    flt = model.Filter("wide", tuple(rules_in), tuple(rules_out))
+    target = model.Target("t-local", "port", 1, iface_id="vm-t", enabled=True)
+    sources = tuple(model.Source("port", direction, iface_id=f"vm-{i}")
+                    for i in range(1, n_sources + 1))
+    return model.Intent.of([target], [flt], [model.Session("s", 1, 1, "t-local", "wide", None,
+                                                             True, sources)])
+
+
+def _many_ports(n):
+    return {f"vm-{i}": LocalPort(f"vm-{i}", "br-int", f"vm{i}", i) for i in range(1, n + 1)}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(["in", "out"]))
+def test_conjunctive_rules_decide_like_the_reference(data, direction):
+    """Rules with port ranges judged for several feeds at once: conjunctive matches, and
+    the flows decide exactly what the reference decides, for every source."""
+    def some_rules(draw_dir):
+        prios = data.draw(st.lists(st.integers(1, 50), unique=True, min_size=1, max_size=4))
+        flt = model.Filter("wide")
+        out = []
+        for p in sorted(prios):
+            kw = data.draw(rules(p))
+            kw["protocol"] = data.draw(st.sampled_from(["tcp", "udp"]))
+            for f in ("src_port", "dst_port"):
+                if f not in kw or data.draw(st.booleans()):
+                    a, b = sorted(data.draw(st.lists(PORTS, min_size=2, max_size=2)))
+                    kw[f] = f"{a}-{b}"
+            out.append(model.new_rule(flt, draw_dir, **kw))
+        return out
+    intent = _many_sources_intent(some_rules("inbound"), some_rules("outbound"))
+    ports = _many_ports(4)
+    inv = inventory(ports={**ports, "vm-t": LocalPort("vm-t", "brtap", "tgt", 9)})
+    plan, ofports, table = compile_all(intent, inv)
+    iface = data.draw(st.sampled_from(sorted(ports)))
+    pkt = data.draw(packets())
+    hooks = [h for h in plan.hooks if h.select == ("dst" if direction == "in" else "src")
+             and h.port == ports[iface].port]
+    outputs = oftable.run(table, {"in_port": ofports[hooks[0].patch_tap], **pkt})
+    want = oftable.reference(intent, iface, direction, pkt)
+    assert bool(outputs) == (want is not None), (want, outputs)
+
+
+def test_wide_port_ranges_add_instead_of_multiply():
+    """The probe's worst case: ten rules a direction, each with two wide port ranges,
+    ten sources in both directions.  Per rule product of prefixes: ~870 flows a feed;
+    as conjunctive matches: one flow per feed and per prefix, plus one."""
+    def ten(direction):
+        flt = model.Filter("wide")
+        return [model.new_rule(flt, direction, priority=str(p), action="accept",
+                               protocol="tcp", src_port="1-65534", dst_port="2-65534")
+                for p in range(1, 11)]
+    intent = _many_sources_intent(ten("inbound"), ten("outbound"), n_sources=10)
+    inv = inventory(ports={**_many_ports(10), "vm-t": LocalPort("vm-t", "brtap", "tgt", 99)})
+    plan, ofports, table = compile_all(intent, inv)
+    band = pipeline.table(pipeline.filter_band(1)[0]).id
+    mine = [f for f in table if f.table == band and f.priority > 0]
+    src, dst = len(portrange.prefixes(1, 65534)), len(portrange.prefixes(2, 65534))
+    # per direction and rule: 10 feeds + src + dst prefixes + the conj_id flow, with the
+    # inbound and outbound clauses of one prefix shared by one flow
+    assert len(mine) == 10 * (2 * (10 + 1) + src + dst)
+    before = 10 * 2 * 10 * src * dst  # rules x directions x feeds x product
+    assert before / len(mine) > 50
+    # and they still decide right: a few packets through both directions of a source
+    hooks = {(h.port, h.select): ofports[h.patch_tap] for h in plan.hooks}
+    for sport, dport in ((1, 2), (65534, 65534), (0, 80), (80, 1), (65535, 80), (443, 65535)):
+        pkt = {"eth_type": 0x0800, "ipv4_src": "10.1.2.3", "ipv4_dst": "10.1.200.4",
+               "ip_proto": 6, "tcp_src": sport, "tcp_dst": dport}
+        want = 1 <= sport <= 65534 and 2 <= dport <= 65534
+        for select in ("dst", "src"):
+            assert bool(oftable.run(table, {"in_port": hooks["vm7", select], **pkt})) == want
+
+
+def test_counters_from_the_flows_a_packet_hits():
+    """Each frame counted once where it ended: its accepting or rejecting rule (a plain
+    flow, or a conjunctive match's conj_id flow), and by source, unmatched or rejected."""
+    from sdnagent.compile import counters
+    flt = model.Filter("f")
+    rules_in = [model.new_rule(flt, "inbound", priority="1", action="reject", protocol="udp"),
+                model.new_rule(flt, "inbound", priority="2", action="accept", protocol="tcp",
+                               src_port="1000-2000", dst_port="10-500")]
+    intent = _many_sources_intent(rules_in, [], n_sources=3, direction="in")
+    inv = inventory(ports={**_many_ports(3), "vm-t": LocalPort("vm-t", "brtap", "tgt", 9)})
+    plan, ofports, table = compile_all(intent, inv)
+    assert any(a[0] == "conjunction" for f in table for a in f.actions)
+    hooks = {h.port: ofports[h.patch_tap] for h in plan.hooks}
+    sent = {"vm1": [("tcp", 1500, 80)] * 3 + [("udp", 1, 1)],
+            "vm2": [("tcp", 999, 80), ("tcp", 1000, 10)],
+            "vm3": [("udp", 5, 5)] * 2 + [("icmp", 0, 0)]}
+    hits: list = []
+    for port, pkts in sent.items():
+        for proto, sport, dport in pkts:
+            pkt = {"in_port": hooks[port], "eth_type": 0x0800, "ipv4_src": "10.1.2.3",
+                   "ipv4_dst": "10.1.200.4", "ip_proto": {"tcp": 6, "udp": 17, "icmp": 1}[proto]}
+            if proto != "icmp":
+                pkt.update({f"{proto}_src": sport, f"{proto}_dst": dport})
+            oftable.run(table, pkt, hits)
+    by_cookie: dict = {}
+    for f in hits:
+        packets, nbytes = by_cookie.get(f.cookie, (0, 0))
+        by_cookie[f.cookie] = (packets + 1, nbytes + 100)
+    got = counters.counters(counters.plan_counters(intent, plan), by_cookie, {})["s"]
+    assert (got["packets"], got["rule inbound 1 packets"], got["rule inbound 2 packets"]) == (
+        4, 3, 4)
+    assert [(got[f"source vm-{i} unmatched"], got[f"source vm-{i} rejected"])
+            for i in (1, 2, 3)] == [(0, 1), (1, 0), (1, 2)]

@@ -32,6 +32,8 @@ def osken_flow_mod(f: Flow, command: int, xid: int) -> bytes:
             actions.append(PARSER.NXActionOutputTrunc(port=a[1], max_len=a[2]))
         elif a[0] == "set_field":
             actions.append(PARSER.OFPActionSetField(**{a[1]: a[2]}))
+        elif a[0] == "conjunction":
+            actions.append(PARSER.NXActionConjunction(clause=a[2], n_clauses=a[3], id_=a[1]))
     if actions:
         inst.append(PARSER.OFPInstructionActions(OFP.OFPIT_APPLY_ACTIONS, actions))
     inst += [PARSER.OFPInstructionGotoTable(a[1]) for a in f.actions if a[0] == "goto"]
@@ -62,6 +64,8 @@ def osken_from_stats(stat) -> Flow:
                 actions.append(("output_trunc", a.port, a.max_len))
             elif name == "OFPActionSetField":
                 actions.append(("set_field", a.key, a.value))
+            elif name == "NXActionConjunction":
+                actions.append(("conjunction", a.id, a.clause, a.n_clauses))
     actions += [("goto", i.table_id) for i in stat.instructions
                 if hasattr(i, "table_id") and not hasattr(i, "actions")]
     match = tuple(sorted((k, tuple(map(_text, v)) if isinstance(v, (list, tuple)) else _text(v))
@@ -106,8 +110,9 @@ def matches(draw):
     m: dict = {}
     if draw(st.booleans()):
         m["in_port"] = draw(PORT)
-    if draw(st.booleans()):
-        m["reg0"] = draw(st.integers(0, 2 ** 32 - 1))
+    for reg in ("reg0", "reg1", "reg2", "conj_id"):
+        if draw(st.booleans()):
+            m[reg] = draw(st.integers(0, 2 ** 32 - 1))
     if draw(st.booleans()):
         m["tunnel_id"] = draw(st.integers(0, 2 ** 64 - 1))
     tun = draw(st.sampled_from([None, 4, 6]))
@@ -132,7 +137,10 @@ def matches(draw):
 ACTION = st.one_of(
     st.tuples(st.just("output"), PORT),
     st.tuples(st.just("output_trunc"), U16, st.integers(64, 8500)),
-    st.tuples(st.just("set_field"), st.just("reg0"), st.integers(0, 2 ** 32 - 1)),
+    st.tuples(st.just("set_field"), st.sampled_from(["reg0", "reg1", "reg2"]),
+              st.integers(0, 2 ** 32 - 1)),
+    st.tuples(st.just("conjunction"), st.integers(0, 2 ** 32 - 1),
+              st.integers(0, 62), st.integers(63, 64)),
     st.tuples(st.just("set_field"), st.just("tunnel_id"), st.integers(0, 2 ** 64 - 1)),
     st.tuples(st.just("set_field"), st.just("tun_ipv4_dst"),
               st.ip_addresses(v=4).map(str)),

@@ -146,11 +146,30 @@ def test_trace_decides_like_the_compiled_tables(intent, pkt, direction):
     assert outputs[0][0] == (ofports["tgt"] if sess.target == "t-local" else ofports["tapvxlan"])
 
 
+def test_every_compiled_flow_is_named():
+    """sdnagent-trace names each flow by hashing what tapdb and the hooks name: every
+    cookie the compiler writes must be among them, conjunctive clauses and verdicts too."""
+    from sdnagent.compile import compiler, flows
+    from tests.unit.test_compile import _many_ports, _many_sources_intent, compile_all, inventory
+    from sdnagent import model
+    flt = model.Filter("wide")
+    wide = [model.new_rule(flt, d, priority="1", action=a, protocol="tcp", src_port="1-999",
+                           dst_port="2-999") for d, a in (("inbound", "accept"),
+                                                          ("outbound", "reject"))]
+    many = {**_many_ports(4), "vm-t": compiler.LocalPort("vm-t", "brtap", "tgt", 9)}
+    for intent, inv in ((example(), inventory()),
+                        (_many_sources_intent([wide[0]], [wide[1]]), inventory(ports=many))):
+        plan, _, table = compile_all(intent, inv)
+        labels = trace.switch_labels(intent, {h.name: h.name for h in plan.hooks})
+        assert len({flows.cookie_kind(f.cookie) for f in table}) >= 6
+        assert [f for f in table if f.cookie not in labels] == []
+
+
 def test_switch_flows_are_named_by_their_cookies():
     from sdnagent.compile import flows
     intent = example()
     labels = trace.switch_labels(intent, {"tap-1": "port vm230, direction in"})
-    rule = flows.cookie("rule", "session-02/tap-1/1")
+    rule = flows.cookie("rule", "session-02/inbound/1")
     text = ("bridge(\"brtap\")\n 0. in_port=2, priority 200, cookie "
             f"{hex(flows.cookie('source', 'tap-1'))}\n    goto_table:10\n"
             f"10. udp,in_port=2, priority 64990, cookie {hex(rule)}\n    goto_table:20\n"
