@@ -184,6 +184,7 @@ def table(rows: list[Row]) -> str:
     """The results as a Markdown table."""
     lines = ["| what | sdnagent | baseline, same run | ratio | aim |", "|---|---|---|---|---|"]
     for r in rows:
-        ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+        ratio = ("" if r.ratio is None else f"{r.ratio:.2f}" if r.ratio >= 0.1 or r.ratio == 0
+                 else f"1/{1 / r.ratio:,.0f}")
         lines.append(f"| {r.what} | {r.ours} | {r.baseline} | {ratio} | {r.aim} |")
     return "\n".join(lines)

@@ -433,8 +433,8 @@ def conj_id(priority: int, direction: str) -> int:
 
 @functools.lru_cache(maxsize=1 << 14)
 def _session_filter(session: str, priority: int, filtered: bool,
-                    parts: tuple[tuple[str, tuple[model.Rule, ...], Feeds], ...]
-                    ) -> tuple[Flow, ...]:
+                    parts: tuple[tuple[str, tuple[model.Rule, ...], Feeds], ...],
+                    conjunctive: bool = True) -> tuple[Flow, ...]:
     """One session's flows: for each rule direction (``parts``: the direction, its
     rules, the feeds they judge), its rules in its own priority band, so that they stay
     as they are when other sessions, or their rules, come and go; memoized, so that an
@@ -443,7 +443,8 @@ def _session_filter(session: str, priority: int, filtered: bool,
     A rule takes one flow per combination of feed and port-range prefixes when that is
     few; when two or more of them have several alternatives, a conjunctive match
     instead: one flow per alternative of each (clauses), one ``conj_id`` flow that
-    decides and counts, so that they add up instead of multiplying."""
+    decides and counts, so that they add up instead of multiplying (unless not
+    ``conjunctive``: the benchmarks' baseline)."""
     table, top = filter_band(priority)
     accept = {"actions": (("set_field", "reg0", priority),), "goto": "forward"}
     reject = {"actions": (("set_field", "reg2", REJECTED),), "goto": "verdict"}
@@ -474,7 +475,7 @@ def _session_filter(session: str, priority: int, filtered: bool,
                     base.update(d[0])
             several = [d for d in dims if len(d) > 1]
             product = math.prod(len(d) for d in several)
-            if len(several) < 2 or product <= sum(map(len, several)) + 1:
+            if not conjunctive or len(several) < 2 or product <= sum(map(len, several)) + 1:
                 for combo in itertools.product(*several):
                     m = dict(base)
                     for part in combo:
@@ -492,14 +493,15 @@ def _session_filter(session: str, priority: int, filtered: bool,
 
 
 def plan_flows(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int], encap: str,
-               local_ip: str = "") -> frozenset[Flow]:
+               local_ip: str = "", conjunctive: bool = True) -> frozenset[Flow]:
     """brtap's flows; ports without an ofport (yet) are left out, a later pass adds them."""
-    groups = plan_flow_groups(intent, plan, ofports, encap, local_ip)
+    groups = plan_flow_groups(intent, plan, ofports, encap, local_ip, conjunctive)
     return frozenset(f for group in groups.values() for f in group)
 
 
 def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str, int],
-                     encap: str, local_ip: str = "") -> dict[str, tuple[Flow, ...]]:
+                     encap: str, local_ip: str = "", conjunctive: bool = True
+                     ) -> dict[str, tuple[Flow, ...]]:
     """brtap's flows by the object they belong to (a session on a hook, a hook, a
     target...): a pass after a small change diffs only the groups that
     changed (:func:`~sdnagent.compile.flows.diff_groups`)."""
@@ -561,7 +563,7 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
         parts = tuple((d, flt.rules(d) if flt is not None else (), tuple(sorted(fs)))
                       for d, fs in sorted(by_dir.items()))
         groups[f"session {sname}"] = _session_filter(sname, sess.priority, flt is not None,
-                                                     parts)
+                                                     parts, conjunctive)
 
     # forward: per session with local hooks
     active_sessions = {s for (s, _), names in plan.source_hooks.items() if names}
