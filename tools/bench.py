@@ -8,6 +8,8 @@ Parts (each also runs alone, see tools/bench):
   tapctl    a command's time with 10,000 sessions, against one ovsdb-client transact
   fanout    commit -> notified at 1,000 simulated chassis and ovsdb-server CPU, standalone
             and 3-member Raft, against one chassis alone
+  wide      a filter at quota with wide port ranges on 10 sources: conjunctive matches
+            against the product of the prefixes
 Prints the machine, then the table (Markdown, as in benchmarks/RESULTS.md).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import bench_change  # noqa: E402
 import bench_fanout  # noqa: E402
 import bench_install  # noqa: E402
 import bench_tapctl  # noqa: E402
+import bench_wide  # noqa: E402
 from benchlib import parser, require_ovs, table  # noqa: E402
 
 
@@ -54,6 +57,8 @@ def main() -> int:
     for ports in ((30,) if args.quick else (30, 100, 330)):
         rows += bench_install.run(ports)
         print(f"install at {ports} ports done", file=sys.stderr, flush=True)
+    rows += bench_wide.run()
+    print("wide done", file=sys.stderr, flush=True)
     rows += bench_change.run(30, 40 if args.quick else 200)
     print("change done", file=sys.stderr, flush=True)
     rows += bench_tapctl.run(1000 if args.quick else 10000)
