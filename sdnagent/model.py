@@ -349,7 +349,8 @@ def parse_vswitch(text: str) -> tuple[str, str, Optional[int]]:
 
 def new_target(intent: Intent, name: str, *, port: Optional[str] = None,
                nic: Optional[str] = None, vxlan: Optional[str] = None,
-               enabled: bool = False) -> Target:
+               enabled: bool = False, tunnel_ips: Mapping[str, str] = {}) -> Target:
+    """``tunnel_ips``: the registered chassis's tunnel addresses, by chassis."""
     name = parse_name("target", name)
     if name in intent.targets:
         raise IntentError("target name", f"a target named {name!r} already exists")
@@ -378,7 +379,26 @@ def new_target(intent: Intent, name: str, *, port: Optional[str] = None,
             if t.type == "nic" and (t.chassis, t.nic) == (chassis, ifname):
                 raise IntentError("nic", f"{chassis}:{ifname} is already target {t.name!r}")
         return Target(name, "nic", key, chassis=chassis, nic=ifname, enabled=enabled)
-    return Target(name, "vxlan", key, remote_ip=parse_ip("vxlan", vxlan), enabled=enabled)
+    ip = parse_ip("vxlan", vxlan)
+    why = collector_at_chassis(ip, tunnel_ips)
+    if why:
+        raise IntentError("vxlan", why)
+    return Target(name, "vxlan", key, remote_ip=ip, enabled=enabled)
+
+
+def collector_at_chassis(ip: str, tunnel_ips: Mapping[str, str]) -> Optional[str]:
+    """Why copies must not go to ``ip`` by VXLAN, or None: a hypervisor's own switch would
+    take them there (OVN or another agent on UDP 4789 reads the VNI as its own keys)."""
+    addr = ipaddress.ip_address(ip)
+    for chassis, tunnel_ip in sorted(tunnel_ips.items()):
+        try:
+            same = ipaddress.ip_address(tunnel_ip) == addr
+        except ValueError:
+            continue
+        if same:
+            return (f"{ip} is the tunnel address of chassis {chassis}, whose switch would take "
+                    "the copies; give a collector's own address")
+    return None
 
 
 def new_filter(intent: Intent, name: str) -> Filter:

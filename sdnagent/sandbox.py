@@ -27,6 +27,8 @@ VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 OVS_BINARIES = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl",
                 "ovs-appctl", "ovsdb-client")
 UNDERLAY_PREFIX = "10.255.0."
+# a collector on the underlay that is no hypervisor: what the fabric sends it is captured
+COLLECTOR_IP, COLLECTOR_MAC = f"{UNDERLAY_PREFIX}200", "aa:55:aa:00:00:c8"
 
 
 def missing_ovs() -> Optional[str]:
@@ -172,6 +174,7 @@ class Host(Ovs):
         self.appctl("ovs/route/add", f"{self.ip}/24", "br-ul")
         for peer in self.peers:
             self.appctl("tnl/neigh/set", "br-ul", peer.ip, peer.mac)
+        self.appctl("tnl/neigh/set", "br-ul", COLLECTOR_IP, COLLECTOR_MAC)
 
     def restart_vswitchd(self) -> None:
         super().restart_vswitchd()
@@ -194,7 +197,7 @@ class Host(Ovs):
                 raise CommandError(f"{self.name}: underlay ul0 not connected after {timeout:g} s")
             time.sleep(0.02)
 
-    def start_agent(self, tapdb: str, encap: str = "gre", **options: str) -> Path:
+    def start_agent(self, tapdb: str, encap: str = "vxlan", **options: str) -> Path:
         """Run ``sdnagent`` for this host in the background; returns its config file.
 
         ``options``: more settings, ``group__name=value`` (``name=value`` for DEFAULT)."""
@@ -274,6 +277,10 @@ class Lab:
                     self.tapdb.start()
             self.fabric.start()
             self.fabric.add_bridge("br-fabric", "fail_mode=standalone")
+            # the collector speaks once, so that the fabric learns where it is and sends
+            # it what is addressed to it alone
+            self.fabric.add_dummy_port("br-fabric", "collector")
+            self.fabric.inject("collector", _announce(COLLECTOR_MAC))
             for host in self.hosts.values():
                 sock = self.dir / f"ul{host.index}.sock"
                 # f<N>.pcap: what the underlay carried to host N
@@ -292,6 +299,12 @@ class Lab:
         for host in self.hosts.values():
             host.stop_agent()
         stop_all(self.dir)
+
+    def collected(self) -> list[bytes]:
+        """The frames the fabric sent to the collector at ``COLLECTOR_IP`` and addressed to
+        it (the fabric floods what it has not learnt yet, as any switch; a NIC drops it)."""
+        mac = bytes.fromhex(COLLECTOR_MAC.replace(":", ""))
+        return [f for f in read_pcap(self.fabric.dir / "collector.pcap") if f[:6] == mac]
 
     @property
     def remote(self) -> str:
@@ -314,7 +327,7 @@ class Lab:
                        TAPDB_CA_CERT=creds.ca_cert)
         return env
 
-    def start_agent(self, host: str, encap: str = "gre", **options: str) -> Path:
+    def start_agent(self, host: str, encap: str = "vxlan", **options: str) -> Path:
         """``host``'s agent on this lab's tapdb; in a TLS lab with its chassis certificate."""
         if self.tls:
             creds = pki.issue(self.dir / "pki", host, "chassis")
@@ -328,6 +341,11 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _announce(mac: str) -> bytes:
+    """A broadcast frame from ``mac`` (an experimental ethertype) for switches to learn."""
+    return b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) + b"\x88\xb5" + b"\0" * 46
 
 
 def free_port() -> int:

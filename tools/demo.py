@@ -1,6 +1,6 @@
 """The main job: the two-session example across two hosts, with agents.
 
-A private lab (tapdb, host-a and host-b on the dummy datapath, a GRE/VXLAN
+A private lab (tapdb, host-a and host-b on the dummy datapath, a VXLAN/GRE
 underlay between them), an sdnagent per host, the example configured with
 tapctl, then test traffic from 192.168.0.161 to the source VM 192.168.0.230,
 and what each target received.  Everything started is stopped at the end.
@@ -58,13 +58,13 @@ def main() -> int:
 
 def run(lab: sandbox.Lab) -> int:
     a, b = lab["host-a"], lab["host-b"]
-    env = dict(os.environ, **lab.client_env(), TARGET02_IP=b.ip,
+    env = dict(os.environ, **lab.client_env(), TARGET02_IP=sandbox.COLLECTOR_IP,
                PATH=f"{BIN}:{os.environ['PATH']}")
     how = (f"TLS: tapctl with an operator's certificate; agents at {lab.chassis_remote}, each "
            "with its chassis's certificate and allowed to write only its own chassis's rows"
            if lab.tls else "plain: the lab's unix socket")
     print(f"== lab: tapdb at {lab.remote} ({how}); host-a underlay {a.ip}, host-b underlay "
-          f"{b.ip}")
+          f"{b.ip}, a collector (no hypervisor) at {sandbox.COLLECTOR_IP}")
     for iface, (port, _, ip) in VMS.items():
         a.add_vm_port(port, iface)
         print(f"   host-a br-int: {port} iface-id {iface} ({ip})")
@@ -73,7 +73,7 @@ def run(lab: sandbox.Lab) -> int:
     wait(lambda: "brtap" in b.vsctl("list-br").split(), 20, "brtap on host-b")
     target01 = b.add_vm_port("tgt164", "vm-164", bridge="brtap")
     print("   host-b brtap: tgt164 iface-id vm-164 (target-01's vNIC, attached by the platform)")
-    print("   sdnagent running on host-a and host-b (GRE between chassis)")
+    print("   sdnagent running on host-a and host-b (VXLAN on UDP 4790 between chassis)")
 
     print("\n== configuring the two-session example (etc/examples/two-sessions.sh)")
     script = ROOT / "etc" / "examples" / "two-sessions.sh"
@@ -103,17 +103,21 @@ def run(lab: sandbox.Lab) -> int:
     time.sleep(0.5)
 
     received = sandbox.read_pcap(target01)
-    print(f"\n== target-01 (vm-164 on host-b, reached by GRE) received {len(received)} frame(s):")
+    print(f"\n== target-01 (vm-164 on host-b, reached over the chassis tunnel) received "
+          f"{len(received)} frame(s):")
     for f in received:
         print(f"   {packets.parse(f)}")
     underlay = [packets.parse(f) for f in sandbox.read_pcap(lab.fabric.dir / f"f{b.index}.pcap")]
-    vxlan = [s for s in underlay if s.vni is not None and s.dst == b.ip and s.dport == 4789]
-    print(f"\n== target-02 (VXLAN to {b.ip}:4789) received {len(vxlan)} packet(s):")
+    vxlan = [s for s in map(packets.parse, lab.collected()) if s.vni is not None
+             and s.dst == sandbox.COLLECTOR_IP and s.dport == 4789]
+    print(f"\n== target-02 (VXLAN to {sandbox.COLLECTOR_IP}:4789) received {len(vxlan)} "
+          "packet(s):")
     for s in vxlan:
         print(f"   {s}")
-    gre = [s for s in underlay if s.gre_key is not None]
-    print(f"\n== the underlay also carried {len(gre)} GRE packet(s) from host-a to host-b:")
-    for s in gre:
+    tunnelled = [s for s in underlay if s.gre_key is not None or s.vni is not None]
+    print(f"\n== the underlay also carried {len(tunnelled)} tunnelled packet(s) from host-a to "
+          "host-b:")
+    for s in tunnelled:
         print(f"   {s}")
     print("\n== host-a: ovs-ofctl -O OpenFlow13 dump-flows brtap")
     print(a.ofctl("dump-flows", "brtap", "--no-stats"), end="")

@@ -47,9 +47,12 @@ OVS_OPTS = [
 TUNNEL_OPTS = [
     cfg.IPOpt("local_ip", required=True,
               help="This chassis's tunnel (underlay) address, published in tapdb."),
-    cfg.StrOpt("encap", default="gre", choices=["gre", "vxlan"],
-               help="Encapsulation between chassis (vxlan uses UDP port 4790, so it never "
-                    "mixes with mirrored traffic sent to vxlan targets on 4789)."),
+    cfg.StrOpt("encap", default="vxlan", choices=["vxlan", "gre"],
+               help="Encapsulation between chassis: vxlan on UDP port 4790, a datapath port "
+                    "of its own, so that no other controller's GRE, Geneve or VXLAN (4789) "
+                    "port takes or brings its traffic; gre only where no other port of the "
+                    "host is GRE (one with a fixed remote address would take ours: the agent "
+                    "then takes nothing from the tunnel and says so)."),
 ]
 
 TAPDB_OPTS = [

@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     where = c.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="IFACE_ID", help="a VM vNIC, by its iface-id")
     where.add_argument("--nic", metavar="CHASSIS:IFNAME", help="a host NIC on a chassis")
-    where.add_argument("--vxlan", metavar="IP", help="any IP, reached by VXLAN with the session VNI")
+    where.add_argument("--vxlan", metavar="IP", help="a collector's IP (not a chassis's "
+                       "tunnel address), reached by VXLAN with the session VNI")
     c.add_argument("--enable", action="store_true", help="create it enabled")
 
     c = cmd("filter-add", "add an empty filter")

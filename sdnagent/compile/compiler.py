@@ -63,6 +63,8 @@ class Inventory:
     port_bridges: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every port's bridge
     local_ip: str = ""  # this chassis's tunnel address
     rejected_chassis: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> why
+    # other owners' tunnel ports on this host: (interface, type, options:dst_port)
+    foreign_tunnels: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +125,8 @@ class PortPlan:
     # target name -> the tunnel addresses of the chassis expected to send to it: those
     # holding an enabled source of an enabled session to it
     senders: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # why this chassis takes nothing from its tunnel (another owner's port collides), or ""
+    tunnel_problem: str = ""
 
 
 def _short_hash(*parts: object) -> str:
@@ -171,6 +175,10 @@ def _chassis_route(target: model.Target, chassis: str, inv: Inventory) -> Delive
 
 def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
     if target.type == "vxlan":
+        # written past tapctl, or the chassis registered after the target: set aside
+        why = model.collector_at_chassis(target.remote_ip or "", inv.chassis_ips)
+        if why:
+            return Status("error", f"target {target.name}: {why}")
         return Delivery("vxlan", ip=target.remote_ip or "")
     if target.type == "nic" and target.chassis == inv.chassis:
         why = _nic_problem(target, inv)
@@ -311,6 +319,7 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
 
     local_targets: dict[str, str] = {}
     nics = []
+    clash = tunnel_clash(inv)
     for t in intent.targets.values():
         try:
             why = _nic_problem(t, inv) if t.type == "nic" and t.chassis == inv.chassis else None
@@ -333,6 +342,8 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             target_status[t.name] = Status("error", f"nic {t.nic} could not be added to "
                                            f"{inv.tap_bridge} on chassis {inv.chassis}"
                                            + (f": {why}" if why else ""))
+        elif clash and t.enabled:
+            target_status[t.name] = Status("error", f"target {t.name}: {clash}")
         else:
             target_status[t.name] = (ACTIVE if t.enabled
                                      else Status("disabled", "the target is disabled"))
@@ -357,7 +368,30 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     return PortPlan(tuple(sorted(kept.values(), key=lambda h: h.name)), tuple(tunnels),
                     tuple(sorted(set(nics))), source_hooks, deliveries, source_status,
                     target_status, local_targets,
-                    {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())})
+                    {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())}, clash or "")
+
+
+def tunnel_clash(inv: Inventory) -> Optional[str]:
+    """Why OVS could confuse the chassis tunnel with another owner's port here, or None.
+
+    OVS hands a received tunnel packet to the most specific port of its datapath
+    port: all GRE ports share one, so a GRE port with a fixed remote address (an
+    OpenStack tunnel, an OVN GRE mirror) takes every GRE packet from that address,
+    ours included, and its peers' GRE reaches ours when its own does not match. A
+    VXLAN port's datapath port is its UDP port: only another VXLAN port on ours
+    can take or bring traffic."""
+    ours = _chassis_tunnel(inv.encap)
+    udp = dict(ours.options).get("dst_port", "")
+    for name, type_, dst_port in inv.foreign_tunnels:
+        if type_ != ours.type or (type_ == "vxlan" and (dst_port or "4789") != udp):
+            continue
+        where = f" on UDP {udp}" if udp else ""
+        return (f"port {name} of another owner on chassis {inv.chassis} is a {type_} "
+                f"tunnel{where} like the chassis tunnel {ours.name}, and OVS could hand either "
+                "the other's packets; nothing is taken from the tunnel"
+                + ("; use [tunnel] encap = vxlan" if ours.type == "gre" else
+                   f"; UDP {udp} is sdnagent's"))
+    return None
 
 
 def _chassis_tunnel(encap: str) -> TunnelPort:
@@ -519,7 +553,7 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
             group = [flow("classify", 300, {"in_port": port(pname)}, kind="target_drop",
                           obj=name)]
             target = intent.targets[name]
-            if target.enabled and tunnel > 0:
+            if target.enabled and tunnel > 0 and not plan.tunnel_problem:
                 group += [flow("tunnel_in", 100, {"tunnel_id": target.tunnel_key,
                                                   f"tun_{_ip_field(ip)}_src": ip},
                                (("output", port(pname)),), kind="target_in", obj=name)

@@ -31,6 +31,10 @@ COLUMNS = {
 }
 
 
+# tunnel ports that OVS could confuse with the chassis tunnel (docs/design.md, §5)
+TUNNEL_TYPES = frozenset({"gre", "vxlan", "geneve", "erspan", "stt", "ip6gre", "ip6erspan"})
+
+
 class SwitchError(RuntimeError):
     """The local switch cannot be reached or refused a change."""
 
@@ -119,6 +123,7 @@ class LocalSwitch:
         brtap_errors: dict[str, str] = {}
         bridges = set()
         port_bridges: dict[str, str] = {}
+        foreign_tunnels: set[tuple[str, str, str]] = set()  # (name, type, UDP port)
         watched = set(self.integration_bridges) | {self.tap_bridge}
         owned: set[tuple] = set()  # our rows as they are: any change by hand makes a pass run
         for br in idl.tables["Bridge"].rows.values():
@@ -143,6 +148,9 @@ class LocalSwitch:
                     owned.update(("port", br.name, port.name, i.name, i.type,
                                   tuple(sorted(i.options.items()))) for i in port.interfaces)
                 for iface in port.interfaces:
+                    if iface.type in TUNNEL_TYPES and PORT_KEY not in port.external_ids:
+                        foreign_tunnels.add((iface.name, iface.type,
+                                             iface.options.get("dst_port", "")))
                     if br.name == self.tap_bridge:
                         brtap_ofports[iface.name] = _ofport(iface)
                         if iface.error:
@@ -153,6 +161,7 @@ class LocalSwitch:
         return {"ports": ports, "bridges": frozenset(bridges), "foreign_mirrors": foreign,
                 "installed_hooks": frozenset(hooks), "brtap_ofports": brtap_ofports,
                 "brtap_errors": brtap_errors, "port_bridges": port_bridges,
+                "foreign_tunnels": tuple(sorted(foreign_tunnels)),
                 "owned": frozenset(owned)}
 
     def wait_ofports(self, names: set[str], timeout: float) -> dict[str, int]:

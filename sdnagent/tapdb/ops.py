@@ -265,9 +265,14 @@ class IntentDb:
                 [sources] = read.fetch(select("Mirror_Source",
                                               ["iface_id", "==", ["set", [port]]]))
                 sessions = _using(read, sources)
+            tunnel_ips: dict[str, str] = {}
+            if vxlan is not None:  # a collector must not be a hypervisor's tunnel address
+                [chassis] = read.fetch(select("Chassis", columns=["name", "tunnel_ip"],
+                                              uuid=False))
+                tunnel_ips = {c.name: c.tunnel_ip for c in chassis}
             intent = model.Intent.of(map(_target, targets), (), map(_session, sessions))
             t = model.new_target(intent, name, port=port, nic=nic, vxlan=vxlan,
-                                                enabled=enabled)
+                                 enabled=enabled, tunnel_ips=tunnel_ips)
             return [{"op": "insert", "table": "Mirror_Target", "row": _target_row(t)}], t
         return self.change(judge, f"target-add {name}")
 

@@ -96,6 +96,10 @@ class MirrorLab:
         pcap = self.lab.fabric.dir / f"f{self.lab[host].index}.pcap"
         return [packets.parse(f) for f in sandbox.read_pcap(pcap)]
 
+    def collected(self) -> list[packets.Summary]:
+        """What the fabric carried to the collector (``sandbox.COLLECTOR_IP``), parsed."""
+        return [packets.parse(f) for f in self.lab.collected()]
+
     def wait_frames(self, pcap: Path, count: int, timeout: float = 10) -> list[bytes]:
         def enough() -> Optional[list[bytes]]:
             frames = self.captured(pcap)

@@ -33,7 +33,7 @@ def mlab():
         shutil.rmtree(lab.dir, ignore_errors=True)
 
 
-def start_agents(mlab: MirrorLab, encap: str = "gre", hosts=("host-a", "host-b"),
+def start_agents(mlab: MirrorLab, encap: str = "vxlan", hosts=("host-a", "host-b"),
                  only: Optional[dict[str, dict[str, str]]] = None, **options: str) -> None:
     """``options`` for every agent; ``only``: more for some, by host."""
     for name in hosts:
@@ -62,17 +62,17 @@ def one_host_session(mlab: MirrorLab, source=("--port", "vm-230", "--direction",
     return tgt
 
 
-def two_host_example(mlab: MirrorLab, encap: str = "gre",
+def two_host_example(mlab: MirrorLab, encap: str = "vxlan",
                      only: Optional[dict[str, dict[str, str]]] = None, **options: str):
     """The two-session example: vm-230 (and vm-161, vm-99) on host-a, target-01's vNIC on
-    host-b, target-02 at host-b's underlay address; returns target-01's capture file once
+    host-b, target-02 at the lab's collector on the underlay; returns target-01's capture file once
     both sessions are active and host-b accepts target-01's key.  ``options``: the agents'
     settings, as for :meth:`~sdnagent.sandbox.Host.start_agent` (``only``: by host)."""
     for vm in ("vm-161", "vm-230", "vm-99"):
         mlab.vm("host-a", vm)
     start_agents(mlab, encap, only=only, **options)
     tgt = target_port(mlab, "host-b")
-    mlab.example(target02_ip=mlab["host-b"].ip)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     mlab.wait_source("session-01", "vm-230")
     mlab.wait_source("session-02", "vm-230")
     wait_until(lambda: mlab.status()["targets"][0]["status"].get("state") == "active", 10,
@@ -94,12 +94,14 @@ def test_two_session_example_across_hosts(mlab, encap):
     tcp = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
 
     assert mlab.wait_frames(tgt, 1) == [tcp[:96]]  # target-01: the first 96 bytes
-    tunnelled = [s for s in mlab.underlay_to("host-b") if s.vni is not None or s.gre_key]
-    assert len(tunnelled) == 2, tunnelled
-    to_target02, to_target01 = tunnelled
-    # target-02: VXLAN to its address, VNI 2, the inner frame cut to 96 bytes
-    assert (to_target02.dst, to_target02.dport, to_target02.vni) == (b.ip, 4789, 2)
+    # target-02: VXLAN to the collector's address, VNI 2, the inner frame cut to 96 bytes
+    [to_target02] = [s for s in mlab.collected() if s.vni is not None]
+    assert (to_target02.dst, to_target02.dport, to_target02.vni) == (sandbox.COLLECTOR_IP,
+                                                                     4789, 2)
     assert to_target02.inner_bytes == udp[:96]
+    tunnelled = [s for s in mlab.underlay_to("host-b") if s.vni is not None or s.gre_key]
+    assert len(tunnelled) == 1 and tunnelled[0].dst == b.ip, tunnelled
+    to_target01, = tunnelled
     # target-01's copy crossed chassis with the target's key
     assert to_target01.inner_bytes == tcp[:96]
     if encap == "gre":
@@ -138,7 +140,7 @@ def test_a_target_takes_tunnelled_copies_only_from_the_chassis_expected(mlab):
     """host-b hosts target-01 (key 1) and accepts it only from host-a, where the source of
     its session is bound: not from another registered chassis, nor from an address no
     chassis has; when the source moves, the sender expected moves with it."""
-    tgt = two_host_example(mlab)
+    tgt = two_host_example(mlab, "gre")  # the frames below are GRE
     a, b = mlab["host-a"], mlab["host-b"]
 
     def senders() -> list[str]:
@@ -202,7 +204,7 @@ def test_reject_of_a_higher_session_stops_a_lower_one(mlab):
     start_agents(mlab, hosts=("host-a",))
     tgt = target_port(mlab, "host-a")
     for args in (["target-add", "t", "--port", "vm-164", "--enable"],
-                 ["target-add", "t2", "--vxlan", "10.255.0.2", "--enable"],
+                 ["target-add", "t2", "--vxlan", sandbox.COLLECTOR_IP, "--enable"],
                  ["filter-add", "stop-1234"],
                  ["rule-add", "stop-1234", "inbound", "--priority", "1", "--action", "reject",
                   "--protocol", "tcp", "--dst-port", "1234"],
@@ -257,7 +259,7 @@ def test_session_delete_removes_flows_mirrors_and_patch_ports(mlab):
         mlab.vm("host-a", vm)
     start_agents(mlab, hosts=("host-a",))
     target_port(mlab, "host-a")
-    mlab.example(target02_ip="10.255.0.2")
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     mlab.tapctl("target-add", "t3", "--port", "vm-161", "--enable")  # something unrelated
     mlab.wait_source("session-01", "vm-230")
     wait_until(lambda: len(a_mirrors(mlab)) == 1, 10, "the hook")
@@ -305,7 +307,7 @@ def test_thirty_third_mirror_is_a_status_error(mlab):
     for i, iface in enumerate(ifaces):
         host.add_vm_port(f"p{i}", iface)
     start_agents(mlab, hosts=("host-a",))
-    mlab.tapctl("target-add", "t", "--vxlan", "10.255.0.2", "--enable")
+    mlab.tapctl("target-add", "t", "--vxlan", sandbox.COLLECTOR_IP, "--enable")
     for s in range(4):
         mlab.tapctl("session-add", f"s{s}", "--target", "t", "--priority", str(s + 1),
                     "--enable")
@@ -383,7 +385,7 @@ def test_vswitch_source(mlab):
 def test_agents_watch_only_their_sources(mlab):
     """Per-host monitoring: a chassis does not receive other chassis's sources."""
     from sdnagent.tapdb import client
-    mlab.example(target02_ip="10.255.0.2")
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     api = client.connect(mlab.lab.tapdb.remote)
     try:
         assert api.snapshot().intent.session("session-01").sources  # everything, unwatched
@@ -442,7 +444,7 @@ def test_periodic_resync_repairs_flows_changed_behind_its_back(mlab):
     a.start_agent(mlab.lab.tapdb.remote, resync_interval="1", heartbeat_interval="1")
     wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
     target_port(mlab, "host-a")
-    mlab.example(target02_ip="10.255.0.2")
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     mlab.wait_source("session-01", "vm-230")
     wait_until(lambda: any("reg0=0x1" in f for f in mlab.brtap_flows("host-a")), 10, "flows")
     before = sorted(mlab.brtap_flows("host-a"))

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 
+from sdnagent import sandbox
 from tests.functional.mirrorlab import wait_until
 from tests.functional.test_agent import (a_mirrors, mlab, one_host_session,  # noqa: F401
                                          two_host_example)
@@ -45,7 +46,7 @@ def one_host_example(mlab, **options: str):
     a.start_agent(mlab.lab.tapdb.remote, **options)
     wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
     tgt = mlab.vm("host-a", "vm-164", bridge="brtap")
-    mlab.example(target02_ip="10.255.0.2")
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     mlab.wait_source("session-01", "vm-230")
     wait_until(lambda: forwarding(mlab, "host-a", 1), 10, "forwarding")
     mlab.quiet("host-a")
@@ -96,10 +97,10 @@ def test_nic_targets_named_like_existing_or_agent_ports(mlab):
                             "nic target needs a NIC that no other bridge uses")
     # the same name written past tapctl: the tunnel port stays the agent's
     transact(mlab, {"op": "insert", "table": "Mirror_Target",
-                    "row": {"name": "c2", "type": "nic", "chassis": "host-a", "nic": "tapgre",
+                    "row": {"name": "c2", "type": "nic", "chassis": "host-a", "nic": "tapvxc",
                             "tunnel_key": 99, "enabled": True}})
     wait_until(lambda: target_status(mlab, "c2").get("state") == "error", 10, "c2's error")
-    assert a.vsctl("get", "interface", "tapgre", "type").strip() == "gre"
+    assert a.vsctl("get", "interface", "tapvxc", "type").strip() == "vxlan"
     assert "vm230" in a.vsctl("list-ports", "br-int").split()
     # and the host keeps applying every other change
     mlab.tapctl("session-disable", "s")
@@ -121,7 +122,7 @@ def test_vswitch_source_on_the_underlay_bridge_copies_each_frame_once(mlab):
     for name in ("host-a", "host-b"):
         wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
     tgt = mlab.vm("host-b", "vm-164", bridge="brtap")
-    mlab.example(target02_ip=mlab["host-b"].ip)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     mlab.tapctl("session-add", "underlay", "--target", "target-01", "--priority", "5",
                 "--enable")
     mlab.tapctl("source-add", "underlay", "--vswitch", "host-a:br-ul")
@@ -133,7 +134,7 @@ def test_vswitch_source_on_the_underlay_bridge_copies_each_frame_once(mlab):
     assert mlab.wait_frames(tgt, 1) == [tcp[:96]]
     time.sleep(1)
     assert mlab.captured(tgt) == [tcp[:96]]
-    tunnelled = [s for s in mlab.underlay_to("host-b") if s.gre_key]
+    tunnelled = [s for s in mlab.underlay_to("host-b") if s.gre_key or s.vni is not None]
     assert len(tunnelled) == 1, tunnelled
     # on a host whose integration bridges are only br-int, the same source is refused
     mlab.tapctl("source-add", "underlay", "--vswitch", "host-b:br-ul")
@@ -187,7 +188,7 @@ def test_a_dead_host_shows_stale_statuses(mlab):
     for name in ("host-a", "host-b"):
         wait_until(lambda: "brtap" in mlab[name].vsctl("list-br").split(), 15, f"brtap on {name}")
     mlab.vm("host-b", "vm-164", bridge="brtap")
-    mlab.example(target02_ip=mlab["host-b"].ip)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
     mlab.wait_source("session-01", "vm-230")
     wait_until(lambda: target_status(mlab, "target-01").get("state") == "active", 10,
                "target-01 active")

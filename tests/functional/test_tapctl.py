@@ -142,11 +142,19 @@ REFUSALS = [
      "vxlan: '10.0.0' is not an IP address; use an IPv4 or IPv6 unicast address"),
     (["source-add", "session-01", "--vswitch", "host-a:br-int:5000"],
      "vlan: 5000 is out of range; allowed 0..4095"),
+    # host-b registered 10.255.0.2 (below): its switch would take VXLAN sent there
+    (["target-add", "t3", "--vxlan", "10.255.0.2"],
+     "vxlan: 10.255.0.2 is the tunnel address of chassis host-b, whose switch would take the "
+     "copies; give a collector's own address"),
 ]
 
 
 def test_every_refusal_writes_nothing(tapdb, tapctl):
     configure_example(tapdb)
+    subprocess.run(["ovsdb-client", "transact", tapdb.remote, json.dumps([
+        "Tap", {"op": "insert", "table": "Chassis",
+                "row": {"name": "host-b", "tunnel_ip": "10.255.0.2", "encap": "gre"}}])],
+        check=True, capture_output=True)
     before = dump(tapdb)
     for args, message in REFUSALS:
         rc, out, err = tapctl(*args)

@@ -695,3 +695,60 @@ def test_counters_from_the_flows_a_packet_hits():
         4, 3, 4)
     assert [(got[f"source vm-{i} unmatched"], got[f"source vm-{i} rejected"])
             for i in (1, 2, 3)] == [(0, 1), (1, 0), (1, 2)]
+
+
+def test_a_vxlan_target_at_a_chassis_tunnel_address_is_set_aside():
+    """A hypervisor's switch takes VXLAN sent to its tunnel address (OVN reads the VNI as
+    its own keys): tapctl refuses such a target, and one written past it (or a chassis
+    that registered later with that address) sends nothing, its sources saying why."""
+    flt = model.Filter("f")
+    with pytest.raises(model.IntentError, match=r"^vxlan: 10\.255\.0\.2 is the tunnel address "
+                       "of chassis host-b, whose switch would take the copies; give a "
+                       "collector's own address$"):
+        model.new_target(model.Intent.of([], [flt], []), "t", vxlan="10.255.0.2",
+                         tunnel_ips={"host-a": "10.255.0.1", "host-b": "10.255.0.2"})
+    assert model.new_target(model.Intent.of([], [], []), "t", vxlan="10.255.0.200",
+                            tunnel_ips={"host-b": "10.255.0.2"}).remote_ip == "10.255.0.200"
+    intent = example()
+    at_b = dataclasses.replace(intent.targets["target-02"], remote_ip=HOST_B_IP)
+    intent = model.Intent.of([intent.targets["target-01"], at_b], intent.filters.values(),
+                             intent.sessions.values())
+    plan, ofports, table = compile_all(intent, inventory())
+    assert plan.source_status["session-02", "vm-230"] == compiler.Status(
+        "error", "target target-02: 10.255.0.2 is the tunnel address of chassis host-b, whose "
+        "switch would take the copies; give a collector's own address")
+    assert "session-02" not in plan.deliveries
+    assert plan.source_status["session-01", "vm-230"] == compiler.ACTIVE
+
+
+@pytest.mark.parametrize("encap, foreign, clash", [
+    ("gre", ("ovn-hosta-0", "gre", ""), True),  # OVN or OpenStack GRE: takes our GRE
+    ("vxlan", ("ovn-hosta-0", "gre", ""), False),  # our VXLAN is on a UDP port of its own
+    ("vxlan", ("vxlan-0a", "vxlan", ""), False),  # 4789, the default
+    ("vxlan", ("vxlan-0a", "vxlan", "4789"), False),
+    ("vxlan", ("other", "vxlan", "4790"), True),
+    ("gre", ("ovn-hosta-0", "geneve", ""), False),
+])
+def test_a_chassis_tunnel_like_another_owners_port_takes_nothing(encap, foreign, clash):
+    """OVS hands a tunnel packet to the most specific port of its datapath port: another
+    owner's GRE port with a fixed remote takes our GRE (and its peers' GRE reaches ours);
+    VXLAN ports share a datapath port only on one UDP port.  Where ours could be confused
+    the target says why and nothing is taken from the tunnel."""
+    inv = Inventory(chassis="host-b", encap=encap,
+                    ports={"vm-164": LocalPort("vm-164", "brtap", "tgt164", 5)},
+                    bridges=frozenset({"br-int", "brtap"}),
+                    chassis_ips={"host-a": "10.255.0.1", "host-b": HOST_B_IP},
+                    bindings={"vm-230": ("host-a",)}, foreign_tunnels=(foreign,))
+    plan, ofports, table = compile_all(example(), inv)
+    tunnel_in = [f for f in table if f.table == pipeline.table("tunnel_in").id and f.priority]
+    if not clash:
+        assert plan.target_status == {"target-01": compiler.ACTIVE} and len(tunnel_in) == 1
+        return
+    name, type_, _ = foreign
+    udp = " on UDP 4790" if encap == "vxlan" else ""
+    assert plan.target_status == {"target-01": compiler.Status(
+        "error", f"target target-01: port {name} of another owner on chassis host-b is a "
+        f"{type_} tunnel{udp} like the chassis tunnel {compiler.TUNNEL_PORT[encap]}, and OVS "
+        "could hand either the other's packets; nothing is taken from the tunnel; "
+        + ("use [tunnel] encap = vxlan" if encap == "gre" else "UDP 4790 is sdnagent's"))}
+    assert tunnel_in == []
