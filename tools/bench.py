@@ -10,6 +10,8 @@ Parts (each also runs alone, see tools/bench):
             and 3-member Raft, against one chassis alone
   wide      a filter at quota with wide port ranges on 10 sources: conjunctive matches
             against the product of the prefixes
+  churn     an agent's memory idle, with large intents loaded and deleted, and over 1,000
+            changes
 Prints the machine, then the table (Markdown, as in benchmarks/RESULTS.md).
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_change  # noqa: E402
+import bench_churn  # noqa: E402
 import bench_fanout  # noqa: E402
 import bench_install  # noqa: E402
 import bench_tapctl  # noqa: E402
@@ -59,6 +62,8 @@ def main() -> int:
         print(f"install at {ports} ports done", file=sys.stderr, flush=True)
     rows += bench_wide.run()
     print("wide done", file=sys.stderr, flush=True)
+    rows += bench_churn.run(30, 100 if args.quick else 1000)
+    print("churn done", file=sys.stderr, flush=True)
     rows += bench_change.run(30, 40 if args.quick else 200)
     print("change done", file=sys.stderr, flush=True)
     rows += bench_tapctl.run(1000 if args.quick else 10000)

@@ -28,23 +28,27 @@ from sdnagent.compile.compiler import Inventory, LocalPort  # noqa: E402
 SOURCES, SESSIONS = 10, 3
 
 
-def probe() -> tuple[model.Intent, Inventory]:
-    targets = [model.Target(f"t{i}", "vxlan", i + 1, remote_ip=f"10.9.0.{i + 1}", enabled=True)
-               for i in range(SESSIONS)]
+def probe(n_sources: int = SOURCES, first: int = 0, prefix: str = "", priority: int = 1,
+          key: int = 1) -> tuple[model.Intent, Inventory]:
+    """The probe's intent: ``n_sources`` ports from vm-``first`` on; names, priorities and
+    keys can be moved to sit beside another intent."""
+    targets = [model.Target(f"{prefix}t{i}", "vxlan", key + i, remote_ip=f"10.9.0.{i + 1}",
+                            enabled=True) for i in range(SESSIONS)]
     filters, sessions = [], []
-    sources = tuple(model.Source("port", "both", iface_id=f"vm-{p}") for p in range(SOURCES))
+    sources = tuple(model.Source("port", "both", iface_id=f"vm-{p}")
+                    for p in range(first, first + n_sources))
     for s in range(SESSIONS):
         flt = model.Filter(f"f{s}")
         rules = {d: tuple(model.new_rule(flt, d, priority=str(r), action="accept",
                                          protocol="tcp", src_port="1-65534",
                                          dst_port="2-65534") for r in range(1, 11))
                  for d in model.RULE_DIRECTIONS}
-        filters.append(model.Filter(f"f{s}", rules["inbound"], rules["outbound"]))
-        sessions.append(model.Session(f"s{s}", s + 1, s + 1, f"t{s}", f"f{s}", 96, True,
-                                      sources))
+        filters.append(model.Filter(f"{prefix}f{s}", rules["inbound"], rules["outbound"]))
+        sessions.append(model.Session(f"{prefix}s{s}", priority + s, s + 1, f"{prefix}t{s}",
+                                      f"{prefix}f{s}", 96, True, sources))
     inv = Inventory(chassis="bench",
                     ports={f"vm-{p}": LocalPort(f"vm-{p}", "br-int", f"p{p}", p + 1)
-                           for p in range(SOURCES)},
+                           for p in range(first, first + n_sources)},
                     bridges=frozenset({"br-int", "brtap"}), chassis_ips={"bench": "10.255.0.1"})
     return model.Intent.of(targets, filters, sessions), inv
 

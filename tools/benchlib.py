@@ -98,17 +98,22 @@ def transaction(intent: model.Intent, sources: bool = True) -> list:
                     "row": {"name": t.name, "type": t.type, "tunnel_key": t.tunnel_key,
                             "remote_ip": _opt(t.remote_ip), "enabled": t.enabled}})
     for f in intent.filters.values():
-        names = []
-        for i, r in enumerate(f.inbound):
-            names.append(["named-uuid", f"r_{f.name}_{i}"])
-            ops.append({"op": "insert", "table": "Filter_Rule", "uuid-name": f"r_{f.name}_{i}",
-                        "row": {"priority": r.priority, "action": r.action,
-                                "protocol": _opt(r.protocol), "ethertype": r.ethertype,
-                                "src_cidr": _opt(r.src), "dst_cidr": _opt(r.dst),
-                                "dst_port_min": _opt(r.dst_port.lo if r.dst_port else None),
-                                "dst_port_max": _opt(r.dst_port.hi if r.dst_port else None)}})
+        names: dict[str, list] = {"inbound": [], "outbound": []}
+        for direction in names:
+            for i, r in enumerate(f.rules(direction)):
+                ref = f"r_{f.name}_{direction}_{i}"
+                names[direction].append(["named-uuid", ref])
+                ops.append({"op": "insert", "table": "Filter_Rule", "uuid-name": ref,
+                            "row": {"priority": r.priority, "action": r.action,
+                                    "protocol": _opt(r.protocol), "ethertype": r.ethertype,
+                                    "src_cidr": _opt(r.src), "dst_cidr": _opt(r.dst),
+                                    "src_port_min": _opt(r.src_port.lo if r.src_port else None),
+                                    "src_port_max": _opt(r.src_port.hi if r.src_port else None),
+                                    "dst_port_min": _opt(r.dst_port.lo if r.dst_port else None),
+                                    "dst_port_max": _opt(r.dst_port.hi if r.dst_port else None)}})
         ops.append({"op": "insert", "table": "Mirror_Filter", "uuid-name": f"f_{f.name}",
-                    "row": {"name": f.name, "inbound_rules": ["set", names]}})
+                    "row": {"name": f.name, "inbound_rules": ["set", names["inbound"]],
+                            "outbound_rules": ["set", names["outbound"]]}})
     for s in intent.sessions.values():
         srcs = []
         for i, src in enumerate(s.sources if sources else ()):

@@ -10,6 +10,8 @@ backoff, which any change reported by tapdb or the switch cuts short.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
@@ -262,6 +264,7 @@ class Agent:
         clock.mark("diff")
         self.of.apply(change)
         self._groups = groups
+        self._housekeeping(groups)
         clock.mark("flows")
         if believed is not None and installed != believed:  # drift, now repaired
             LOG.warning("repaired %s: %s", conf.ovs.tap_bridge,
@@ -293,6 +296,23 @@ class Agent:
         # the flows are committed and a barrier confirmed it: say which intent that was
         self.tapdb.report_applied(self.chassis, view.generation)
         return None
+
+    def _housekeeping(self, groups: dict[str, tuple[flows.Flow, ...]]) -> None:
+        """Let the caches keyed by flows and sessions hold what brtap holds now, not what
+        it once held: memory comes back after large sessions go, and churn does not grow
+        it.  Cheap checks each pass; the pruning (in proportion to the caches) only when
+        they hold several times what is live."""
+        if compiler.memo_count() > 2 * len(groups) + 64:
+            compiler.retain(groups)
+        live = sum(map(len, groups.values()))
+        if flows.shared_count() > 2 * live + 1024:
+            before = flows.shared_count()
+            alive = {f for g in groups.values() for f in g}
+            flows.keep_shared(alive)
+            self.of.forget_except(alive)
+            _give_back_memory()
+            LOG.debug("caches pruned to the %d flows installed (%d shared values before, %d "
+                      "after)", live, before, flows.shared_count())
 
     def count(self) -> int:
         """Read the switch's counters of what this chassis mirrors and publish them where
@@ -418,6 +438,16 @@ def _repairs(change: flows.FlowDiff) -> str:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         parts.append(f"removed {len(foreign)} flow(s) the agent did not write ({shown}{more})")
     return "; ".join(parts)
+
+
+def _give_back_memory() -> None:
+    """Return freed heap pages to the system (glibc), so that RSS falls after large
+    sessions are deleted; elsewhere a no-op."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _port_target_ifaces(intent: Any) -> frozenset[str]:

@@ -10,7 +10,6 @@ assigns only once the ports exist:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import ipaddress
 import itertools
@@ -465,10 +464,31 @@ def conj_id(priority: int, direction: str) -> int:
     return priority * 2 + (direction == "outbound")
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def _session_filter(session: str, priority: int, filtered: bool,
-                    parts: tuple[tuple[str, tuple[model.Rule, ...], Feeds], ...],
-                    conjunctive: bool = True) -> tuple[Flow, ...]:
+_FILTERS: dict[tuple, tuple[Flow, ...]] = {}  # _session_filter's memo
+
+
+def _session_filter(*args: object) -> tuple[Flow, ...]:
+    """:func:`_session_filter_flows`, memoized until :func:`retain` drops it."""
+    found = _FILTERS.get(args)
+    if found is None:
+        found = _FILTERS[args] = _session_filter_flows(*args)  # type: ignore[arg-type]
+    return found
+
+
+def memo_count() -> int:
+    return len(_FILTERS)
+
+
+def retain(groups: Mapping[str, tuple[Flow, ...]]) -> None:
+    """Forget the memoized filter flows of sessions that are not in ``groups`` any more."""
+    live = {id(g) for g in groups.values()}
+    for args in [a for a, g in _FILTERS.items() if id(g) not in live]:
+        del _FILTERS[args]
+
+
+def _session_filter_flows(session: str, priority: int, filtered: bool,
+                          parts: tuple[tuple[str, tuple[model.Rule, ...], Feeds], ...],
+                          conjunctive: bool = True) -> tuple[Flow, ...]:
     """One session's flows: for each rule direction (``parts``: the direction, its
     rules, the feeds they judge), its rules in its own priority band, so that they stay
     as they are when other sessions, or their rules, come and go; memoized, so that an

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Cookie: 16 bits saying "sdnagent", 8 bits of kind, 40 bits naming the object.
@@ -42,6 +42,20 @@ def cookie_kind(value: int) -> str:
 
 
 _SHARED: dict[tuple, tuple] = {}
+
+
+def keep_shared(live: Iterable["Flow"]) -> None:
+    """Forget every shared match and action list but those of ``live`` flows: after large
+    sessions are gone, their matches should not outlive them."""
+    _SHARED.clear()
+    for f in live:
+        _SHARED.setdefault(f.match, f.match)
+        _SHARED.setdefault(f.actions, f.actions)
+    cookie.cache_clear()
+
+
+def shared_count() -> int:
+    return len(_SHARED)
 
 
 def shared(value: tuple) -> tuple:

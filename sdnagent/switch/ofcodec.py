@@ -367,6 +367,18 @@ def forget() -> None:
     _INSTRUCTIONS.clear()
 
 
+def keep(live: set[Flow]) -> None:
+    """Forget the decodings and encodings of every flow but ``live`` ones (what brtap holds
+    now): after large sessions are gone, they should not outlive them."""
+    global _FLOWS
+    _FLOWS = {k: f for k, f in _FLOWS.items() if f in live}
+    _SEEN.intersection_update(live)
+    _TLVS.clear()
+    _INSTRUCTIONS.clear()
+    _oxm.cache_clear()
+    encode_instructions.cache_clear()
+
+
 def remember(flows: Iterable[Flow]) -> None:
     """Expect these flows (what we believe the switch holds) in the next dump: their
     bytes as OVS writes them, so that reading them back decodes nothing.  A wrong

@@ -390,6 +390,10 @@ class OFSwitch:
             out[f.cookie] = (p + packets, b + nbytes)
         return out
 
+    def forget_except(self, live: set[Flow]) -> None:
+        """Drop cached encodings and decodings of flows that are not ``live``."""
+        ofcodec.keep(live)
+
     def apply(self, change: FlowDiff) -> None:
         """Apply ``change`` atomically: an ONF bundle, checked before it is committed."""
         if not change:

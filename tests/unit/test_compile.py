@@ -752,3 +752,33 @@ def test_a_chassis_tunnel_like_another_owners_port_takes_nothing(encap, foreign,
         "could hand either the other's packets; nothing is taken from the tunnel; "
         + ("use [tunnel] encap = vxlan" if encap == "gre" else "UDP 4790 is sdnagent's"))}
     assert tunnel_in == []
+
+
+def test_caches_let_go_of_sessions_that_are_gone():
+    """After large sessions are deleted, what the compiler and the codec memoized for them
+    is forgotten (the agent prunes when the caches hold several times what is live)."""
+    from sdnagent.switch import ofcodec
+    flt = model.Filter("wide")
+    wide = [model.new_rule(flt, "inbound", priority="1", action="accept", protocol="tcp",
+                           src_port="1-65534", dst_port="2-65534")]
+    inv = inventory(ports={**_many_ports(4), "vm-t": LocalPort("vm-t", "brtap", "tgt", 9)})
+    big = _many_sources_intent(wide, [])
+    plan, ofports, _ = compile_all(big, inv)
+    groups = compiler.plan_flow_groups(big, plan, ofports, "gre")
+    live = {f for g in groups.values() for f in g}
+    ofcodec.remember(live)
+    assert compiler.memo_count() >= 1 and flows.shared_count() >= len(live)
+    small = model.Intent.of(big.targets.values(), (), ())
+    plan, ofports, _ = compile_all(small, inv)
+    groups = compiler.plan_flow_groups(small, plan, ofports, "gre")
+    left = {f for g in groups.values() for f in g}
+    compiler.retain(groups)
+    flows.keep_shared(left)
+    ofcodec.keep(left)
+    assert compiler.memo_count() == 0
+    assert flows.shared_count() <= 2 * len(left)
+    assert not set(ofcodec._FLOWS.values()) - left and not ofcodec._SEEN - left
+    # and compiling the big intent again gives the same flows
+    plan, ofports, _ = compile_all(big, inv)
+    assert {f for g in compiler.plan_flow_groups(big, plan, ofports, "gre").values()
+            for f in g} == live
