@@ -130,14 +130,18 @@ class Ovs:
                    f"datapath_type={self.datapath}", *settings)
 
     def add_dummy_port(self, bridge: str, port: str, *options: str,
-                       iface_id: Optional[str] = None, capture: bool = True) -> Optional[Path]:
-        """A dummy port; when ``capture``, what the switch sends on it lands in a pcap file."""
+                       iface_id: Optional[str] = None, capture: bool = True,
+                       mac: Optional[str] = None) -> Optional[Path]:
+        """A dummy port; when ``capture``, what the switch sends on it lands in a pcap file.
+        ``iface_id`` and ``mac`` as a cloud sets them for a VM's port."""
         pcap = self.dir / f"{port}.pcap" if capture else None
         settings = ["type=dummy", *options]
         if pcap is not None:
             settings.append(f"options:tx_pcap={pcap}")
         if iface_id is not None:
             settings.append(f"external_ids:iface-id={iface_id}")
+        if mac is not None:
+            settings.append(f'external_ids:attached-mac="{mac}"')
         self.vsctl("add-port", bridge, port, "--", "set", "interface", port, *settings)
         return pcap
 
@@ -240,8 +244,9 @@ class Host(Ovs):
         path = self.dir / "sdnagent.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def add_vm_port(self, port: str, iface_id: str, bridge: str = "br-int") -> Path:
-        pcap = self.add_dummy_port(bridge, port, iface_id=iface_id)
+    def add_vm_port(self, port: str, iface_id: str, bridge: str = "br-int",
+                    mac: Optional[str] = None) -> Path:
+        pcap = self.add_dummy_port(bridge, port, iface_id=iface_id, mac=mac)
         assert pcap is not None
         return pcap
 

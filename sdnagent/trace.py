@@ -292,12 +292,19 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
         put("target_in", t.name, f"into target {t.name} ({t.where()}): its key, from a chassis "
                                  "expected to send to it")
     for hook, what in hooks.items():
-        put("source", hook, f"hook {hook} ({what}): to the filter stage")
-        put("source", f"{hook}/own-tunnel", f"hook {hook}: this chassis's own tunnel packet, "
-                                            "never mirrored")
-        put("verdict", f"{hook}/unmatched", f"hook {hook}: no rule of any session matched; "
+        put("source", f"{hook}/own-tunnel", f"hook {hook} ({what}): this chassis's own tunnel "
+                                            "packet, never mirrored")
+        put("source", f"{hook}/unattributed", f"hook {hook} ({what}): to none of its ports' "
+                                              "MACs (a broadcast, or a MAC no source has); not "
+                                              "mirrored")
+    feeds = {f"{src.key}/all" if src.type == "vswitch" else f"{src.iface_id}/{d}"
+             for s in intent.sessions.values() for src in s.sources
+             for d in (("in", "out") if src.type == "port" else ("all",))}
+    for feed in sorted(feeds):
+        put("source", feed, f"the copies of {feed}: to the filter stage")
+        put("verdict", f"{feed}/unmatched", f"{feed}: no rule of any session matched; "
                                             "not mirrored")
-        put("verdict", f"{hook}/rejected", f"hook {hook}: rejected; not mirrored")
+        put("verdict", f"{feed}/rejected", f"{feed}: rejected; not mirrored")
     for s in intent.sessions.values():
         put("forward", s.name, f"session {s.name}: the copy to target {s.target}")
         put("clause", s.name, f"session {s.name}: one clause of a rule's conjunctive match")

@@ -327,9 +327,9 @@ class Agent:
             key, now = (plan, self.of.totals()), time.monotonic()
             if key != self._count_key:
                 self._count_key, self._count_changed = key, now
-            elif self._count_read - self._count_changed >= MIRROR_STATS_LAG:
-                return 0  # read since everything stopped moving, Mirror statistics included
-            values = counters.counters(plan, self.of.counts(), self.switch.mirror_counts())
+            elif self._count_read - self._count_changed >= STATS_LAG:
+                return 0  # read since everything stopped moving
+            values = counters.counters(plan, self.of.counts())
             self._count_read = now
         self.metrics.mirrored.update(values)
         return self.tapdb.write_counters(self.chassis, snapshot, values)
@@ -354,8 +354,8 @@ class Agent:
         hooks = {h.name: h for h in plan.hooks}
         sources = {}
         for key, status in plan.source_status.items():
-            waiting = [hooks[n].patch_tap for n in plan.source_hooks.get(key, ())
-                       if n in hooks and ofports.get(hooks[n].patch_tap, 0) <= 0]
+            taps = [hooks[plan.feeds[n].hook].patch_tap for n in plan.source_feeds.get(key, ())]
+            waiting = [t for t in taps if ofports.get(t, 0) <= 0]
             if status.state == "active" and waiting:
                 status = compiler.Status("pending", f"waiting for the switch to add {waiting[0]}")
             sources[key] = status.as_map(self.chassis)
@@ -392,9 +392,10 @@ class Agent:
         self.tapdb.publish_bindings(self.chassis, {i for i in wanted if i in local["ports"]})
 
 
-# ovs-vswitchd refreshes Mirror statistics every 5 s (other_config:stats-update-interval):
-# counters are read again until a reading this long after the last packet
-MIRROR_STATS_LAG = 6.0
+# flow statistics reach OpenFlow as ovs-vswitchd's revalidators run (about every half
+# second, later under load): counters are read again until a reading this long after the
+# last packet
+STATS_LAG = 2.0
 
 # reasons that make a pass run even when its inputs look unchanged: the switch's
 # state may differ from what the agent believes

@@ -36,9 +36,11 @@ def _uuids(value: list) -> set[str]:
     return {u[1] for u in rpc.atoms(value)}
 
 
-def find_hooks(remote: str, timeout: float) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+def find_hooks(remote: str, timeout: float
+               ) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, str]]]:
     """This host's hooks: name -> what it mirrors, and (iface-id, direction) -> the brtap
-    port its copies enter by; read from the local Open_vSwitch database."""
+    port its copies enter by and, when the hook is shared, the MAC brtap tells them by;
+    read from the local Open_vSwitch database."""
     try:
         conn = rpc.connect(remote, timeout)
     except rpc.RpcError as exc:
@@ -65,12 +67,17 @@ def find_hooks(remote: str, timeout: float) -> tuple[dict[str, str], dict[tuple[
         patch = port_iface.get(next(iter(out)), {})
         peer = dict(patch.get("options", ["map", []])[1]).get("peer")
         for column, direction in (("select_dst_port", "in"), ("select_src_port", "out")):
-            for u in _uuids(m[column]):
+            selected = _uuids(m[column])
+            for u in selected:
                 iface = port_iface.get(u, {})
-                iface_id = dict(iface.get("external_ids", ["map", []])[1]).get("iface-id")
-                names[hook] = f"port {iface.get('name', '?')}, direction {direction}"
+                ids = dict(iface.get("external_ids", ["map", []])[1])
+                iface_id = ids.get("iface-id")
+                names[hook] = (f"port {iface.get('name', '?')}, direction {direction}"
+                               if len(selected) == 1 else
+                               f"{len(selected)} ports, direction {direction}")
                 if iface_id and peer:
-                    entries[iface_id, direction] = peer
+                    mac = ids.get("attached-mac", "") if len(selected) > 1 else ""
+                    entries[iface_id, direction] = (peer, mac)
         if m["select_all"]:
             names[hook] = "a whole bridge"
     return names, entries
@@ -126,15 +133,21 @@ def run(conf: config.cfg.ConfigOpts, port: str, direction: str, packet: str,
         lines.append(f"no hook mirrors port {port} in direction {direction} on this chassis: "
                      "the switch copies nothing of it here")
         return "\n".join(lines)
+    peer, mac = entry
+    # a shared hook: brtap tells this port's copies by its MAC
+    field = ("dl_dst" if direction == "in" else "dl_src") if mac else ""
+    fields = f"in_port={peer}" + (f",{field}={mac}" if field and f"{field}=" not in packet
+                                  else "")
     try:
         proc = subprocess.run(["ovs-appctl", "-t", vswitchd, "ofproto/trace",
-                               conf.ovs.tap_bridge, f"in_port={entry},{packet}"],
+                               conf.ovs.tap_bridge, f"{fields},{packet}"],
                               capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         raise TraceError("ovs-appctl is not installed (package openvswitch-switch)") from None
     if proc.returncode != 0:
         raise TraceError(f"ovs-appctl ofproto/trace: {proc.stderr.strip() or proc.stdout.strip()}")
-    lines.append(f"(the copies of port {port}, direction {direction}, enter by {entry})")
+    lines.append(f"(the copies of port {port}, direction {direction}, enter by {peer}"
+                 + (f", told apart by {field}={mac})" if field else ")"))
     lines.append(trace.annotate(proc.stdout.rstrip(), trace.switch_labels(intent, hooks)))
     return "\n".join(lines)
 

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from typing import Optional
 
 from sdnagent import model
-from sdnagent.compile import portrange
+from sdnagent.compile import hooks, portrange
 from sdnagent.compile.flows import Flow, cookie
 from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, RULE_SLOTS, filter_band, flow
 
-MAX_MIRRORS_PER_BRIDGE = 32  # an OVS limit
+MAX_MIRRORS_PER_BRIDGE = hooks.MAX_MIRRORS_PER_BRIDGE
 CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
 TUNNEL_PORT = {"gre": "tapgre", "vxlan": "tapvxc"}
 VXLAN_TARGET_PORT = "tapvxlan"
@@ -41,6 +41,7 @@ class LocalPort:
     bridge: str
     port: str
     ofport: int = -1
+    mac: str = ""  # Interface external_ids:attached-mac, as the cloud set it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Inventory:
     bridges: frozenset[str] = frozenset()
     foreign_mirrors: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by bridge
     installed_hooks: frozenset[str] = frozenset()  # names of our Mirrors on the switch now
+    # our Mirrors on the switch now and the names of the ports each selects
+    hook_members: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     chassis_ips: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every chassis
     bindings: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     brtap_ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by port name
@@ -64,20 +67,6 @@ class Inventory:
     rejected_chassis: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> why
     # other owners' tunnel ports on this host: (interface, type, options:dst_port)
     foreign_tunnels: tuple[tuple[str, str, str], ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Hook:
-    """One Mirror on a source bridge and its patch pair into brtap."""
-
-    name: str
-    bridge: str
-    select: str  # "dst" (direction in), "src" (out) or "all" (a vswitch source)
-    port: Optional[str]  # the selected port's name, for dst/src
-    vlan: Optional[int]
-    rules: str  # which filter direction applies: "inbound" or "outbound"
-    patch_source: str  # the patch port on the source bridge
-    patch_tap: str  # its peer on brtap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +101,11 @@ class Delivery:
 
 @dataclasses.dataclass(frozen=True)
 class PortPlan:
-    hooks: tuple[Hook, ...]
+    hooks: tuple[hooks.Hook, ...]
     tunnels: tuple[TunnelPort, ...]
     nics: tuple[str, ...]  # host NICs that belong on brtap
-    # (session, source key) -> its hooks on this host, in rule evaluation terms
-    source_hooks: Mapping[tuple[str, str], tuple[str, ...]]
+    # (session, source key) -> its feeds on this host (hooks.Feed names)
+    source_feeds: Mapping[tuple[str, str], tuple[str, ...]]
     deliveries: Mapping[str, Delivery]  # by session name, for sessions with local hooks
     source_status: Mapping[tuple[str, str], Status]
     target_status: Mapping[str, Status]
@@ -126,17 +115,7 @@ class PortPlan:
     senders: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # why this chassis takes nothing from its tunnel (another owner's port collides), or ""
     tunnel_problem: str = ""
-
-
-def _short_hash(*parts: object) -> str:
-    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=5).hexdigest()
-
-
-def _hook(bridge: str, select: str, port: Optional[str], vlan: Optional[int], rules: str,
-          selector: str) -> Hook:
-    h = _short_hash(bridge, select, selector, vlan)
-    # names stay within the 15 characters of an OpenFlow port name
-    return Hook(f"tap-{h}", bridge, select, port, vlan, rules, f"tpi{h}", f"tpt{h}")
+    feeds: Mapping[str, hooks.Feed] = dataclasses.field(default_factory=dict)  # by name
 
 
 def _local_port(target: model.Target, inv: Inventory) -> Optional[str]:
@@ -203,7 +182,9 @@ def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
                   "chassis")
 
 
-def _source_hooks(src: model.Source, inv: Inventory) -> tuple[list[Hook], Optional[Status]]:
+def _source_wants(src: model.Source, inv: Inventory
+                  ) -> tuple[list[hooks.Want], Optional[Status]]:
+    """The feeds a source asks of this host (none when it is elsewhere), or why not."""
     if src.type == "vswitch":
         if src.chassis != inv.chassis:
             return [], None
@@ -214,16 +195,11 @@ def _source_hooks(src: model.Source, inv: Inventory) -> tuple[list[Hook], Option
                               "vswitch sources can only be integration bridges")
         if src.bridge not in inv.bridges:
             return [], Status("error", f"bridge {src.bridge} not found on chassis {inv.chassis}")
-        return [_hook(src.bridge or "", "all", None, src.vlan, "inbound", src.key)], None
+        return [hooks.bridge_want(src.key, src.bridge or "", src.vlan)], None
     local = inv.ports.get(src.iface_id or "")
     if local is None or local.bridge not in inv.integration_bridges:
         return [], None
-    hooks = []
-    if src.direction in ("in", "both"):
-        hooks.append(_hook(local.bridge, "dst", local.port, None, "inbound", src.iface_id))
-    if src.direction in ("out", "both"):
-        hooks.append(_hook(local.bridge, "src", local.port, None, "outbound", src.iface_id))
-    return hooks, None
+    return hooks.port_wants(local.iface_id, local.bridge, local.port, src.direction or ""), None
 
 
 def concerning(intent: model.Intent, chassis: str, local_ifaces: frozenset[str]) -> model.Intent:
@@ -247,11 +223,11 @@ def concerning(intent: model.Intent, chassis: str, local_ifaces: frozenset[str])
 
 def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     deliveries: dict[str, Delivery] = {}
-    source_hooks: dict[tuple[str, str], tuple[str, ...]] = {}
+    source_feeds: dict[tuple[str, str], tuple[str, ...]] = {}
     source_status: dict[tuple[str, str], Status] = {}
     target_status: dict[str, Status] = {}
-    wanted: dict[str, Hook] = {}
-    hook_sessions: dict[str, set[str]] = {}
+    wanted: dict[str, hooks.Want] = {}
+    feed_sessions: dict[str, list[str]] = {}  # in priority order
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         target = intent.targets.get(sess.target)
         try:
@@ -268,10 +244,10 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                 source_status[sess.name, src.key] = Status(
                     "error", f"session {sess.name}: source {src.key}: {exc}")
                 continue
-            hooks, problem = _source_hooks(src, inv)
+            wants, problem = _source_wants(src, inv)
             if problem is not None:
                 source_status[sess.name, src.key] = problem
-            if not hooks:
+            if not wants:
                 continue
             if not (sess.enabled and src.enabled and target is not None and target.enabled):
                 why = ("the session is disabled" if not sess.enabled else
@@ -286,35 +262,33 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             if isinstance(route, Status):
                 source_status[sess.name, src.key] = route
                 continue
-            crowded = [h for h in hooks if len(hook_sessions.get(h.name, ())) >= MAX_SESSIONS_PER_HOOK]
+            crowded = [w for w in wants
+                       if len(feed_sessions.get(w.feed, ())) >= MAX_SESSIONS_PER_HOOK]
             if crowded:  # tapctl prevents it; another OVSDB client may not have
                 source_status[sess.name, src.key] = Status(
                     "error", f"{src.key} is in more than {MAX_SESSIONS_PER_HOOK} sessions; only "
                     f"the {MAX_SESSIONS_PER_HOOK} of highest priority mirror it")
                 continue
             deliveries[sess.name] = route
-            for h in hooks:
-                wanted.setdefault(h.name, h)
-                hook_sessions.setdefault(h.name, set()).add(sess.name)
-            source_hooks[sess.name, src.key] = tuple(h.name for h in hooks)
+            for w in wants:
+                wanted.setdefault(w.feed, w)
+                feed_sessions.setdefault(w.feed, []).append(sess.name)
+            source_feeds[sess.name, src.key] = tuple(w.feed for w in wants)
             source_status[sess.name, src.key] = ACTIVE
 
-    # at most 32 Mirrors per bridge, counting other owners' Mirrors; keep installed ones first
-    kept: dict[str, Hook] = {}
-    per_bridge: dict[str, int] = dict(inv.foreign_mirrors)
-    for h in sorted(wanted.values(), key=lambda h: (h.name not in inv.installed_hooks, h.name)):
-        if per_bridge.get(h.bridge, 0) >= MAX_MIRRORS_PER_BRIDGE:
-            continue
-        per_bridge[h.bridge] = per_bridge.get(h.bridge, 0) + 1
-        kept[h.name] = h
-    for key, names in list(source_hooks.items()):
-        lost = [n for n in names if n not in kept]
+    # the hooks, shared by many sources on a bridge (at most a few Mirrors a bridge)
+    hook_plan = hooks.assign(
+        {name: (w, tuple(feed_sessions[name])) for name, w in wanted.items()},
+        bridges=inv.integration_bridges,
+        ofports={i: p.ofport for i, p in inv.ports.items()},
+        macs={i: p.mac for i, p in inv.ports.items()},
+        installed=inv.hook_members, foreign=inv.foreign_mirrors)
+    for key, names in list(source_feeds.items()):
+        lost = [n for n in names if n in hook_plan.problems]
         if lost:
-            bridge = wanted[lost[0]].bridge
-            source_status[key] = Status("error", f"bridge {bridge} already has "
-                                        f"{MAX_MIRRORS_PER_BRIDGE} Mirrors (the OVS limit); "
-                                        "remove a source there")
-            source_hooks[key] = tuple(n for n in names if n in kept)
+            why = hook_plan.problems[lost[0]]
+            source_status[key] = Status("pending" if why.startswith("waiting") else "error", why)
+        source_feeds[key] = tuple(n for n in names if n in hook_plan.feeds)
 
     local_targets: dict[str, str] = {}
     nics = []
@@ -364,10 +338,10 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     if any(d.kind == "vxlan" for d in deliveries.values()):
         tunnels.append(TunnelPort(VXLAN_TARGET_PORT, "vxlan",
                                   (("key", "flow"), ("remote_ip", "flow"))))
-    return PortPlan(tuple(sorted(kept.values(), key=lambda h: h.name)), tuple(tunnels),
-                    tuple(sorted(set(nics))), source_hooks, deliveries, source_status,
-                    target_status, local_targets,
-                    {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())}, clash or "")
+    return PortPlan(hook_plan.hooks, tuple(tunnels), tuple(sorted(set(nics))), source_feeds,
+                    deliveries, source_status, target_status, local_targets,
+                    {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())}, clash or "",
+                    hook_plan.feeds)
 
 
 def tunnel_clash(inv: Inventory) -> Optional[str]:
@@ -583,44 +557,35 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
         groups["tunnel"] = (flow("classify", 100, {"in_port": tunnel}, goto="tunnel_in",
                                  kind="tunnel", obj=encap),)
 
-    # source side: each hook's copies enter with its feed in reg1; what no session takes
-    # is counted by feed in verdict
-    hooks = {h.name: h for h in plan.hooks}
-    feeds: dict[str, dict[str, set[int]]] = {}  # session -> rule direction -> feeds
-    used: set[str] = set()
-    for (sess_name, _), names in plan.source_hooks.items():
-        used.update(names)
+    # source side: each feed's copies enter with its number in reg1 (on a shared hook, told
+    # apart by the port's MAC); what no session takes is counted by feed in verdict
+    by_hook: dict[str, list[hooks.Feed]] = {}
+    feeds: dict[str, dict[str, set[int]]] = {}  # session -> rule direction -> feed numbers
+    for (sess_name, _), names in plan.source_feeds.items():
         for n in names:
-            hook = hooks[n]
-            if port(hook.patch_tap) > 0:
-                feeds.setdefault(sess_name, {}).setdefault(hook.rules, set()).add(
-                    feed(hook, ofports))
-    for hname, hook in sorted(hooks.items()):
+            f = plan.feeds[n]
+            feeds.setdefault(sess_name, {}).setdefault(f.rules, set()).add(f.id)
+    used = {n for names in plan.source_feeds.values() for n in names}
+    for n in sorted(used):
+        by_hook.setdefault(plan.feeds[n].hook, []).append(plan.feeds[n])
+    for hook in plan.hooks:
         in_port = port(hook.patch_tap)
-        if in_port <= 0 or hname not in used:
+        if in_port <= 0 or hook.name not in by_hook:
             continue
-        fid = feed(hook, ofports)
-        group = [flow("classify", 200, {"in_port": in_port}, (("set_field", "reg1", fid),),
-                      goto=FILTER_TABLES[0], kind="source", obj=hname),
-                 flow("verdict", 100, {"reg1": fid, "reg2": 0}, kind="verdict",
-                      obj=f"{hname}/unmatched"),
-                 flow("verdict", 100, {"reg1": fid, "reg2": REJECTED}, kind="verdict",
-                      obj=f"{hname}/rejected")]
-        if hook.select == "all" and local_ip:
-            # a cookie of their own: the hook's entry counts only what goes on to be judged
-            group += [flow("classify", 250, {**m, "in_port": in_port}, kind="source",
-                           obj=f"{hname}/own-tunnel") for m in _own_tunnel_matches(local_ip)]
-        groups[f"hook {hname}"] = tuple(group)
+        own = _own_tunnel_matches(local_ip) if hook.select == "all" and local_ip else ()
+        groups[f"hook {hook.name}"] = hooks.entry_flows(hook, by_hook[hook.name], in_port, own)
+    live = {f.id for h in plan.hooks if port(h.patch_tap) > 0 for f in by_hook.get(h.name, ())}
     for sname, by_dir in sorted(feeds.items()):
         sess = intent.sessions[sname]
         flt = intent.filters[sess.filter] if sess.filter is not None else None
-        parts = tuple((d, flt.rules(d) if flt is not None else (), tuple(sorted(fs)))
-                      for d, fs in sorted(by_dir.items()))
-        groups[f"session {sname}"] = _session_filter(sname, sess.priority, flt is not None,
-                                                     parts, conjunctive)
+        parts = tuple((d, flt.rules(d) if flt is not None else (), tuple(sorted(fs & live)))
+                      for d, fs in sorted(by_dir.items()) if fs & live)
+        if parts:
+            groups[f"session {sname}"] = _session_filter(sname, sess.priority, flt is not None,
+                                                         parts, conjunctive)
 
-    # forward: per session with local hooks
-    active_sessions = {s for (s, _), names in plan.source_hooks.items() if names}
+    # forward: per session with local feeds
+    active_sessions = {s for (s, _), names in plan.source_feeds.items() if names}
     for sname in sorted(active_sessions):
         sess = intent.sessions[sname]
         d = plan.deliveries[sname]
@@ -639,11 +604,6 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
         groups[f"forward {sname}"] = (flow("forward", 100, {"reg0": sess.priority},
                                            sets + (out,), kind="forward", obj=sname),)
     return groups
-
-
-def feed(hook: Hook, ofports: Mapping[str, int]) -> int:
-    """The number that tells a hook's copies apart in brtap (reg1): its brtap port."""
-    return ofports[hook.patch_tap]
 
 
 _DEFAULTS = tuple([flow(t, 0, {}, kind="default", obj=t)

@@ -3,10 +3,10 @@
 Cookies name the object behind every flow, so the flow statistics of brtap,
 summed by cookie, give: the copies a session mirrored (its forward flow), the
 hits of each filter rule (its flows, or its conjunctive match's ``conj_id``
-flow, which counts for every feed it judges), and per source hook the copies
-that no rule of any session took, or that a reject rule took (its two flows in
-the verdict table). The copies a hook's Mirror handed over come from OVS's
-``Mirror.statistics``.
+flow, which counts for every feed it judges), and per source feed (a port and
+direction, or a bridge) the copies brtap took in for it (its entry flow in
+classify), of which those that no rule of any session took, or that a reject
+rule took (its two flows in the verdict table).
 
 A session's counters are a map of integer values, keyed with words separated
 by blanks (names and iface-ids have none):
@@ -15,8 +15,8 @@ by blanks (names and iface-ids have none):
   truncation);
 - ``rule DIRECTION PRIORITY packets|bytes``: frames this rule decided
   (accept or reject) at this session's sources;
-- ``source KEY packets|bytes``: copies its Mirrors handed to brtap
-  (``Mirror.statistics`` tx), whichever session took them;
+- ``source KEY packets|bytes``: copies brtap took in from it (its feeds' entry
+  flows), whichever session took them;
 - ``source KEY unmatched`` and ``source KEY rejected``: of the copies that
   entered brtap from its hooks, those that no rule of any session took, and
   those that a reject rule took.
@@ -24,7 +24,7 @@ by blanks (names and iface-ids have none):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from sdnagent import model
 from sdnagent.compile import flows
@@ -34,9 +34,11 @@ Counts = tuple[int, int]  # packets, bytes
 
 
 @dataclasses.dataclass(frozen=True)
-class HookCookies:
-    """What a hook's verdict flows are called: copies no rule took, copies a reject took."""
+class FeedCookies:
+    """What a feed's flows are called: its entry (copies brtap took in for it), its
+    verdicts (copies no rule took, copies a reject took)."""
 
+    entry: int
     unmatched: int
     rejected: int
 
@@ -45,26 +47,24 @@ class HookCookies:
 class CounterPlan:
     # session -> counter key -> the cookies whose flows' counts add up to it
     flows: Mapping[str, Mapping[str, tuple[int, ...]]]
-    # session -> source key -> its hooks here (Mirror names)
+    # session -> source key -> its feeds here
     sources: Mapping[str, Mapping[str, tuple[str, ...]]]
-    hooks: Mapping[str, HookCookies]
+    feeds: Mapping[str, FeedCookies]
 
     @property
     def cookies(self) -> frozenset[int]:
         """Every cookie whose counts are needed."""
         out = {c for keys in self.flows.values() for cs in keys.values() for c in cs}
-        for h in self.hooks.values():
-            out.update((h.unmatched, h.rejected))
+        for f in self.feeds.values():
+            out.update((f.entry, f.unmatched, f.rejected))
         return frozenset(out)
 
 
 def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
-    """The counters of every session with a hook on this chassis."""
-    hooks = {h.name: h for h in plan.hooks}
+    """The counters of every session with a feed on this chassis."""
     by_session: dict[str, dict[str, tuple[int, ...]]] = {}
     sources: dict[str, dict[str, tuple[str, ...]]] = {}
-    for (sname, key), names in sorted(plan.source_hooks.items()):
-        names = tuple(n for n in names if n in hooks)
+    for (sname, key), names in sorted(plan.source_feeds.items()):
         if not names:
             continue
         sess = intent.sessions[sname]
@@ -74,22 +74,21 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
         sources.setdefault(sname, {})[key] = names
         if sess.filter is None:
             continue
-        for direction in {hooks[n].rules for n in names}:
+        for direction in {plan.feeds[n].rules for n in names}:
             for rule in intent.filters[sess.filter].rules(direction):
                 c = flows.cookie("rule", f"{sname}/{direction}/{rule.priority}")
                 for what in ("packets", "bytes"):
                     mine[f"rule {direction} {rule.priority} {what}"] = (c,)
-    hook_cookies = {h: HookCookies(flows.cookie("verdict", f"{h}/unmatched"),
-                                   flows.cookie("verdict", f"{h}/rejected"))
-                    for names in sources.values() for ns in names.values() for h in ns}
-    return CounterPlan(by_session, sources, hook_cookies)
+    feed_cookies = {n: FeedCookies(flows.cookie("source", n),
+                                   flows.cookie("verdict", f"{n}/unmatched"),
+                                   flows.cookie("verdict", f"{n}/rejected"))
+                    for names in sources.values() for ns in names.values() for n in ns}
+    return CounterPlan(by_session, sources, feed_cookies)
 
 
-def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts],
-             mirrors: Mapping[str, Counts]) -> dict[str, dict[str, int]]:
-    """Each session's counters from the switch's figures: flow counts summed by cookie,
-    and each Mirror's (by name) tx counts."""
-    def total(cookies: tuple[int, ...], i: int) -> int:
+def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts]) -> dict[str, dict[str, int]]:
+    """Each session's counters from the switch's flow counts, summed by cookie."""
+    def total(cookies: Iterable[int], i: int) -> int:
         return sum(by_cookie.get(c, (0, 0))[i] for c in cookies)
 
     out: dict[str, dict[str, int]] = {}
@@ -97,9 +96,9 @@ def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts],
         mine = out[sname] = {k: total(cs, 1 if k.endswith("bytes") else 0)
                              for k, cs in keys.items()}
         for key, names in cp.sources.get(sname, {}).items():
-            mine[f"source {key} packets"] = sum(mirrors.get(n, (0, 0))[0] for n in names)
-            mine[f"source {key} bytes"] = sum(mirrors.get(n, (0, 0))[1] for n in names)
-            mine[f"source {key} unmatched"] = total(tuple(cp.hooks[n].unmatched for n in names),
-                                                    0)
-            mine[f"source {key} rejected"] = total(tuple(cp.hooks[n].rejected for n in names), 0)
+            feeds = [cp.feeds[n] for n in names]
+            mine[f"source {key} packets"] = total((f.entry for f in feeds), 0)
+            mine[f"source {key} bytes"] = total((f.entry for f in feeds), 1)
+            mine[f"source {key} unmatched"] = total((f.unmatched for f in feeds), 0)
+            mine[f"source {key} rejected"] = total((f.rejected for f in feeds), 0)
     return out

@@ -53,9 +53,10 @@ def _filter_table(i: int) -> Table:
 
 
 TABLES = (
-    Table("classify", 0, frozenset({"in_port"} | _IP_FIELDS),
+    Table("classify", 0, frozenset({"in_port", "eth_src", "eth_dst"} | _IP_FIELDS),
           (FILTER_TABLES[0], "tunnel_in"),
-          "by in_port: a source hook writes its feed into reg1 and goes to the filter stage, "
+          "by in_port (and, on a hook several ports share, the port's MAC): a source's feed "
+          "goes into reg1 and on to the filter stage, "
           "the chassis tunnel's traffic to tunnel_in, a target port's own traffic is dropped; "
           "anything else is dropped. A vswitch hook drops this chassis's own tunnel packets "
           "first: a copy is never mirrored again"),

@@ -40,6 +40,8 @@ OXM_BASIC, NXM_1 = 0x8000, 0x0001
 # name -> (OXM class, field, value bytes, kind): the fields the compiler may write
 FIELDS: dict[str, tuple[int, int, int, str]] = {
     "in_port": (OXM_BASIC, 0, 4, "int"),
+    "eth_dst": (OXM_BASIC, 3, 6, "mac"),
+    "eth_src": (OXM_BASIC, 4, 6, "mac"),
     "eth_type": (OXM_BASIC, 5, 2, "int"),
     "ip_proto": (OXM_BASIC, 10, 1, "int"),
     "ipv4_src": (OXM_BASIC, 11, 4, "ip"),
@@ -105,6 +107,8 @@ def _order(item: tuple[str, Any]) -> tuple[bool, int]:
 def _value_bytes(kind: str, size: int, value: Any) -> bytes:
     if kind == "ip":
         return ipaddress.ip_address(value).packed
+    if kind == "mac":
+        return bytes.fromhex(value.replace(":", ""))
     return int(value).to_bytes(size, "big")
 
 
@@ -228,6 +232,8 @@ def bundle(bundle_id: int, deletes: Iterable[Flow], adds: Iterable[Flow],
 def _field_value(kind: str, raw: bytes) -> Any:
     if kind == "ip":
         return str(ipaddress.ip_address(raw))
+    if kind == "mac":
+        return ":".join(f"{b:02x}" for b in raw)
     return int.from_bytes(raw, "big")
 
 
@@ -354,7 +360,8 @@ _SEEN: set[Flow] = set()  # the flows _FLOWS gives
 # The order in which OVS writes match fields in its replies (lib/nx-match.c): not
 # os-ken's, so a flow reads back with other bytes than it was sent with.
 _OVS_ORDER = {name: i for i, name in enumerate((
-    "conj_id", "in_port", "eth_type", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_proto",
+    "conj_id", "in_port", "eth_src", "eth_dst", "eth_type", "ipv4_src", "ipv4_dst",
+    "ipv6_src", "ipv6_dst", "ip_proto",
     "tcp_src", "tcp_dst", "udp_src", "udp_dst", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst",
     "tun_ipv6_src", "tun_ipv6_dst", "reg0", "reg1", "reg2"))}
 

@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 from ovsdbapp.backend.ovs_idl import connection
 
 from sdnagent import ovsdbutil
-from sdnagent.compile.compiler import Hook, LocalPort, PortPlan
-from sdnagent.tapdb import rpc
+from sdnagent.compile.compiler import LocalPort, PortPlan
+from sdnagent.compile.hooks import Hook
 
 HOOK_KEY = "sdnagent-hook"
 PORT_KEY = "sdnagent-port"
@@ -37,6 +37,15 @@ TUNNEL_TYPES = frozenset({"gre", "vxlan", "geneve", "erspan", "stt", "ip6gre", "
 
 class SwitchError(RuntimeError):
     """The local switch cannot be reached or refused a change."""
+
+
+def _mac(text: Optional[str]) -> str:
+    """A MAC address as brtap's flows write it, or "" when there is none that parses."""
+    parts = (text or "").strip().lower().split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
+                                  for p in parts):
+        return ""
+    return ":".join(parts)
 
 
 def _ofport(iface: Any) -> int:
@@ -80,26 +89,6 @@ class LocalSwitch:
 
     # ------------------------------------------------------------ reading
 
-    def mirror_counts(self) -> dict[str, tuple[int, int]]:
-        """tx packets and bytes of our Mirrors, by hook name: one select of the column the
-        IDL leaves out (vswitchd rewrites it every few seconds)."""
-        try:
-            conn = rpc.connect(self.remote, self.timeout)
-            try:
-                [found] = conn.call("transact", "Open_vSwitch", {
-                    "op": "select", "table": "Mirror", "where": [],
-                    "columns": ["statistics", "external_ids"]})
-            finally:
-                conn.close()
-        except rpc.RpcError as exc:
-            raise SwitchError(f"cannot read Mirror statistics at {self.remote}: {exc}") from exc
-        out = {}
-        for row in found.get("rows", []):
-            ids, stats = dict(row["external_ids"][1]), dict(row["statistics"][1])
-            if HOOK_KEY in ids:
-                out[ids[HOOK_KEY]] = (stats.get("tx_packets", 0), stats.get("tx_bytes", 0))
-        return out
-
     def inventory(self) -> dict[str, Any]:
         """This host's side of :class:`~sdnagent.compile.compiler.Inventory`.
 
@@ -118,7 +107,7 @@ class LocalSwitch:
     def _inventory(self, idl: Any) -> dict[str, Any]:
         ports: dict[str, LocalPort] = {}
         foreign: dict[str, int] = {}
-        hooks: set[str] = set()
+        hooks: dict[str, tuple[str, ...]] = {}  # our Mirrors: the ports each selects
         brtap_ofports: dict[str, int] = {}
         brtap_errors: dict[str, str] = {}
         bridges = set()
@@ -134,7 +123,8 @@ class LocalSwitch:
                            br.other_config.get("disable-in-band")))
             for m in br.mirrors:
                 if HOOK_KEY in m.external_ids:
-                    hooks.add(m.external_ids[HOOK_KEY])
+                    hooks[m.external_ids[HOOK_KEY]] = tuple(sorted(
+                        p.name for p in (*m.select_dst_port, *m.select_src_port)))
                     owned.add(("mirror", br.name, m.name,
                                tuple(sorted(p.name for p in m.select_dst_port)),
                                tuple(sorted(p.name for p in m.select_src_port)),
@@ -157,9 +147,11 @@ class LocalSwitch:
                             brtap_errors[iface.name] = iface.error[0]
                     iface_id = iface.external_ids.get("iface-id")
                     if iface_id and br.name in watched:
-                        ports[iface_id] = LocalPort(iface_id, br.name, port.name, _ofport(iface))
+                        ports[iface_id] = LocalPort(iface_id, br.name, port.name, _ofport(iface),
+                                                    _mac(iface.external_ids.get("attached-mac")))
         return {"ports": ports, "bridges": frozenset(bridges), "foreign_mirrors": foreign,
-                "installed_hooks": frozenset(hooks), "brtap_ofports": brtap_ofports,
+                "installed_hooks": frozenset(hooks), "hook_members": hooks,
+                "brtap_ofports": brtap_ofports,
                 "brtap_errors": brtap_errors, "port_bridges": port_bridges,
                 "foreign_tunnels": tuple(sorted(foreign_tunnels)),
                 "owned": frozenset(owned)}
@@ -304,6 +296,7 @@ class _Apply:
         for name in sorted(set(mirrors) | set(patches)):
             hook = wanted.get(name)
             if hook is not None and self._intact(hook, mirrors.get(name), patches.get(name, [])):
+                self._select(hook, *mirrors[name])
                 wanted.pop(name)
                 continue
             if name in mirrors:
@@ -318,6 +311,8 @@ class _Apply:
 
     def _intact(self, hook: Hook, mirror: Optional[tuple[Any, Any]],
                 patches: list[tuple[Any, Any]]) -> bool:
+        """Whether the hook's Mirror and patch pair are ours as planned, but perhaps for the
+        ports it selects (those :meth:`_select` edits in place)."""
         if mirror is None or len(patches) != 2:
             return False
         br, m = mirror
@@ -325,12 +320,30 @@ class _Apply:
         if br.name != hook.bridge or names != {(hook.bridge, hook.patch_source),
                                                (self.sw.tap_bridge, hook.patch_tap)}:
             return False
-        selected = [p.name for p in (m.select_dst_port if hook.select == "dst" else
-                                     m.select_src_port if hook.select == "src" else [])]
-        return (selected == ([hook.port] if hook.port else [])
+        other = m.select_src_port if hook.select == "dst" else m.select_dst_port
+        return (not (hook.select == "all" and (m.select_dst_port or m.select_src_port))
+                and not other
                 and bool(m.select_all) == (hook.select == "all")
                 and list(m.select_vlan) == ([hook.vlan] if hook.vlan is not None else [])
                 and [p.name for p in m.output_port] == [hook.patch_source])
+
+    def _select(self, hook: Hook, bridge: Any, mirror: Any) -> None:
+        """Make a shared hook select exactly its ports now: sources join and leave a Mirror
+        that others' copies keep using.  OVS 3.1 does not revalidate traffic for a Mirror
+        edited on its own; the same pass changes brtap's flows for the ports that came or
+        went (their entry flows), and that revalidates the datapath, which brtap shares."""
+        if hook.select == "all":
+            return
+        column = "select_dst_port" if hook.select == "dst" else "select_src_port"
+        have = sorted(p.name for p in getattr(mirror, column))
+        if have == list(hook.ports):
+            return
+        by_name = {p.name: p for p in self._ports(bridge)}
+        setattr(mirror, column, [by_name[n] for n in hook.ports if n in by_name])
+        gone, came = set(have) - set(hook.ports), set(hook.ports) - set(have)
+        self.changes.append(f"hook {hook.name} ({hook.bridge} {hook.select}): "
+                            + ", ".join([*(f"+{n}" for n in sorted(came)),
+                                         *(f"-{n}" for n in sorted(gone))]))
 
     def _create_hook(self, hook: Hook, brtap: Any) -> None:
         """The patch pair and the Mirror together: a patch port that is not yet a
@@ -338,23 +351,23 @@ class _Apply:
         bridge = self.bridges.get(hook.bridge)
         if bridge is None:
             return
-        selected = None
-        if hook.port is not None:
-            selected = next((p for p in self._ports(bridge) if p.name == hook.port), None)
-            if selected is None:
-                return
+        by_name = {p.name: p for p in self._ports(bridge)}
+        selected = [by_name[n] for n in hook.ports if n in by_name]
+        if hook.select != "all" and not selected:
+            return
         ids = {HOOK_KEY: hook.name}
         out = self._add_port(bridge, hook.patch_source, "patch", {"peer": hook.patch_tap}, ids)
         self._add_port(brtap, hook.patch_tap, "patch", {"peer": hook.patch_source}, ids)
         m = self._insert("Mirror", name=hook.name, external_ids=ids, output_port=[out])
         if hook.select == "dst":
-            m.select_dst_port = [selected]
+            m.select_dst_port = selected
         elif hook.select == "src":
-            m.select_src_port = [selected]
+            m.select_src_port = selected
         else:
             m.select_all = True
             if hook.vlan is not None:
                 m.select_vlan = [hook.vlan]
         bridge.addvalue("mirrors", m)
-        self.changes.append(f"added hook {hook.name} ({hook.bridge} {hook.select} "
-                            f"{hook.port or hook.vlan or 'all'})")
+        what = (", ".join(hook.ports) if hook.ports else
+                f"vlan {hook.vlan}" if hook.vlan is not None else "all")
+        self.changes.append(f"added hook {hook.name} ({hook.bridge} {hook.select} {what})")

@@ -75,8 +75,8 @@ class MirrorLab:
     # ------------------------------------------------------------ hosts
 
     def vm(self, host: str, iface_id: str, bridge: str = "br-int") -> Path:
-        port, _, _ = VMS[iface_id]
-        return self.lab[host].add_vm_port(port, iface_id, bridge)
+        port, mac, _ = VMS[iface_id]
+        return self.lab[host].add_vm_port(port, iface_id, bridge, mac)
 
     def send(self, host: str, from_iface: str, to_iface: str, proto: str = "tcp",
              dport: int = 1234, src_ip: Optional[str] = None, size: int = 200) -> bytes:

@@ -301,31 +301,6 @@ def test_target_iface_that_moves_is_followed(mlab):
     assert "pending (iface vm-230 not found on any chassis)" in mlab.tapctl("show")
 
 
-def test_thirty_third_mirror_is_a_status_error(mlab):
-    host = mlab["host-a"]
-    ifaces = [f"vm-{i}" for i in range(33)]
-    for i, iface in enumerate(ifaces):
-        host.add_vm_port(f"p{i}", iface)
-    start_agents(mlab, hosts=("host-a",))
-    mlab.tapctl("target-add", "t", "--vxlan", sandbox.COLLECTOR_IP, "--enable")
-    for s in range(4):
-        mlab.tapctl("session-add", f"s{s}", "--target", "t", "--priority", str(s + 1),
-                    "--enable")
-        for iface in ifaces[s * 10:(s + 1) * 10]:
-            mlab.tapctl("source-add", f"s{s}", "--port", iface, "--direction", "in")
-
-    def states():
-        return [src["status"] for s in mlab.status()["sessions"] for src in s["sources"]]
-    wait_until(lambda: sum(st.get("state") in ("active", "error") for st in states()) == 33,
-               20, "a status for every source")
-    errors = [st for st in states() if st["state"] == "error"]
-    assert len(errors) == 1
-    assert errors[0]["reason"] == ("bridge br-int already has 32 Mirrors (the OVS limit); "
-                                   "remove a source there")
-    assert len(a_mirrors(mlab)) == 32
-    assert host.agent_log().count("Traceback") == 0
-
-
 def test_restart_with_unchanged_intent_changes_no_flow(mlab):
     two_host_example(mlab)
     mlab.quiet("host-a")

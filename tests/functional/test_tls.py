@@ -141,7 +141,7 @@ def test_the_two_host_example_over_tls():
         notes = re.findall(r"^ +\[(.*)\]$", switch, re.M)
         assert notes[1:] == ["session session-01, filter filter-01 inbound rule 1 (accept)",
                              "session session-01: the copy to target target-01"], switch
-        assert notes[0].startswith("hook tap-") and notes[0].endswith(": to the filter stage")
+        assert notes[0] == "the copies of vm-230/in: to the filter stage"
         assert "output(port=1,max_len=96)" in switch and "unknown to sdnagent" not in switch
         out = host_trace("tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1235")
         assert "not mirrored: no rule of any session matches" in out

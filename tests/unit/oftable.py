@@ -24,6 +24,8 @@ def _field_matches(field: str, want: Any, packet: dict) -> bool:
             bits = int(ipaddress.ip_address(mask))
             return int(ipaddress.ip_address(have)) & bits == int(ipaddress.ip_address(value))
         return (have & mask) == (value & mask)
+    if field in ("eth_src", "eth_dst"):
+        return str(have).lower() == str(want).lower()
     if isinstance(want, str):
         return ipaddress.ip_address(have) == ipaddress.ip_address(want)
     return have == want

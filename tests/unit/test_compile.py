@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdnagent import model
-from sdnagent.compile import compiler, flows, pipeline, portrange
+from sdnagent.compile import compiler, flows, hooks, pipeline, portrange
 from sdnagent.compile.compiler import Inventory, LocalPort
 from tests.unit import oftable
 from tests.unit.test_model import example
@@ -75,7 +76,7 @@ def test_two_session_example_on_the_source_host():
     plan, ofports, table = compile_all(intent, inventory())
     assert [h.select for h in plan.hooks] == ["dst"]  # one Mirror: vm-230, direction in
     hook = plan.hooks[0]
-    assert hook.bridge == "br-int" and hook.port == "vm230" and len(hook.patch_tap) <= 15
+    assert hook.bridge == "br-int" and hook.ports == ("vm230",) and len(hook.patch_tap) <= 15
     assert plan.source_status == {("session-01", "vm-230"): compiler.ACTIVE,
                                   ("session-02", "vm-230"): compiler.ACTIVE}
     assert plan.target_status == {}  # target-01 is on host-b; a vxlan target has no host
@@ -209,28 +210,85 @@ def test_a_target_claimed_by_two_chassis_gets_no_copies():
         "IP registered")
 
 
-def test_thirty_third_mirror_on_a_bridge_is_a_status_error():
+def entry(plan, ofports, ports, iface: str, direction: str):
+    """The fields a copy of ``iface``'s frames (direction in/out) enters brtap with: its
+    hook's patch port and, when the hook is shared, the port's MAC; None if no hook."""
+    select = "dst" if direction == "in" else "src"
+    for h in plan.hooks:
+        if h.select == select and ports[iface].port in h.ports:
+            out = {"in_port": ofports[h.patch_tap]}
+            if len(h.ports) > 1:
+                out["eth_dst" if select == "dst" else "eth_src"] = ports[iface].mac
+            return out
+    return None
+
+
+def _macs(n: int) -> dict:
+    return {f"vm-{i}": LocalPort(f"vm-{i}", "br-int", f"p{i}", i + 1,
+                                 f"fa:16:3e:00:{i >> 8:02x}:{i & 0xFF:02x}") for i in range(n)}
+
+
+def test_a_thousand_sources_share_a_bounded_number_of_hooks():
+    """1,000 source ports of 100 sessions, in both directions, beside 3 Mirrors of another
+    owner: at most HOOK_SLOTS Mirrors a direction, every source active and judged by its
+    own sessions; sources keep their hook when others come and go."""
     intent = example()
+    ports = _macs(1000)
     sessions = []
-    ports = {}
-    for i in range(33):
-        iface = f"vm-{i}"
-        ports[iface] = LocalPort(iface, "br-int", f"p{i}", i + 1)
-        sessions.append(model.Session(f"s{i}", i + 1, 1, "target-02", enabled=True,
-                                      sources=(model.Source("port", "in", iface_id=iface),)))
+    for s in range(100):
+        direction = ("in", "out", "both")[s % 3]
+        sessions.append(model.Session(
+            f"s{s}", s + 1, 1, "target-02", enabled=True, sources=tuple(
+                model.Source("port", direction, iface_id=f"vm-{s * 10 + i}") for i in range(10))))
     intent = model.Intent.of(intent.targets.values(), intent.filters.values(), sessions)
-    plan = compiler.plan_ports(intent, inventory(ports=ports))
-    assert len(plan.hooks) == 32
-    errors = {k: s for k, s in plan.source_status.items() if s.state == "error"}
-    assert len(errors) == 1
-    (key, status), = errors.items()
-    assert status.reason == ("bridge br-int already has 32 Mirrors (the OVS limit); remove a "
-                             "source there")
-    # Mirrors already on the switch keep their place; another owner's Mirrors count too
-    installed = frozenset(h.name for h in plan.hooks)
-    again = compiler.plan_ports(intent, inventory(ports=ports, installed_hooks=installed,
-                                                  foreign_mirrors={"br-int": 1}))
-    assert len(again.hooks) == 31 and {h.name for h in again.hooks} <= installed
+    inv = inventory(ports=ports, foreign_mirrors={"br-int": 3})
+    plan = compiler.plan_ports(intent, inv)
+    assert len(plan.hooks) == 2 * hooks.HOOK_SLOTS <= compiler.MAX_MIRRORS_PER_BRIDGE - 3
+    assert {s.state for s in plan.source_status.values()} == {"active"}
+    both = 10 * sum(1 for s in range(100) if s % 3 == 2)  # ports in two hooks
+    assert sum(len(h.ports) for h in plan.hooks) == 1000 + both
+    # the ports of one session share one hook a direction (a port can pass for a slot-mate
+    # by its MAC, so slot-mates should serve the same sessions where they can)
+    for s in range(100):
+        mine = {f"p{s * 10 + i}" for i in range(10)}
+        for select in ("dst", "src"):
+            assert len([h for h in plan.hooks if h.select == select and mine & set(h.ports)]) <= 1
+    # judged as their own: a copy of vm-123's frames (in) goes to s12 only
+    ofports = {h.patch_tap: 100 + i for i, h in enumerate(plan.hooks)}
+    ofports.update({t.name: 50 + i for i, t in enumerate(plan.tunnels)})
+    table = compiler.plan_flows(intent, plan, ofports, "gre")
+    pkt = {**entry(plan, ofports, ports, "vm-123", "in"), "eth_type": 0x0800}
+    hits: list = []
+    assert oftable.run(table, pkt, hits) == [(ofports["tapvxlan"], None, (
+        ("tun_ipv4_dst", "192.168.1.165"), ("tunnel_id", 1)))]
+    assert any(f.cookie == flows.cookie("forward", "s12") for f in hits)
+    # a session goes: every other port keeps its hook
+    members = {(p, h.select): h.name for h in plan.hooks for p in h.ports}
+    fewer = model.Intent.of(intent.targets.values(), (), sessions[1:])
+    again = compiler.plan_ports(fewer, dataclasses.replace(
+        inv, hook_members={h.name: h.ports for h in plan.hooks}))
+    assert all(members[p, h.select] == h.name for h in again.hooks for p in h.ports)
+    # a port without a MAC in a shared hook cannot be told apart: that source says so
+    no_mac = {**ports, "vm-5": dataclasses.replace(ports["vm-5"], mac="")}
+    plan = compiler.plan_ports(intent, dataclasses.replace(inv, ports=no_mac))
+    st = plan.source_status["s0", "vm-5"]
+    assert st.state == "error" and re.fullmatch(
+        r"iface vm-5 shares a hook on bridge br-int with \d+ other source port\(s\) and has "
+        r"no MAC address \(Interface external_ids:attached-mac\) to tell its frames apart",
+        st.reason), st
+    assert plan.source_status["s0", "vm-6"] == compiler.ACTIVE
+
+
+def test_a_bridge_full_of_other_owners_mirrors_is_a_status_error():
+    intent = example()
+    plan = compiler.plan_ports(intent, inventory(foreign_mirrors={"br-int": 32}))
+    assert plan.hooks == ()
+    assert set(plan.source_status.values()) == {compiler.Status(
+        "error", "bridge br-int has no room for another Mirror (the OVS limit is 32 a bridge, "
+        "32 of them another owner's)")}
+    # one Mirror left: the sources of both directions... here only in: one hook
+    plan = compiler.plan_ports(intent, inventory(foreign_mirrors={"br-int": 31}))
+    assert len(plan.hooks) == 1 and plan.source_status["session-01", "vm-230"].state == "active"
 
 
 # ------------------------------------------------------------ property: compiled == reference
@@ -306,18 +364,26 @@ def packets(draw):
     return pkt
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(params=[1, hooks.HOOK_SLOTS], ids=["one-hook-a-direction", "default-slots"])
+def slots(request):
+    """Hooks a bridge and direction: with one, every source port shares it."""
+    old, hooks.HOOK_SLOTS = hooks.HOOK_SLOTS, request.param
+    yield request.param
+    hooks.HOOK_SLOTS = old
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(intents(), packets(), st.sampled_from(["in", "out"]), st.sampled_from(SOURCE_IFACES))
-def test_compiled_tables_decide_like_the_reference(intent, pkt, direction, iface):
-    ports = {i: LocalPort(i, "br-int", i.replace("-", ""), n)
+def test_compiled_tables_decide_like_the_reference(slots, intent, pkt, direction, iface):
+    ports = {i: LocalPort(i, "br-int", i.replace("-", ""), n, f"fa:16:3e:00:00:{n:02x}")
              for n, i in enumerate(SOURCE_IFACES, 1)}
     inv = Inventory(chassis="h", ports={**ports, "vm-t": LocalPort("vm-t", "brtap", "tgt", 9)},
                     bridges=frozenset({"br-int", "brtap"}), chassis_ips={"h": "10.0.0.1"})
     plan, ofports, table = compile_all(intent, inv)
     want = oftable.reference(intent, iface, direction, pkt)
-    hooks = [h for h in plan.hooks if h.select == ("dst" if direction == "in" else "src")
-             and h.port == ports[iface].port]
-    outputs = oftable.run(table, {"in_port": ofports[hooks[0].patch_tap], **pkt}) if hooks else []
+    fields = entry(plan, ofports, ports, iface, direction)
+    outputs = oftable.run(table, {**fields, **pkt}) if fields else []
     if want is None:
         assert outputs == []
         return
@@ -598,12 +664,14 @@ def _many_sources_intent(rules_in, rules_out, n_sources=4, direction="both"):
 
 
 def _many_ports(n):
-    return {f"vm-{i}": LocalPort(f"vm-{i}", "br-int", f"vm{i}", i) for i in range(1, n + 1)}
+    return {f"vm-{i}": LocalPort(f"vm-{i}", "br-int", f"vm{i}", i, f"fa:16:3e:00:01:{i:02x}")
+            for i in range(1, n + 1)}
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.data(), st.sampled_from(["in", "out"]))
-def test_conjunctive_rules_decide_like_the_reference(data, direction):
+def test_conjunctive_rules_decide_like_the_reference(slots, data, direction):
     """Rules with port ranges judged for several feeds at once: conjunctive matches, and
     the flows decide exactly what the reference decides, for every source."""
     def some_rules(draw_dir):
@@ -625,9 +693,7 @@ def test_conjunctive_rules_decide_like_the_reference(data, direction):
     plan, ofports, table = compile_all(intent, inv)
     iface = data.draw(st.sampled_from(sorted(ports)))
     pkt = data.draw(packets())
-    hooks = [h for h in plan.hooks if h.select == ("dst" if direction == "in" else "src")
-             and h.port == ports[iface].port]
-    outputs = oftable.run(table, {"in_port": ofports[hooks[0].patch_tap], **pkt})
+    outputs = oftable.run(table, {**entry(plan, ofports, ports, iface, direction), **pkt})
     want = oftable.reference(intent, iface, direction, pkt)
     assert bool(outputs) == (want is not None), (want, outputs)
 
@@ -653,13 +719,14 @@ def test_wide_port_ranges_add_instead_of_multiply():
     before = 10 * 2 * 10 * src * dst  # rules x directions x feeds x product
     assert before / len(mine) > 50
     # and they still decide right: a few packets through both directions of a source
-    hooks = {(h.port, h.select): ofports[h.patch_tap] for h in plan.hooks}
+    ports = _many_ports(10)
     for sport, dport in ((1, 2), (65534, 65534), (0, 80), (80, 1), (65535, 80), (443, 65535)):
         pkt = {"eth_type": 0x0800, "ipv4_src": "10.1.2.3", "ipv4_dst": "10.1.200.4",
                "ip_proto": 6, "tcp_src": sport, "tcp_dst": dport}
         want = 1 <= sport <= 65534 and 2 <= dport <= 65534
-        for select in ("dst", "src"):
-            assert bool(oftable.run(table, {"in_port": hooks["vm7", select], **pkt})) == want
+        for direction in ("in", "out"):
+            fields = entry(plan, ofports, ports, "vm-7", direction)
+            assert bool(oftable.run(table, {**fields, **pkt})) == want
 
 
 def test_counters_from_the_flows_a_packet_hits():
@@ -674,14 +741,15 @@ def test_counters_from_the_flows_a_packet_hits():
     inv = inventory(ports={**_many_ports(3), "vm-t": LocalPort("vm-t", "brtap", "tgt", 9)})
     plan, ofports, table = compile_all(intent, inv)
     assert any(a[0] == "conjunction" for f in table for a in f.actions)
-    hooks = {h.port: ofports[h.patch_tap] for h in plan.hooks}
-    sent = {"vm1": [("tcp", 1500, 80)] * 3 + [("udp", 1, 1)],
-            "vm2": [("tcp", 999, 80), ("tcp", 1000, 10)],
-            "vm3": [("udp", 5, 5)] * 2 + [("icmp", 0, 0)]}
+    ports = _many_ports(3)
+    sent = {"vm-1": [("tcp", 1500, 80)] * 3 + [("udp", 1, 1)],
+            "vm-2": [("tcp", 999, 80), ("tcp", 1000, 10)],
+            "vm-3": [("udp", 5, 5)] * 2 + [("icmp", 0, 0)]}
     hits: list = []
-    for port, pkts in sent.items():
+    for iface, pkts in sent.items():
         for proto, sport, dport in pkts:
-            pkt = {"in_port": hooks[port], "eth_type": 0x0800, "ipv4_src": "10.1.2.3",
+            pkt = {**entry(plan, ofports, ports, iface, "in"), "eth_type": 0x0800,
+                   "ipv4_src": "10.1.2.3",
                    "ipv4_dst": "10.1.200.4", "ip_proto": {"tcp": 6, "udp": 17, "icmp": 1}[proto]}
             if proto != "icmp":
                 pkt.update({f"{proto}_src": sport, f"{proto}_dst": dport})
@@ -690,11 +758,12 @@ def test_counters_from_the_flows_a_packet_hits():
     for f in hits:
         packets, nbytes = by_cookie.get(f.cookie, (0, 0))
         by_cookie[f.cookie] = (packets + 1, nbytes + 100)
-    got = counters.counters(counters.plan_counters(intent, plan), by_cookie, {})["s"]
+    got = counters.counters(counters.plan_counters(intent, plan), by_cookie)["s"]
     assert (got["packets"], got["rule inbound 1 packets"], got["rule inbound 2 packets"]) == (
         4, 3, 4)
-    assert [(got[f"source vm-{i} unmatched"], got[f"source vm-{i} rejected"])
-            for i in (1, 2, 3)] == [(0, 1), (1, 0), (1, 2)]
+    assert [(got[f"source vm-{i} packets"], got[f"source vm-{i} unmatched"],
+             got[f"source vm-{i} rejected"]) for i in (1, 2, 3)] == [(4, 0, 1), (2, 1, 0),
+                                                                    (3, 1, 2)]
 
 
 def test_a_vxlan_target_at_a_chassis_tunnel_address_is_set_aside():
@@ -782,3 +851,15 @@ def test_caches_let_go_of_sessions_that_are_gone():
     plan, ofports, _ = compile_all(big, inv)
     assert {f for g in compiler.plan_flow_groups(big, plan, ofports, "gre").values()
             for f in g} == live
+
+
+@pytest.mark.parametrize("ports, shared", [(10, []), (11, [2]), (12, [3]), (20, [11])])
+def test_as_many_ports_as_can_be_have_a_hook_of_their_own(ports, shared):
+    """One session's sources, one direction: alone in a hook while the hooks suffice,
+    and beyond that as few sharing as can be."""
+    intent = model.Intent.of(example().targets.values(), (), [model.Session(
+        "s", 1, 1, "target-02", enabled=True, sources=tuple(
+            model.Source("port", "in", iface_id=f"vm-{i}") for i in range(ports)))])
+    plan = compiler.plan_ports(intent, inventory(ports=_macs(ports)))
+    assert sorted((len(h.ports) for h in plan.hooks if len(h.ports) > 1), reverse=True) == shared
+    assert len(plan.hooks) == min(ports, hooks.HOOK_SLOTS)

@@ -77,7 +77,10 @@ def osken_from_stats(stat) -> Flow:
 def _text(value):
     """An address as the compiler writes it (os-ken writes IPv4-mapped IPv6 otherwise)."""
     if isinstance(value, str) and ":" in value:
-        return str(ipaddress.ip_address(value))
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:  # a MAC address
+            return value
     return value
 
 
@@ -113,6 +116,9 @@ def matches(draw):
     for reg in ("reg0", "reg1", "reg2", "conj_id"):
         if draw(st.booleans()):
             m[reg] = draw(st.integers(0, 2 ** 32 - 1))
+    for eth in ("eth_src", "eth_dst"):
+        if draw(st.booleans()):
+            m[eth] = ":".join(f"{b:02x}" for b in draw(st.binary(min_size=6, max_size=6)))
     if draw(st.booleans()):
         m["tunnel_id"] = draw(st.integers(0, 2 ** 64 - 1))
     tun = draw(st.sampled_from([None, 4, 6]))
@@ -250,7 +256,7 @@ def test_compiled_flows_round_trip(intent):
 def test_a_foreign_field_or_action_is_kept_and_deletes_exactly():
     # in_port=3, a metadata match (not a field the agent writes) and a write-actions
     # instruction: decoded into raw forms, and a strict delete writes the match back
-    match = PARSER.OFPMatch(in_port=3, metadata=(0x10, 0xF0), eth_dst="aa:bb:cc:dd:ee:ff")
+    match = PARSER.OFPMatch(in_port=3, metadata=(0x10, 0xF0), vlan_vid=0x1005)
     inst = [PARSER.OFPInstructionActions(OFP.OFPIT_WRITE_ACTIONS,
                                          [PARSER.OFPActionOutput(2, 0)]),
             PARSER.OFPInstructionActions(OFP.OFPIT_APPLY_ACTIONS,

@@ -171,13 +171,13 @@ def test_switch_flows_are_named_by_their_cookies():
     labels = trace.switch_labels(intent, {"tap-1": "port vm230, direction in"})
     rule = flows.cookie("rule", "session-02/inbound/1")
     text = ("bridge(\"brtap\")\n 0. in_port=2, priority 200, cookie "
-            f"{hex(flows.cookie('source', 'tap-1'))}\n    goto_table:10\n"
+            f"{hex(flows.cookie('source', 'vm-230/in'))}\n    goto_table:10\n"
             f"10. udp,in_port=2, priority 64990, cookie {hex(rule)}\n    goto_table:20\n"
             "20. reg0=0x9, priority 100, cookie 0x7a90060000000001\n    drop")
     assert trace.annotate(text, labels).splitlines() == [
         'bridge("brtap")',
-        " 0. in_port=2, priority 200, cookie " + hex(flows.cookie("source", "tap-1")),
-        "    [hook tap-1 (port vm230, direction in): to the filter stage]",
+        " 0. in_port=2, priority 200, cookie " + hex(flows.cookie("source", "vm-230/in")),
+        "    [the copies of vm-230/in: to the filter stage]",
         "    goto_table:10",
         f"10. udp,in_port=2, priority 64990, cookie {hex(rule)}",
         "    [session session-02, filter filter-02 inbound rule 1 (accept)]",
