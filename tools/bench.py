@@ -12,6 +12,10 @@ Parts (each also runs alone, see tools/bench):
             against the product of the prefixes
   churn     an agent's memory idle, with large intents loaded and deleted, and over 1,000
             changes
+  sources   1,000 source ports on one bridge: Mirror rows, flows, install time, memory,
+            against 10
+  dataplane iperf3 between two network namespaces through br-int (netdev datapath): no
+            mirroring, every frame mirrored, a filter that takes nothing
 Prints the machine, then the table (Markdown, as in benchmarks/RESULTS.md).
 """
 from __future__ import annotations
@@ -28,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_change  # noqa: E402
 import bench_churn  # noqa: E402
 import bench_fanout  # noqa: E402
+import bench_dataplane  # noqa: E402
 import bench_install  # noqa: E402
+import bench_sources  # noqa: E402
 import bench_tapctl  # noqa: E402
 import bench_wide  # noqa: E402
 from benchlib import parser, require_ovs, table  # noqa: E402
@@ -64,6 +70,10 @@ def main() -> int:
     print("wide done", file=sys.stderr, flush=True)
     rows += bench_churn.run(30, 100 if args.quick else 1000)
     print("churn done", file=sys.stderr, flush=True)
+    rows += bench_sources.run(200 if args.quick else 1000)
+    print("sources done", file=sys.stderr, flush=True)
+    rows += bench_dataplane.run(3 if args.quick else 10)
+    print("dataplane done", file=sys.stderr, flush=True)
     rows += bench_change.run(30, 40 if args.quick else 200)
     print("change done", file=sys.stderr, flush=True)
     rows += bench_tapctl.run(1000 if args.quick else 10000)
