@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (Row, build, parser, percentile, require_ovs, table,  # noqa: E402
+from benchlib import (Row, build, parser, percentile, require_ovs, table, vm_mac,  # noqa: E402
                       transact, transaction, wait_settled)
 
 from sdnagent import sandbox  # noqa: E402
@@ -83,7 +83,7 @@ def run(ports: int, changes: int) -> list[Row]:
         assert lab.tapdb is not None
         host = lab["host-a"]
         for i in range(ports):
-            host.add_vm_port(f"p{i}", f"vm-{i}")
+            host.add_vm_port(f"p{i}", f"vm-{i}", mac=vm_mac(i))
         transact(lab.tapdb.remote, transaction(intent))
         host.start_agent(lab.tapdb.remote, resync_interval="600", heartbeat_interval="10")
         flows = wait_settled(host)

@@ -21,33 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_wide import probe  # noqa: E402
-from benchlib import Row, build, parser, require_ovs, table, transact, transaction  # noqa: E402
+from benchlib import (Row, build, installed, parser, require_ovs, rss_mib, table,  # noqa: E402
+                      transact, transaction, vm_mac, wait_for, wait_settled)
 
 from sdnagent import model, sandbox  # noqa: E402
 from sdnagent.tapdb import ops  # noqa: E402
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _flows(host: sandbox.Host) -> int:
-    return host.ofctl("dump-flows", "brtap").count("cookie=")
-
-
-def _settle(host: sandbox.Host, timeout: float = 180) -> int:
-    """Wait until brtap's flow count stops moving; returns it."""
-    deadline, last = time.monotonic() + timeout, -1
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        now = _flows(host)
-        if now == last:
-            return now
-        last = now
-    raise AssertionError("brtap never settled")
 
 
 def _merge(*intents: model.Intent) -> model.Intent:
@@ -62,14 +40,15 @@ def _load_and_delete(lab: sandbox.Lab, pid: int, intent: model.Intent, base: int
     host = lab["host-a"]
     assert lab.tapdb is not None
     transact(lab.tapdb.remote, transaction(intent))
-    flows = _settle(host)
+    wait_for(lambda: installed(host) != base, 60, "the agent to start installing")
+    flows = wait_settled(host)
     loaded = rss_mib(pid)
     transact(lab.tapdb.remote, ["Tap", {"op": "delete", "table": "Mirror_Session",
                                         "where": [["name", "!=", "keep"]]},
                                 {"op": "delete", "table": "Mirror_Filter", "where": []},
                                 {"op": "delete", "table": "Mirror_Target",
                                  "where": [["name", "!=", "churn-t"]]}])
-    assert _settle(host) == base
+    wait_for(lambda: installed(host) == base, 120, "the flows of the intent to go")
     time.sleep(3)
     return flows, loaded, rss_mib(pid)
 
@@ -88,7 +67,7 @@ def run(ports: int, cycles: int) -> list[Row]:
         assert lab.tapdb is not None
         host = lab["host-a"]
         for i in range(max(ports, 11)):
-            host.add_vm_port(f"p{i}", f"vm-{i}")
+            host.add_vm_port(f"p{i}", f"vm-{i}", mac=vm_mac(i))
         api = ops.connect(lab.tapdb.remote, 10)
         host.start_agent(lab.tapdb.remote, resync_interval="600", heartbeat_interval="10",
                          debug=os.environ.get("BENCH_DEBUG", "false"))
@@ -97,7 +76,7 @@ def run(ports: int, cycles: int) -> list[Row]:
         api.session_add("keep", target="churn-t", priority="30000", enabled=True)
         api.source_add("keep", port="vm-0", direction="in")
         api.wait_applied(api.committed_generation, 60)
-        base = _settle(host)
+        base = wait_settled(host)
         time.sleep(3)
         idle = rss_mib(pid)
         loads = [("the probe (3 sessions, 10 rules a direction with two wide port ranges, "

@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import build, cpu_seconds, parser, require_ovs, transact, transaction  # noqa: E402
+from benchlib import (build, cpu_seconds, parser, require_ovs, transact,  # noqa: E402
+                      transaction, vm_mac)
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.tapdb import client  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> int:
         assert lab.tapdb is not None
         host = lab["host-a"]
         for i in range(args.ports):
-            host.add_vm_port(f"p{i}", f"vm-{i}")
+            host.add_vm_port(f"p{i}", f"vm-{i}", mac=vm_mac(i))
         transact(lab.tapdb.remote, transaction(intent))
         host.start_agent(lab.tapdb.remote, debug="true", resync_interval="60",
                          heartbeat_interval="10")

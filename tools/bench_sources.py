@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_churn import rss_mib  # noqa: E402
-from benchlib import Row, parser, require_ovs, table, transact, transaction  # noqa: E402
+from benchlib import (Row, installed, parser, require_ovs, rss_mib, table, transact,  # noqa: E402
+                      transaction, wait_for)
 
 from sdnagent import model, sandbox  # noqa: E402
 
@@ -63,8 +63,7 @@ def _settled(host: sandbox.Host, since: float, quiet: float = 2.0, timeout: floa
     last, changed = -1, time.monotonic()
     deadline = changed + timeout
     while time.monotonic() < deadline:
-        now = host.ofctl("dump-flows", "brtap").count("cookie=") if "brtap" in host.vsctl(
-            "list-br").split() else 0
+        now = installed(host)
         if now != last:
             last, changed = now, time.monotonic()
         elif time.monotonic() - changed >= quiet:
@@ -87,8 +86,10 @@ def measure(n: int) -> dict[str, float]:
             time.sleep(0.1)
         _settled(host, time.monotonic())  # its default flows in
         idle = rss_mib(host._agent.pid)
+        base = installed(host)
         started = time.monotonic()
         transact(lab.tapdb.remote, transaction(intent(n)))
+        wait_for(lambda: installed(host) != base, 60, "the agent to start installing")
         flows, seconds = _settled(host, started)
         mirrors = len(host.vsctl("--bare", "--columns=name", "list", "Mirror").split())
         return {"flows": flows, "seconds": seconds, "mirrors": mirrors, "idle": idle,

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_install import controller  # noqa: E402
-from benchlib import Row, ms, parser, require_ovs, table  # noqa: E402
+from benchlib import Row, ms, parser, require_ovs, rss_mib, table, vm_mac  # noqa: E402
 
 from sdnagent import model, sandbox  # noqa: E402
 from sdnagent.compile import compiler, flows  # noqa: E402
@@ -47,17 +47,10 @@ def probe(n_sources: int = SOURCES, first: int = 0, prefix: str = "", priority: 
         sessions.append(model.Session(f"{prefix}s{s}", priority + s, s + 1, f"{prefix}t{s}",
                                       f"{prefix}f{s}", 96, True, sources))
     inv = Inventory(chassis="bench",
-                    ports={f"vm-{p}": LocalPort(f"vm-{p}", "br-int", f"p{p}", p + 1)
+                    ports={f"vm-{p}": LocalPort(f"vm-{p}", "br-int", f"p{p}", p + 1, vm_mac(p))
                            for p in range(first, first + n_sources)},
                     bridges=frozenset({"br-int", "brtap"}), chassis_ips={"bench": "10.255.0.1"})
     return model.Intent.of(targets, filters, sessions), inv
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run() -> list[Row]:
@@ -72,7 +65,7 @@ def run() -> list[Row]:
         host = lab["bench"]
         of = controller()
         vswitchd = int((host.dir / "ovs-vswitchd.pid").read_text())
-        idle = _rss_mib(vswitchd)
+        idle = rss_mib(vswitchd)
         for conjunctive in (True, False):
             t = time.perf_counter()
             desired = compiler.plan_flows(intent, plan, ofports, "gre",
@@ -90,7 +83,7 @@ def run() -> list[Row]:
             t = time.perf_counter()
             of.apply(flows.diff(of.installed(), desired))
             t_install = time.perf_counter() - t
-            rss = _rss_mib(vswitchd) - idle
+            rss = rss_mib(vswitchd) - idle
             t = time.perf_counter()
             of.apply(flows.diff(of.installed(refresh=True), frozenset()))
             t_delete = time.perf_counter() - t

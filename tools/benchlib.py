@@ -30,6 +30,11 @@ def require_ovs() -> None:
         sys.exit(f"bench: {why}")
 
 
+def vm_mac(i: int) -> str:
+    """The MAC of the benchmarks' VM port i, as a cloud sets external_ids:attached-mac."""
+    return f"fa:16:3e:02:{i >> 8:02x}:{i & 0xFF:02x}"
+
+
 def build(ports: int, rules_per_filter: int = 10) -> tuple[model.Intent, Inventory]:
     """N source ports, each in 3 sessions whose filters hold rules with port ranges (the
     inventory: the ports on as many integration bridges as the Mirror limit needs)."""
@@ -51,7 +56,8 @@ def build(ports: int, rules_per_filter: int = 10) -> tuple[model.Intent, Invento
     # 30 ports per integration bridge: 3 sessions x 30 hooks stay within OVS's 32 Mirrors
     bridges = [f"br-int{i}" if i else "br-int" for i in range(-(-ports // 30))]
     inv = Inventory(chassis="bench", integration_bridges=tuple(bridges),
-                    ports={f"vm-{p}": LocalPort(f"vm-{p}", bridges[p // 30], f"p{p}", p + 1)
+                    ports={f"vm-{p}": LocalPort(f"vm-{p}", bridges[p // 30], f"p{p}", p + 1,
+                                                        vm_mac(p))
                            for p in range(ports)},
                     bridges=frozenset({*bridges, "brtap"}), chassis_ips={"bench": "10.255.0.1"})
     return model.Intent.of(targets, filters, sessions), inv
@@ -152,10 +158,26 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def installed(host: sandbox.Host) -> int:
     if "brtap" not in host.vsctl("list-br"):
         return 0
     return host.ofctl("dump-flows", "brtap").count("cookie=")
+
+
+def wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
 
 
 def wait_settled(host: sandbox.Host, timeout: float = 180) -> int:

@@ -65,8 +65,8 @@ def run(lab: sandbox.Lab) -> int:
            if lab.tls else "plain: the lab's unix socket")
     print(f"== lab: tapdb at {lab.remote} ({how}); host-a underlay {a.ip}, host-b underlay "
           f"{b.ip}, a collector (no hypervisor) at {sandbox.COLLECTOR_IP}")
-    for iface, (port, _, ip) in VMS.items():
-        a.add_vm_port(port, iface)
+    for iface, (port, mac, ip) in VMS.items():
+        a.add_vm_port(port, iface, mac=mac)
         print(f"   host-a br-int: {port} iface-id {iface} ({ip})")
     for host in (a, b):
         lab.start_agent(host.name, metrics__stats_interval="1")  # counters every second
