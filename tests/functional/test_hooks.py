@@ -143,3 +143,32 @@ def test_a_port_alone_in_its_hook_cannot_pass_for_another(mlab):  # noqa: F811
     time.sleep(0.5)
     assert _copies(mlab) == Counter({(1, "spoof"): 1, (1, "broadcast"): 1,
                                      (2, "broadcast"): 1, (2, "last"): 1})
+
+
+def test_a_port_joining_a_hook_in_use_is_mirrored_at_once(mlab):  # noqa: F811
+    """A source added to a hook other ports already use edits that Mirror in place; OVS
+    3.1 revalidates no cached traffic for that alone, the entry flow the same pass adds on
+    brtap does: frames of a flow the datapath cached before are mirrored after."""
+    host = mlab["host-a"]
+    for i in range(12):
+        host.add_vm_port(f"p{i}", f"vm-{i}", mac=_mac(i))
+    host.add_vm_port("peer", "vm-peer", mac=PEER_MAC)
+    _announce_peer(host)
+    for i in range(12):  # br-int learns every VM: what follows is unicast, not flooded
+        host.inject(f"p{i}", _frame(_mac(i), PEER_MAC, f"hello-{i}"))
+    start_agents(mlab, hosts=("host-a",))
+    _sessions(mlab, [("in", list(range(10))), ("in", [10])])
+    _all_active(mlab, 11)
+    before = sorted(a_mirrors(mlab))
+    assert len(before) == hooks.HOOK_SLOTS
+    # traffic to vm-11 flows (and the datapath caches it) before vm-11 is a source
+    for n in range(3):
+        host.inject("peer", _frame(PEER_MAC, _mac(11), f"early-{n}"))
+    mlab.tapctl("source-add", "s1", "--port", "vm-11", "--direction", "in")
+    _all_active(mlab, 12)
+    assert sorted(a_mirrors(mlab)) == before  # the same Mirrors: one of them edited
+    host.inject("peer", _frame(PEER_MAC, _mac(11), "late"))
+    host.inject("peer", _frame(PEER_MAC, _mac(10), "last"))
+    wait_until(lambda: ("last" in {t for _, t in _copies(mlab)}), 20, "the last copy")
+    time.sleep(0.3)
+    assert _copies(mlab) == Counter({(2, "late"): 1, (2, "last"): 1})
