@@ -125,7 +125,7 @@ def run(lab: sandbox.Lab) -> int:
     print(b.ofctl("dump-flows", "brtap", "--no-stats"), end="")
 
     # every frame was counted where it was decided: wait for the agents' next reading
-    # (ovs-vswitchd refreshes the Mirrors' own statistics every 5 s)
+    # (flow statistics reach OpenFlow as ovs-vswitchd's revalidators run)
     wait(lambda: '"source vm-230 packets": 5' in tapctl("stats", "session-02", "--format",
                                                         "json"), 20, "the counters")
     print("\n== tapctl stats: what each session mirrored, each rule decided, each source "

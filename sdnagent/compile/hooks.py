@@ -160,11 +160,16 @@ def assign(wanted: Mapping[str, tuple[Want, tuple[str, ...]]], *,
                 h = slot_hook(bridge, select, slot, tuple(sorted(names)))
                 hooks.append(h)
                 shared = len(names) > 1
+                owners: dict[str, list[str]] = {}  # MAC -> the ifaces that have it here
+                for name in names:
+                    iface = ports[name].iface or ""
+                    owners.setdefault(macs.get(iface, ""), []).append(iface)
                 for name in names:
                     w = ports[name]
                     iface = w.iface or ""
                     ofport = ofports.get(iface, 0)
                     mac = macs.get(iface, "") if shared else ""
+                    twins = [i for i in owners.get(mac, ()) if i != iface]
                     if ofport <= 0:
                         problems[w.feed] = f"waiting for the switch to number port {name}"
                     elif shared and not mac:
@@ -172,6 +177,11 @@ def assign(wanted: Mapping[str, tuple[Want, tuple[str, ...]]], *,
                             f"iface {iface} shares a hook on bridge {bridge} with "
                             f"{len(names) - 1} other source port(s) and has no MAC address "
                             "(Interface external_ids:attached-mac) to tell its frames apart")
+                    elif shared and twins:
+                        problems[w.feed] = (
+                            f"iface {iface} has the MAC address {mac} of iface {twins[0]}, "
+                            f"which shares its hook on bridge {bridge}: their frames cannot "
+                            "be told apart")
                     else:
                         feeds[w.feed] = Feed(w.feed, h.name, feed_id(index, w, ofport), h.rules,
                                              DIRECTIONS[select][2] if shared else "", mac)

@@ -863,3 +863,24 @@ def test_as_many_ports_as_can_be_have_a_hook_of_their_own(ports, shared):
     plan = compiler.plan_ports(intent, inventory(ports=_macs(ports)))
     assert sorted((len(h.ports) for h in plan.hooks if len(h.ports) > 1), reverse=True) == shared
     assert len(plan.hooks) == min(ports, hooks.HOOK_SLOTS)
+
+
+def test_two_ports_of_one_mac_in_a_shared_hook_are_errors_not_a_flapping_flow():
+    intent = model.Intent.of(example().targets.values(), (), [model.Session(
+        "s", 1, 1, "target-02", enabled=True, sources=tuple(
+            model.Source("port", "in", iface_id=f"vm-{i}") for i in range(10))), model.Session(
+        "s2", 2, 1, "target-02", enabled=True, sources=tuple(
+            model.Source("port", "in", iface_id=f"vm-{i}") for i in range(10, 12)))])
+    ports = _macs(12)
+    plan = compiler.plan_ports(intent, inventory(ports=ports))
+    shared = next(h for h in plan.hooks if len(h.ports) > 1)
+    one, two = (p.replace("p", "vm-") for p in shared.ports[:2])
+    ports[two] = dataclasses.replace(ports[two], mac=ports[one].mac)
+    inv = inventory(ports=ports, hook_members={h.name: h.ports for h in plan.hooks})
+    plan, ofports, table = compile_all(intent, inv)
+    bad = {k[1]: s.reason for k, s in plan.source_status.items() if s.state == "error"}
+    assert sorted(bad) == sorted([one, two])
+    assert bad[two].startswith(f"iface {two} has the MAC address {ports[one].mac} of iface "
+                               f"{one}, which shares its hook")
+    keys = [f.key for f in table]
+    assert len(keys) == len(set(keys))
