@@ -429,7 +429,7 @@ def _own_tunnel_matches(local_ip: str) -> list[dict]:
     return out
 
 
-Feeds = tuple[int, ...]  # reg1 values: the hooks whose copies a rule direction judges
+Feeds = tuple[int, ...]  # reg1 values: the feeds (sources and directions) a rule judges
 
 
 def conj_id(priority: int, direction: str) -> int:
