@@ -114,7 +114,7 @@ def run(ports: int, changes: int) -> list[Row]:
             groups = _groups(ports)
             for sess in sessions[:10]:
                 own.append(sum(len(g) for name, g in groups.items()
-                               if name.startswith(f"session {sess.name} ")
+                               if name == f"session {sess.name}"
                                or name == f"forward {sess.name}"))
                 for enabled in (False, True):
                     api.set_enabled("session", sess.name, enabled)

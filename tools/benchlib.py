@@ -69,7 +69,8 @@ def to_text(f: flows.Flow) -> str:
              "ipv4_dst": "nw_dst", "tcp_dst": "tp_dst", "tcp_src": "tp_src",
              "udp_dst": "tp_dst", "udp_src": "tp_src", "tun_ipv4_src": "tun_src",
              "tunnel_id": "tun_id", "reg0": "reg0", "reg1": "reg1", "reg2": "reg2",
-             "conj_id": "conj_id", "in_port": "in_port"}
+             "conj_id": "conj_id", "in_port": "in_port", "eth_src": "dl_src",
+             "eth_dst": "dl_dst"}
     match = []
     for k, v in f.match:
         if isinstance(v, tuple):
