@@ -140,7 +140,7 @@ def run(ports: int, changes: int) -> list[Row]:
                 "median ≤ 20 ms, p99 ≤ 100 ms"),
             Row(f"{what}: commit -> tapctl --wait returns (the agent reported it applied)",
                 _ms(to_applied)),
-            Row("flow mods per change (a rule added or deleted: its own flows, 1 per hook)",
+            Row("flow mods per change (a rule added or deleted: its own flows, 1 per feed)",
                 f"min {min(mods)}, median {statistics.median(mods):g}, max {max(mods)}", "", None,
                 "exactly the change's flows"),
             Row("flow mods per session-disable or -enable (10 sessions, each twice)",

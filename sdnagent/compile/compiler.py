@@ -55,7 +55,6 @@ class Inventory:
     ports: Mapping[str, LocalPort] = dataclasses.field(default_factory=dict)  # by iface-id
     bridges: frozenset[str] = frozenset()
     foreign_mirrors: Mapping[str, int] = dataclasses.field(default_factory=dict)  # by bridge
-    installed_hooks: frozenset[str] = frozenset()  # names of our Mirrors on the switch now
     # our Mirrors on the switch now and the names of the ports each selects
     hook_members: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     chassis_ips: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every chassis

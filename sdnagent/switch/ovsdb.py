@@ -150,7 +150,7 @@ class LocalSwitch:
                         ports[iface_id] = LocalPort(iface_id, br.name, port.name, _ofport(iface),
                                                     _mac(iface.external_ids.get("attached-mac")))
         return {"ports": ports, "bridges": frozenset(bridges), "foreign_mirrors": foreign,
-                "installed_hooks": frozenset(hooks), "hook_members": hooks,
+                "hook_members": hooks,
                 "brtap_ofports": brtap_ofports,
                 "brtap_errors": brtap_errors, "port_bridges": port_bridges,
                 "foreign_tunnels": tuple(sorted(foreign_tunnels)),
