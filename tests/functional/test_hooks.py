@@ -11,6 +11,7 @@ MAC changes nothing, and a broadcast is mirrored once for each.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 
@@ -172,3 +173,29 @@ def test_a_port_joining_a_hook_in_use_is_mirrored_at_once(mlab):  # noqa: F811
     wait_until(lambda: ("last" in {t for _, t in _copies(mlab)}), 20, "the last copy")
     time.sleep(0.3)
     assert _copies(mlab) == Counter({(2, "late"): 1, (2, "last"): 1})
+
+
+def test_an_agent_restart_keeps_shared_hooks_and_flows(mlab):  # noqa: F811
+    """Which hook a port is in is read back from the switch, so a restarted agent finds
+    the same hooks, feeds and flows: no Mirror is touched, no flow changes."""
+    host = mlab["host-a"]
+    for i in range(14):
+        host.add_vm_port(f"p{i}", f"vm-{i}", mac=_mac(i))
+    start_agents(mlab, hosts=("host-a",))
+    _sessions(mlab, [("both", list(range(10))), ("in", [10, 11, 12, 13])])
+    _all_active(mlab, 14)
+    mlab.quiet("host-a")
+    mirrors = host.vsctl("--bare", "--columns=_uuid,name,select_dst_port,select_src_port",
+                         "list", "Mirror")
+    flows = sorted(mlab.brtap_flows("host-a"))
+    host.stop_agent()
+    at = len(host.agent_log())
+    host.start_agent(mlab.lab.tapdb.remote, debug="true")
+    wait_until(lambda: "reconcile (" in host.agent_log()[at:], 15, "a reconcile")
+    mlab.quiet("host-a")
+    passes = re.findall(r"flows \+(\d+) -(\d+)", host.agent_log()[at:])
+    assert passes and all(p == ("0", "0") for p in passes), passes
+    assert "hook" not in host.agent_log()[at:]  # no hook added, removed or edited
+    assert host.vsctl("--bare", "--columns=_uuid,name,select_dst_port,select_src_port",
+                      "list", "Mirror") == mirrors
+    assert sorted(mlab.brtap_flows("host-a")) == flows
