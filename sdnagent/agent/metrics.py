@@ -25,8 +25,8 @@ _HELP = {
     "rule_packets": "Frames this filter rule decided (accept or reject) at this session's "
                     "sources here.",
     "rule_bytes": "Bytes of the frames this filter rule decided.",
-    "source_packets": "Copies this source's Mirrors handed to brtap (OVS Mirror statistics).",
-    "source_bytes": "Bytes of the copies this source's Mirrors handed to brtap.",
+    "source_packets": "Copies of this source's frames that brtap took in.",
+    "source_bytes": "Bytes of the copies of this source's frames that brtap took in.",
     "source_unmatched_packets": "Copies from this source that no rule of any session took.",
     "source_rejected_packets": "Copies from this source that a reject rule took.",
 }
