@@ -66,7 +66,7 @@ def test_frames_are_counted_on_their_session_rule_and_source(mlab):  # noqa: F81
                        and now.get("session-02", {}).get("packets") == 4) else {}
     now = wait_until(settled, 20, "the counters in tapdb")
     assert now["session-02"]["rule inbound 1 packets"] == 4
-    # the Mirror handed every frame to vm-230 over, whichever session took it
+    # brtap took in every frame to vm-230, whichever session took it
     assert now["session-02"]["source vm-230 packets"] == 14
     assert now["session-02"]["source vm-230 unmatched"] == 2
 
