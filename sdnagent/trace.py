@@ -279,6 +279,7 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
     ``intent`` and this host's ``hooks`` (name -> what it mirrors): cookies name
     their object by a hash, so the names are tried, not read back."""
     from sdnagent.compile import flows, pipeline  # the compiler, only for this
+    from sdnagent.compile import hooks as hook_units
     out: dict[int, str] = {}
 
     def put(kind: str, obj: str, text: str) -> None:
@@ -292,19 +293,18 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
         put("target_in", t.name, f"into target {t.name} ({t.where()}): its key, from a chassis "
                                  "expected to send to it")
     for hook, what in hooks.items():
-        put("source", f"{hook}/own-tunnel", f"hook {hook} ({what}): this chassis's own tunnel "
-                                            "packet, never mirrored")
-        put("source", f"{hook}/unattributed", f"hook {hook} ({what}): to none of its ports' "
-                                              "MACs (a broadcast, or a MAC no source has); not "
-                                              "mirrored")
-    feeds = {f"{src.key}/all" if src.type == "vswitch" else f"{src.iface_id}/{d}"
-             for s in intent.sessions.values() for src in s.sources
-             for d in (("in", "out") if src.type == "port" else ("all",))}
+        put("source", hook_units.hook_obj(hook, "own-tunnel"),
+            f"hook {hook} ({what}): this chassis's own tunnel packet, never mirrored")
+        put("source", hook_units.hook_obj(hook, "unattributed"),
+            f"hook {hook} ({what}): to none of its ports' MACs (a broadcast, or a MAC no "
+            "source has); not mirrored")
+    feeds = {f for s in intent.sessions.values() for src in s.sources
+             for f in hook_units.feed_names(src)}
     for feed in sorted(feeds):
         put("source", feed, f"the copies of {feed}: to the filter stage")
-        put("verdict", f"{feed}/unmatched", f"{feed}: no rule of any session matched; "
-                                            "not mirrored")
-        put("verdict", f"{feed}/rejected", f"{feed}: rejected; not mirrored")
+        put("verdict", hook_units.verdict_obj(feed, "unmatched"),
+            f"{feed}: no rule of any session matched; not mirrored")
+        put("verdict", hook_units.verdict_obj(feed, "rejected"), f"{feed}: rejected; not mirrored")
     for s in intent.sessions.values():
         put("forward", s.name, f"session {s.name}: the copy to target {s.target}")
         put("clause", s.name, f"session {s.name}: one clause of a rule's conjunctive match")

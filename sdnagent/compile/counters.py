@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from sdnagent import model
-from sdnagent.compile import flows
+from sdnagent.compile import flows, hooks
 from sdnagent.compile.compiler import PortPlan
 
 Counts = tuple[int, int]  # packets, bytes
@@ -80,8 +80,8 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
                 for what in ("packets", "bytes"):
                     mine[f"rule {direction} {rule.priority} {what}"] = (c,)
     feed_cookies = {n: FeedCookies(flows.cookie("source", n),
-                                   flows.cookie("verdict", f"{n}/unmatched"),
-                                   flows.cookie("verdict", f"{n}/rejected"))
+                                   flows.cookie("verdict", hooks.verdict_obj(n, "unmatched")),
+                                   flows.cookie("verdict", hooks.verdict_obj(n, "rejected")))
                     for names in sources.values() for ns in names.values() for n in ns}
     return CounterPlan(by_session, sources, feed_cookies)
 

@@ -23,6 +23,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
+from sdnagent import model
 from sdnagent.compile.flows import Flow
 from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, flow
 
@@ -94,6 +95,28 @@ def slot_hook(bridge: str, select: str, slot: int, ports: tuple[str, ...] = ()) 
 
 def bridge_hook(bridge: str, vlan: Optional[int], key: str) -> Hook:
     return _hook((bridge, "all", key, vlan), bridge, "all", (), vlan, "inbound")
+
+
+VERDICTS = ("unmatched", "rejected")  # what no rule took, what a reject took
+
+
+def feed_names(src: model.Source) -> list[str]:
+    """The feeds a source may have: a port's in and out, a vswitch source's bridge.  Names
+    are what cookies hash (counters and sdnagent-trace find the flows by them)."""
+    if src.type == "vswitch":
+        return [f"{src.key}/all"]
+    return [f"{src.iface_id}/{d}" for d, _, _ in DIRECTIONS.values()]
+
+
+def verdict_obj(feed: str, verdict: str) -> str:
+    """What a feed's verdict flow is named (kind ``verdict``), ``verdict`` in VERDICTS."""
+    return f"{feed}/{verdict}"
+
+
+def hook_obj(hook: str, what: str) -> str:
+    """What a hook's own flows are named (kind ``source``): "unattributed" (on a shared
+    hook, copies addressed to none of its ports) or "own-tunnel" (a vswitch hook)."""
+    return f"{hook}/{what}"
 
 
 def port_wants(iface: str, bridge: str, port: str, direction: str) -> list[Want]:
@@ -241,13 +264,13 @@ def entry_flows(hook: Hook, feeds: Iterable[Feed], in_port: int,
         out += [flow("classify", 200, match, (("set_field", "reg1", f.id),),
                      goto=FILTER_TABLES[0], kind="source", obj=f.name),
                 flow("verdict", 100, {"reg1": f.id, "reg2": 0}, kind="verdict",
-                     obj=f"{f.name}/unmatched"),
+                     obj=verdict_obj(f.name, "unmatched")),
                 flow("verdict", 100, {"reg1": f.id, "reg2": REJECTED}, kind="verdict",
-                     obj=f"{f.name}/rejected")]
+                     obj=verdict_obj(f.name, "rejected"))]
     if len(hook.ports) > 1:
         out.append(flow("classify", 150, {"in_port": in_port}, kind="source",
-                        obj=f"{hook.name}/unattributed"))
+                        obj=hook_obj(hook.name, "unattributed")))
     # a cookie of their own: the feed's entry counts only what goes on to be judged
     out += [flow("classify", 250, {**m, "in_port": in_port}, kind="source",
-                 obj=f"{hook.name}/own-tunnel") for m in own_tunnel]
+                 obj=hook_obj(hook.name, "own-tunnel")) for m in own_tunnel]
     return tuple(out)
