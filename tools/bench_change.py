@@ -13,7 +13,6 @@ changes it caused are counted.  The baseline, same switch and same monitor:
 """
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import statistics
@@ -25,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (Row, build, parser, percentile, require_ovs, table, vm_mac,  # noqa: E402
-                      transact, transaction, wait_settled)
+from benchlib import (Row, build, finish, parser, percentile, require_ovs,  # noqa: E402
+                      transact, transaction, vm_mac, wait_settled)
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.compile import compiler  # noqa: E402
@@ -161,9 +160,7 @@ def main() -> int:
     p.add_argument("--changes", type=int, default=200, help="changes (default %(default)s)")
     args = p.parse_args()
     require_ovs()
-    print(table(run(args.ports, args.changes)))
-    sys.stdout.flush()
-    os._exit(0)  # the ovs library's threads
+    return finish(run(args.ports, args.changes))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_wide import probe  # noqa: E402
-from benchlib import (Row, build, installed, parser, require_ovs, rss_mib, table,  # noqa: E402
-                      transact, transaction, vm_mac, wait_for, wait_settled)
+from benchlib import (Row, build, finish, installed, parser, require_ovs,  # noqa: E402
+                      rss_mib, transact, transaction, vm_mac, wait_for, wait_settled)
 
 from sdnagent import model, sandbox  # noqa: E402
 from sdnagent.tapdb import ops  # noqa: E402
@@ -130,9 +130,7 @@ def main() -> int:
     p.add_argument("--cycles", type=int, default=1000, help="churn cycles (default %(default)s)")
     args = p.parse_args()
     require_ovs()
-    print(table(run(args.ports, args.cycles)))
-    sys.stdout.flush()
-    os._exit(0)  # the ovs library's threads
+    return finish(run(args.ports, args.cycles))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Row, cpu_seconds, parser, require_ovs, table  # noqa: E402
+from benchlib import Row, cpu_seconds, finish, parser, require_ovs  # noqa: E402
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.tapdb import ops  # noqa: E402
@@ -157,7 +157,7 @@ def run(seconds: float = 10) -> list[Row]:
         rows += [Row(f"iperf3 TCP vm1 -> vm2 through br-int (netdev datapath, {seconds:g} s): "
                      f"{what} vs no mirroring, throughput", f"{g:.2f} Gbit/s", f"{g0:.2f} Gbit/s",
                      g / g0),
-                 Row(f"the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c0:.2f} s",
+                 Row("the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c0:.2f} s",
                      c / c0)]
     return rows
 
@@ -167,9 +167,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10, help="each iperf3 run (default 10)")
     args = p.parse_args()
     require_ovs()
-    print(table(run(args.seconds)))
-    sys.stdout.flush()
-    os._exit(0)  # the ovs library's threads
+    return finish(run(args.seconds))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ pass with unchanged intent that reads the switch back (dump and diff), against
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Row, build, ms, parser, require_ovs, table, to_text  # noqa: E402
+from benchlib import Row, build, finish, ms, parser, require_ovs, to_text  # noqa: E402
 
 from sdnagent import sandbox  # noqa: E402
 from sdnagent.compile import compiler, flows  # noqa: E402
@@ -87,7 +86,7 @@ def run(ports: int) -> list[Row]:
                 Row(f"unchanged pass reading {n} flows back (dump, diff: after a reconnection, "
                     "an error or drift) vs ovs-ofctl dump-flows", ms(dumps[0]), ms(t_ofctl_dump),
                     dumps[0] / t_ofctl_dump, "≤ 2×"),
-                Row(f"the same right after an agent restart (every flow decoded) vs ovs-ofctl "
+                Row("the same right after an agent restart (every flow decoded) vs ovs-ofctl "
                     "dump-flows", ms(dumps[1]), ms(t_ofctl_dump), dumps[1] / t_ofctl_dump,
                     "≤ 2×")]
     finally:
@@ -102,10 +101,7 @@ def main() -> int:
                         "about 9,300 flows)")
     args = p.parse_args()
     require_ovs()
-    rows = [r for ports in args.ports for r in run(ports)]
-    print(table(rows))
-    sys.stdout.flush()
-    os._exit(0)  # os-ken's listener threads are not daemon threads
+    return finish([r for ports in args.ports for r in run(ports)])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ brtap, seconds from the commit to the last flow change, the agent's memory.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -18,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (Row, installed, parser, require_ovs, rss_mib, table, transact,  # noqa: E402
-                      transaction, wait_for)
+from benchlib import (Row, finish, installed, parser, require_ovs, rss_mib,  # noqa: E402
+                      transact, transaction, wait_for)
 
 from sdnagent import model, sandbox  # noqa: E402
 
@@ -118,9 +117,7 @@ def main() -> int:
     p.add_argument("--sources", type=int, default=1000, help="source ports (default %(default)s)")
     args = p.parse_args()
     require_ovs()
-    print(table(run(args.sources)))
-    sys.stdout.flush()
-    os._exit(0)  # the ovs library's threads
+    return finish(run(args.sources))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ ovs-vswitchd's memory with the flows in place.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_install import controller  # noqa: E402
-from benchlib import Row, ms, parser, require_ovs, rss_mib, table, vm_mac  # noqa: E402
+from benchlib import Row, finish, ms, parser, require_ovs, rss_mib, vm_mac  # noqa: E402
 
 from sdnagent import model, sandbox  # noqa: E402
 from sdnagent.compile import compiler, flows  # noqa: E402
@@ -112,9 +111,7 @@ def main() -> int:
     p = parser(__doc__)
     p.parse_args()
     require_ovs()
-    print(table(run()))
-    sys.stdout.flush()
-    os._exit(0)  # os-ken's listener threads are not daemon threads
+    return finish(run())
 
 
 if __name__ == "__main__":

@@ -204,6 +204,14 @@ class Row:
     aim: str = ""
 
 
+def finish(rows: list[Row]) -> int:
+    """Print the table and leave at once: os-ken's listener threads and the ovs
+    library's are not daemon threads."""
+    print(table(rows))
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 

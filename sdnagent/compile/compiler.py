@@ -10,7 +10,6 @@ assigns only once the ports exist:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import ipaddress
 import itertools
 import math
