@@ -301,7 +301,7 @@ class Agent:
         """Let the caches keyed by flows and sessions hold what brtap holds now, not what
         it once held: memory comes back after large sessions go, and churn does not grow
         it.  Cheap checks each pass; the pruning (in proportion to the caches) only when
-        they hold several times what is live."""
+        they hold over twice what is live."""
         if compiler.memo_count() > 2 * len(groups) + 64:
             compiler.retain(groups)
         live = sum(map(len, groups.values()))
