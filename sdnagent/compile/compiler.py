@@ -21,7 +21,6 @@ from sdnagent.compile import hooks, portrange
 from sdnagent.compile.flows import Flow, cookie
 from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, RULE_SLOTS, filter_band, flow
 
-MAX_MIRRORS_PER_BRIDGE = hooks.MAX_MIRRORS_PER_BRIDGE
 CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
 TUNNEL_PORT = {"gre": "tapgre", "vxlan": "tapvxc"}
 VXLAN_TARGET_PORT = "tapvxlan"

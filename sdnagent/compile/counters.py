@@ -51,14 +51,6 @@ class CounterPlan:
     sources: Mapping[str, Mapping[str, tuple[str, ...]]]
     feeds: Mapping[str, FeedCookies]
 
-    @property
-    def cookies(self) -> frozenset[int]:
-        """Every cookie whose counts are needed."""
-        out = {c for keys in self.flows.values() for cs in keys.values() for c in cs}
-        for f in self.feeds.values():
-            out.update((f.entry, f.unmatched, f.rejected))
-        return frozenset(out)
-
 
 def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
     """The counters of every session with a feed on this chassis."""

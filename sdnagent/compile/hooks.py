@@ -100,12 +100,20 @@ def bridge_hook(bridge: str, vlan: Optional[int], key: str) -> Hook:
 VERDICTS = ("unmatched", "rejected")  # what no rule took, what a reject took
 
 
+def _port_feed(iface: str, direction: str) -> str:
+    return f"{iface}/{direction}"
+
+
+def _bridge_feed(key: str) -> str:
+    return f"{key}/all"
+
+
 def feed_names(src: model.Source) -> list[str]:
     """The feeds a source may have: a port's in and out, a vswitch source's bridge.  Names
     are what cookies hash (counters and sdnagent-trace find the flows by them)."""
     if src.type == "vswitch":
-        return [f"{src.key}/all"]
-    return [f"{src.iface_id}/{d}" for d, _, _ in DIRECTIONS.values()]
+        return [_bridge_feed(src.key)]
+    return [_port_feed(src.iface_id or "", d) for d, _, _ in DIRECTIONS.values()]
 
 
 def verdict_obj(feed: str, verdict: str) -> str:
@@ -121,12 +129,12 @@ def hook_obj(hook: str, what: str) -> str:
 
 def port_wants(iface: str, bridge: str, port: str, direction: str) -> list[Want]:
     """The feeds a port source of ``direction`` (in, out or both) asks for."""
-    return [Want(f"{iface}/{d}", bridge, select, port=port, iface=iface)
+    return [Want(_port_feed(iface, d), bridge, select, port=port, iface=iface)
             for select, (d, _, _) in DIRECTIONS.items() if direction in (d, "both")]
 
 
 def bridge_want(key: str, bridge: str, vlan: Optional[int]) -> Want:
-    return Want(f"{key}/all", bridge, "all", vlan=vlan)
+    return Want(_bridge_feed(key), bridge, "all", vlan=vlan)
 
 
 def feed_id(bridge_index: int, want: Want, ofport: int) -> int:

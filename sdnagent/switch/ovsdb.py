@@ -320,9 +320,10 @@ class _Apply:
         if br.name != hook.bridge or names != {(hook.bridge, hook.patch_source),
                                                (self.sw.tap_bridge, hook.patch_tap)}:
             return False
-        other = m.select_src_port if hook.select == "dst" else m.select_dst_port
-        return (not (hook.select == "all" and (m.select_dst_port or m.select_src_port))
-                and not other
+        # what the Mirror must not select besides the ports that _select may edit
+        other = {"dst": list(m.select_src_port), "src": list(m.select_dst_port),
+                 "all": [*m.select_dst_port, *m.select_src_port]}[hook.select]
+        return (not other
                 and bool(m.select_all) == (hook.select == "all")
                 and list(m.select_vlan) == ([hook.vlan] if hook.vlan is not None else [])
                 and [p.name for p in m.output_port] == [hook.patch_source])

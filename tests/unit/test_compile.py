@@ -243,7 +243,7 @@ def test_a_thousand_sources_share_a_bounded_number_of_hooks():
     intent = model.Intent.of(intent.targets.values(), intent.filters.values(), sessions)
     inv = inventory(ports=ports, foreign_mirrors={"br-int": 3})
     plan = compiler.plan_ports(intent, inv)
-    assert len(plan.hooks) == 2 * hooks.HOOK_SLOTS <= compiler.MAX_MIRRORS_PER_BRIDGE - 3
+    assert len(plan.hooks) == 2 * hooks.HOOK_SLOTS <= hooks.MAX_MIRRORS_PER_BRIDGE - 3
     assert {s.state for s in plan.source_status.values()} == {"active"}
     both = 10 * sum(1 for s in range(100) if s % 3 == 2)  # ports in two hooks
     assert sum(len(h.ports) for h in plan.hooks) == 1000 + both
