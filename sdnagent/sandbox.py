@@ -260,8 +260,9 @@ class Lab:
         # unix socket paths must stay short (108 bytes), so not under pytest's tmp_path
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sdn-"))
         self.tapdb = TapdbServer(self.dir / "tapdb") if tapdb else None
-        # tapdb on pssl: (loopback), every client with a certificate of the lab's CA: operators
-        # on one listener, agents (their writes limited to their own chassis) on another
+        # tapdb on pssl: (loopback): operators with a certificate of the lab's tapdb CA on the
+        # member's listener, agents with one of its chassis CA on a relay beside it (their
+        # writes limited to their own chassis)
         self.tls = tls
         self._tls_port = free_port() if tls else 0
         self._chassis_port = free_port() if tls else 0
@@ -277,7 +278,8 @@ class Lab:
                 if self.tls:
                     self.tapdb.start([f"pssl:{self._tls_port}:127.0.0.1"],
                                      tls=pki.issue(self.dir / "pki", "tapdb", "tapdb"),
-                                     chassis_remotes=[f"pssl:{self._chassis_port}:127.0.0.1"])
+                                     chassis_remotes=[f"pssl:{self._chassis_port}:127.0.0.1"],
+                                     chassis_ca=str(pki.chassis_ca(self.dir / "pki")))
                 else:
                     self.tapdb.start()
             self.fabric.start()
@@ -319,7 +321,8 @@ class Lab:
 
     @property
     def chassis_remote(self) -> str:
-        """Where agents reach tapdb: in a TLS lab its agents' listener, else its unix socket."""
+        """Where agents reach tapdb: in a TLS lab its relay's agents' listener, else its unix
+        socket."""
         assert self.tapdb is not None
         return f"ssl:127.0.0.1:{self._chassis_port}" if self.tls else self.tapdb.remote
 

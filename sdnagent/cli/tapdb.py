@@ -21,7 +21,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "is always on")
     p.add_argument("--chassis-remote", action="append", default=[], metavar="pssl:PORT[:ADDR]",
                    help="a listener for agents (repeatable, TLS): each may write only the "
-                        "rows of the chassis named by its certificate's CN")
+                        "rows of the chassis named by its certificate's CN; served by a "
+                        "relay beside the member when --chassis-ca-cert is given")
+    p.add_argument("--chassis-ca-cert", metavar="FILE",
+                   help="the CA of the agents' certificates (tools/pki's chassis-ca.pem): "
+                        "agents then reach only a relay, and no listener of the member "
+                        "accepts their certificates")
+    p.add_argument("--relay-of", metavar="ssl:IP:PORT[,...]",
+                   help="run a relay only (no member): a copy of tapdb kept from these "
+                        "members' listeners, serving the agents on --chassis-remote; its "
+                        "certificate (tools/pki relay) identifies it to the members")
     p.add_argument("--private-key", metavar="FILE", help="this server's private key (TLS)")
     p.add_argument("--certificate", metavar="FILE", help="its certificate (TLS)")
     p.add_argument("--ca-cert", metavar="FILE",
@@ -47,11 +56,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "TLS: anyone who reaches it can read and change every mirroring "
                       "session; use pssl: with --private-key, --certificate and --ca-cert",
                       file=sys.stderr)
-            for line in srv.start(args.remote, args.cluster, args.local, args.member,
-                                  tls=creds, chassis_remotes=args.chassis_remote):
+            if args.relay_of:
+                member_only = [o for o, v in (("--remote", args.remote), ("--cluster", args.cluster),
+                                              ("--local", args.local), ("--member", args.member))
+                               if v]
+                if member_only:
+                    raise ValueError(f"{member_only[0]}: not allowed with --relay-of (a relay "
+                                     "has no database of its own and no operators' listener)")
+                if creds is None or not args.chassis_ca_cert:
+                    raise ValueError("--relay-of: give --private-key, --certificate, --ca-cert "
+                                     "(the relay's identity and the members' CA) and "
+                                     "--chassis-ca-cert (the agents' CA)")
+                done = srv.relay.start(args.relay_of, args.chassis_remote, creds,
+                                       args.chassis_ca_cert)
+            else:
+                done = srv.start(args.remote, args.cluster, args.local, args.member, tls=creds,
+                                 chassis_remotes=args.chassis_remote,
+                                 chassis_ca=args.chassis_ca_cert)
+            for line in done:
                 print(f"sdnagent-tapdb: {line}")
         elif args.action == "stop":
             print("sdnagent-tapdb: " + ("stopped" if srv.stop() else "not running"))
+        elif not srv.db.exists() and srv.relay.pid():
+            info = srv.relay.status()
+            for key, value in info.items():
+                print(f"{key}: {value}")
+            return 0
         else:
             info = srv.status()
             for key, value in info.items():

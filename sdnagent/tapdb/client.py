@@ -369,7 +369,9 @@ def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,
                          f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
     for table in AGENT_TABLES:
         helper.register_table(table)
-    idl = ovsdbutil.NotifyingIdl(remote, helper, leader_only=True)
+    # any member or relay will do: an agent's reads need not come from the leader (the
+    # library refuses to go back to older data) and its writes are forwarded there
+    idl = ovsdbutil.NotifyingIdl(remote, helper, leader_only=False)
     if chassis is not None:
         idl.cond_change("Chassis_Private", [["name", "==", chassis]])
         for table, _, _ in _STATUS_TABLES + _STATS_TABLES:

@@ -17,13 +17,13 @@ LOCAL_SCHEMA_PATH = SCHEMA_PATH.parent / "tap-local.ovsschema"
 
 # The role of agents' connections.  ovsdb-server compares the authorization column
 # of a row with the CN of the client's certificate, the chassis name: an agent may
-# write only the rows that name its own chassis, and only the columns listed here.
+# write only the rows that name its own chassis, and only the columns listed here
+# (the columns it writes, no more; every one of them is bounded in the schema).
 CHASSIS_ROLE = "sdnagent-chassis"
 CHASSIS_PERMISSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # table: (the column that must equal the CN, the columns it may update)
-    "Chassis": ("name", ("tunnel_ip", "encap", "external_ids")),
-    "Chassis_Private": ("name", ("heartbeat", "heartbeat_interval", "applied_generation",
-                                 "external_ids")),
+    "Chassis": ("name", ("tunnel_ip", "encap")),
+    "Chassis_Private": ("name", ("heartbeat", "heartbeat_interval", "applied_generation")),
     "Binding": ("chassis", ()),
     "Source_Status": ("chassis", ("status",)),
     "Target_Status": ("chassis", ("status",)),

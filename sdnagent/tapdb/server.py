@@ -9,11 +9,21 @@ role the packaged one.
 
 Listeners come in two kinds.  Operators' (``--remote``, and the unix socket)
 give full access to whoever connects (with TLS: whoever holds a certificate of
-the CA).  Agents' (``--chassis-remote``, TLS only) carry the role
+the tapdb CA).  Agents' (``--chassis-remote``, TLS only) carry the role
 ``sdnagent-chassis``: ovsdb-server then lets a client write only the rows
 that name the chassis in its certificate's CN.  ovsdb-server applies a role
 only to listeners it reads through a reference column, hence the local
 database (``Tap_Local``: each member of a cluster has its own listeners).
+
+Agents' listeners belong to a *relay* (:class:`TapdbRelay`, ``ovsdb-server
+relay:Tap:...``): a server that keeps a copy of tapdb from its source (the
+members), applies the agents' role itself and forwards the writes it permits.
+ovsdb-server takes one CA for all its TLS, so a process that accepts chassis
+certificates accepts them everywhere it listens: agents therefore meet only
+relays, whose one other door is their unix socket, and members trust the
+tapdb CA alone.  A member given ``--chassis-ca-cert`` runs its relay beside
+it; a member given agents' listeners without it (one CA for everybody) serves
+them itself, as a lab does.
 """
 from __future__ import annotations
 
@@ -78,6 +88,9 @@ class TapdbServerError(RuntimeError):
     """The server could not be created, started, stopped or converted."""
 
 
+SETTLE = 10.0  # seconds a cluster member's start waits for the cluster before going on
+
+
 def _run(args: Sequence[str], timeout: float = 30) -> str:
     try:
         proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
@@ -139,32 +152,38 @@ class TapdbServer:
     def start(self, remotes: Sequence[str] = (), cluster: Optional[str] = None,
               local: Optional[str] = None, members: Sequence[str] = (),
               timeout: float = 30, tls: Optional[Tls] = None,
-              chassis_remotes: Sequence[str] = ()) -> list[str]:
+              chassis_remotes: Sequence[str] = (), chassis_ca: Optional[str] = None,
+              settle: float = SETTLE) -> list[str]:
         """Create if needed, run, convert, and write the agents' role; returns what was
         done, for people.
 
         ``remotes``: operators' listeners; ``chassis_remotes``: agents' (``pssl:``
-        only: the role is enforced on the certificate's CN).  ``tls``: the
-        server's key and certificate and the CA its clients' (and Raft peers')
-        certificates must be signed by, for ``pssl:`` remotes and ``ssl:``
-        cluster addresses."""
-        for r in chassis_remotes:
-            if not r.startswith("pssl:"):
-                raise TapdbServerError(f"--chassis-remote: {r} is not allowed; agents' "
-                                       "listeners are pssl:PORT[:ADDR] (their role is "
-                                       "enforced on the certificate's CN)")
+        only: the role is enforced on the certificate's CN), served by a relay
+        beside the member when ``chassis_ca`` (the CA of agents' certificates)
+        is given.  ``tls``: the server's key and certificate and the CA its
+        clients' (and Raft peers') certificates must be signed by, for
+        ``pssl:`` remotes and ``ssl:`` cluster addresses.
+
+        A cluster member that finds no quorum within ``settle`` seconds (the
+        first member of a stopped cluster to start) still succeeds: the schema
+        and the role are checked by the next start that finds the cluster."""
+        check_chassis_remotes(chassis_remotes)
         tls_needed = (any(r.startswith("pssl:") for r in [*remotes, *chassis_remotes])
                       or (local or "").startswith("ssl:"))
         if tls is None and tls_needed:
             raise TapdbServerError("pssl: remotes and ssl: cluster addresses need "
                                    "--private-key, --certificate and --ca-cert")
+        if chassis_ca and not chassis_remotes:
+            raise TapdbServerError("--chassis-ca-cert: give it with --chassis-remote (the "
+                                   "agents' listeners it is for)")
+        own_listeners = () if chassis_ca else chassis_remotes
         done = []
         if self.create(cluster, local, members):
             done.append(f"created {self.db}" + (f" ({cluster} cluster at {local})" if cluster else ""))
         if self.pid() is not None:
             done.append(f"already running (pid {self.pid()})")
         else:
-            self._write_listeners(chassis_remotes)
+            self._write_listeners(own_listeners)
             args = ["ovsdb-server", str(self.db), str(self.local_db),
                     f"--remote=punix:{self.sock}",
                     f"--remote=db:{schema.LOCAL_NAME},Local_Config,connections",
@@ -177,21 +196,29 @@ class TapdbServer:
             _run(args, timeout)
             done.append(f"started ovsdb-server (pid {self.pid()}) on {self.remote}"
                         + "".join(f", {r}" for r in remotes)
-                        + "".join(f", {r} (agents)" for r in chassis_remotes))
-        if cluster != "join" or not self._is_new_member():
+                        + "".join(f", {r} (agents)" for r in own_listeners))
+        if self._is_clustered() and not self.is_connected(timeout=settle):
+            done.append(f"the cluster has no quorum yet (not found within {settle:g} s); "
+                        "the schema and the agents' role are checked by the next member "
+                        "to start, or by 'sdnagent-tapdb start' again")
+        else:
             converted = self.convert_if_needed(timeout)
             if converted:
                 done.append(converted)
             if self.ensure_role(timeout):
                 done.append(f"wrote the agents' role {schema.CHASSIS_ROLE}")
+        if chassis_ca:
+            assert tls is not None  # pssl: listeners were checked to have it
+            done += self.relay.start(self.remote, chassis_remotes, tls, chassis_ca, timeout)
         return done
 
+    @property
+    def relay(self) -> "TapdbRelay":
+        """The relay that serves this member's agents, when it has one."""
+        return TapdbRelay(self.dir / "relay")
+
     def _write_listeners(self, chassis_remotes: Sequence[str]) -> None:
-        """Make the local database name exactly these agents' listeners."""
-        if not self.local_db.exists():
-            _run(["ovsdb-tool", "create", str(self.local_db), str(schema.LOCAL_SCHEMA_PATH)])
-        _run(["ovsdb-tool", "transact", str(self.local_db),
-              json.dumps(schema.local_transaction(list(chassis_remotes)))])
+        _write_listeners(self.local_db, chassis_remotes)
 
     def ensure_role(self, timeout: float = 30) -> bool:
         """Make the agents' role in tapdb the packaged one; True when it was written.
@@ -215,9 +242,6 @@ class TapdbServer:
         if errors:
             raise TapdbServerError(f"cannot write the agents' role: {errors[0]}")
         return True
-
-    def _is_new_member(self) -> bool:
-        return not self.is_connected(timeout=0.5)
 
     def is_connected(self, timeout: float = 5) -> bool:
         try:
@@ -243,31 +267,12 @@ class TapdbServer:
 
     def pid(self) -> Optional[int]:
         """The running server's pid, or None."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return _pid_of(self.pidfile)
 
     def stop(self, timeout: float = 10) -> bool:
-        """Stop the server; False when it was not running."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                return True
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
-        return True
+        """Stop the server and its relay; False when neither was running."""
+        relay = self.relay.stop(timeout)
+        return _stop(self.pid, timeout) or relay
 
     def status(self) -> dict[str, str]:
         """What a person asks first: running, where, which schema, cluster role."""
@@ -294,6 +299,10 @@ class TapdbServer:
                             info["cluster " + key.strip().lower()] = value.strip()
                 except TapdbServerError as exc:
                     info["cluster"] = f"unavailable ({exc})"
+
+        if self.relay.pid():
+            info.update(("relay " + k, v) for k, v in self.relay.status().items()
+                        if k != "directory")
         return info
 
     def _is_clustered(self) -> bool:
@@ -301,3 +310,140 @@ class TapdbServer:
             return _run(["ovsdb-tool", "db-is-clustered", str(self.db)]) is not None
         except TapdbServerError:
             return False
+
+
+def check_chassis_remotes(chassis_remotes: Sequence[str]) -> None:
+    for r in chassis_remotes:
+        if not r.startswith("pssl:"):
+            raise TapdbServerError(f"--chassis-remote: {r} is not allowed; agents' "
+                                   "listeners are pssl:PORT[:ADDR] (their role is "
+                                   "enforced on the certificate's CN)")
+
+
+def _write_listeners(local_db: Path, chassis_remotes: Sequence[str]) -> None:
+    """Make a local database name exactly these agents' listeners."""
+    if not local_db.exists():
+        _run(["ovsdb-tool", "create", str(local_db), str(schema.LOCAL_SCHEMA_PATH)])
+    _run(["ovsdb-tool", "transact", str(local_db),
+          json.dumps(schema.local_transaction(list(chassis_remotes)))])
+
+
+def _pid_of(pidfile: Path) -> Optional[int]:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _stop(pid_of, timeout: float) -> bool:
+    """SIGTERM the process ``pid_of()`` names, SIGKILL after ``timeout``; False when none."""
+    pid = pid_of()
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid_of() is None:
+            return True
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def check_sources(sources: Sequence[str]) -> None:
+    """A relay's sources: the members' operators' listeners or a member's unix socket."""
+    if not sources:
+        raise TapdbServerError("--relay-of: give the members' listeners, "
+                               "ssl:IP:PORT[,ssl:IP:PORT...] (or unix:PATH of a member here)")
+    for s in sources:
+        if s.partition(":")[0] not in ("ssl", "tcp", "unix"):
+            raise TapdbServerError(f"--relay-of: {s} is not allowed; give ssl:IP:PORT, "
+                                   "tcp:IP:PORT or unix:PATH")
+
+
+class TapdbRelay:
+    """A relay in ``directory``: agents' listeners in front of the members.
+
+    It keeps a copy of tapdb from its source (``ovsdb-server relay:``), sends
+    each agent what it monitors, applies the agents' role to their writes and
+    forwards those it permits, in its own name (its certificate of the tapdb
+    CA, or a member's unix socket beside it).  It trusts chassis certificates
+    on its listeners and, towards ``ssl:`` sources, members' certificates:
+    ovsdb-server takes one CA file, so it gets both CAs in one bundle.
+    """
+
+    def __init__(self, directory: os.PathLike | str):
+        self.dir = Path(directory).absolute()
+        self.sock = self.dir / "relay.sock"
+        self.ctl = self.dir / "relay.ctl"
+        self.pidfile = self.dir / "relay.pid"
+        self.log = self.dir / "relay.log"
+        self.local_db = self.dir / "listeners.db"
+        self.bundle = self.dir / "ca-bundle.pem"
+
+    @property
+    def remote(self) -> str:
+        return f"unix:{self.sock}"
+
+    def pid(self) -> Optional[int]:
+        return _pid_of(self.pidfile)
+
+    def start(self, source: str, chassis_remotes: Sequence[str], tls: Tls, chassis_ca: str,
+              timeout: float = 30) -> list[str]:
+        """Run the relay of ``source`` (comma-separated remotes) with these agents'
+        listeners; what was done, for people.  It does not wait for its source:
+        agents move to another relay while this one has no copy."""
+        sources = [s.strip() for s in source.split(",") if s.strip()]
+        check_sources(sources)
+        check_chassis_remotes(chassis_remotes)
+        if not chassis_remotes:
+            raise TapdbServerError("--chassis-remote: a relay needs at least one agents' "
+                                   "listener, pssl:PORT[:ADDR]")
+        if self.pid() is not None:
+            return [f"relay already running (pid {self.pid()})"]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_listeners(self.local_db, chassis_remotes)
+        try:
+            cas = [Path(chassis_ca).read_text()]
+            if any(s.startswith("ssl:") for s in sources):
+                cas.append(Path(tls.ca_cert).read_text())
+        except OSError as exc:
+            raise TapdbServerError(f"cannot read a CA certificate: {exc.filename}: "
+                                   f"{exc.strerror}") from exc
+        self.bundle.write_text("".join(c if c.endswith("\n") else c + "\n" for c in cas))
+        _run(["ovsdb-server", f"relay:{schema.NAME}:{','.join(sources)}", str(self.local_db),
+              f"--remote=punix:{self.sock}",
+              f"--remote=db:{schema.LOCAL_NAME},Local_Config,connections",
+              f"--unixctl={self.ctl}", f"--pidfile={self.pidfile}", f"--log-file={self.log}",
+              f"--private-key={tls.private_key}", f"--certificate={tls.certificate}",
+              f"--ca-cert={self.bundle}", "--detach", "--no-chdir"], timeout)
+        return [f"started the relay of {','.join(sources)} (pid {self.pid()}) for agents on "
+                + ", ".join(chassis_remotes)]
+
+    def stop(self, timeout: float = 10) -> bool:
+        return _stop(self.pid, timeout)
+
+    def status(self) -> dict[str, str]:
+        pid = self.pid()
+        info = {"directory": str(self.dir), "state": "running" if pid else "stopped"}
+        if pid:
+            info["pid"] = str(pid)
+            try:
+                rows = _run(["ovsdb-client", "--timeout=5", "--format=json", "query",
+                             self.remote, json.dumps(["_Server", {
+                                 "op": "select", "table": "Database",
+                                 "where": [["name", "==", schema.NAME]],
+                                 "columns": ["connected"]}])])
+                connected = json.loads(rows)[0]["rows"]
+                info["source"] = ("connected" if connected and connected[0]["connected"]
+                                  else "not connected")
+            except (TapdbServerError, ValueError, LookupError) as exc:
+                info["source"] = f"unavailable ({exc})"
+        return info

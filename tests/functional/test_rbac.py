@@ -19,7 +19,8 @@ ACTIVE_B = {"state": "active", "chassis": "host-b"}
 
 @pytest.fixture
 def rbac_tapdb():
-    """tapdb with an operators' and an agents' listener (pssl:, loopback), and a CA."""
+    """tapdb with an operators' listener and a relay's agents' listener (pssl:,
+    loopback), and the two CAs."""
     require_ovs()
     directory = tempfile.mkdtemp(prefix="sdn-rbac-")
     ca = f"{directory}/ca"
@@ -27,7 +28,8 @@ def rbac_tapdb():
     ports = sandbox.free_port(), sandbox.free_port()
     try:
         srv.start([f"pssl:{ports[0]}:127.0.0.1"], tls=pki.issue(ca, "tapdb", "tapdb"),
-                  chassis_remotes=[f"pssl:{ports[1]}:127.0.0.1"])
+                  chassis_remotes=[f"pssl:{ports[1]}:127.0.0.1"],
+                  chassis_ca=str(pki.chassis_ca(ca)))
         yield {"operator": f"ssl:127.0.0.1:{ports[0]}", "chassis": f"ssl:127.0.0.1:{ports[1]}",
                "ca": ca, "server": srv}
     finally:

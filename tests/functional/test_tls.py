@@ -27,10 +27,12 @@ def tls_tapdb():
     directory = tempfile.mkdtemp(prefix="sdn-tls-")
     ca, rogue = f"{directory}/ca", f"{directory}/rogue"
     srv = server.TapdbServer(f"{directory}/db")
-    port = sandbox.free_port()
+    port, agents = sandbox.free_port(), sandbox.free_port()
     try:
-        srv.start([f"pssl:{port}:127.0.0.1"], tls=pki.issue(ca, "tapdb", "tapdb"))
-        yield {"remote": f"ssl:127.0.0.1:{port}", "operator": pki.issue(ca, "operator", "operator"),
+        srv.start([f"pssl:{port}:127.0.0.1"], tls=pki.issue(ca, "tapdb", "tapdb"),
+                  chassis_remotes=[f"pssl:{agents}:127.0.0.1"], chassis_ca=str(pki.chassis_ca(ca)))
+        yield {"remote": f"ssl:127.0.0.1:{port}", "agents": f"ssl:127.0.0.1:{agents}",
+               "operator": pki.issue(ca, "operator", "operator"),
                "host-a": pki.issue(ca, "host-a", "chassis"),
                "rogue": pki.issue(rogue, "operator", "operator"), "server": srv}
     finally:
@@ -57,8 +59,8 @@ def test_an_operator_certificate_of_the_ca_gets_in(tls_tapdb, capsys):
     assert (rc, err) == (0, ""), err
     rc, out, err = run(capsys, "--db", remote, *creds(tls_tapdb["operator"]), "show")
     assert rc == 0 and "target target-01 (no session): vxlan 10.0.0.1" in out
-    # an agent with its chassis certificate reads and writes what it owns
-    api = client.connect(remote, 10, chassis="host-a", creds=tls_tapdb["host-a"])
+    # an agent with its chassis certificate reads and writes what it owns, through the relay
+    api = client.connect(tls_tapdb["agents"], 10, chassis="host-a", creds=tls_tapdb["host-a"])
     try:
         api.register_chassis("host-a", "10.255.0.1", "gre")
         assert api.agent_view().chassis_ips == {"host-a": "10.255.0.1"}
