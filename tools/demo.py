@@ -4,8 +4,9 @@ A private lab (tapdb, host-a and host-b on the dummy datapath, a VXLAN/GRE
 underlay between them), an sdnagent per host, the example configured with
 tapctl, then test traffic from 192.168.0.161 to the source VM 192.168.0.230,
 and what each target received.  Everything started is stopped at the end.
-tapdb is reached over TLS, every client with a certificate of the lab's CA
-(``--plain``: over its unix socket instead).
+tapdb is reached over TLS: tapctl on the member's listener with a certificate of the
+lab's tapdb CA, the agents on a relay beside it with certificates of its chassis CA
+(``--plain``: everything over the member's unix socket instead).
 """
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def run(lab: sandbox.Lab) -> int:
     a, b = lab["host-a"], lab["host-b"]
     env = dict(os.environ, **lab.client_env(), TARGET02_IP=sandbox.COLLECTOR_IP,
                PATH=f"{BIN}:{os.environ['PATH']}")
-    how = (f"TLS: tapctl with an operator's certificate; agents at {lab.chassis_remote}, each "
-           "with its chassis's certificate and allowed to write only its own chassis's rows"
+    how = (f"TLS: tapctl with an operator's certificate of the tapdb CA; agents at the relay "
+           f"{lab.chassis_remote}, each with its chassis's certificate of the chassis CA and "
+           "allowed to write only its own chassis's rows"
            if lab.tls else "plain: the lab's unix socket")
     print(f"== lab: tapdb at {lab.remote} ({how}); host-a underlay {a.ip}, host-b underlay "
           f"{b.ip}, a collector (no hypervisor) at {sandbox.COLLECTOR_IP}")

@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "agents then reach only a relay, and no listener of the member "
                         "accepts their certificates")
     p.add_argument("--relay-of", metavar="ssl:IP:PORT[,...]",
-                   help="run a relay only (no member): a copy of tapdb kept from these "
-                        "members' listeners, serving the agents on --chassis-remote; its "
-                        "certificate (tools/pki relay) identifies it to the members")
+                   help="the members' listeners a relay copies tapdb from: alone (no "
+                        "database in --dir, no --cluster), a relay only, whose certificate "
+                        "(tools/pki relay) identifies it to the members; with a cluster "
+                        "member and --chassis-ca-cert, the member's relay follows them when "
+                        "the member stops")
     p.add_argument("--private-key", metavar="FILE", help="this server's private key (TLS)")
     p.add_argument("--certificate", metavar="FILE", help="its certificate (TLS)")
     p.add_argument("--ca-cert", metavar="FILE",
@@ -56,13 +58,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "TLS: anyone who reaches it can read and change every mirroring "
                       "session; use pssl: with --private-key, --certificate and --ca-cert",
                       file=sys.stderr)
-            if args.relay_of:
+            relay_of = [r.strip() for r in (args.relay_of or "").split(",") if r.strip()]
+            if relay_of and args.cluster is None and not srv.db.exists():
                 member_only = [o for o, v in (("--remote", args.remote), ("--cluster", args.cluster),
                                               ("--local", args.local), ("--member", args.member))
                                if v]
                 if member_only:
-                    raise ValueError(f"{member_only[0]}: not allowed with --relay-of (a relay "
-                                     "has no database of its own and no operators' listener)")
+                    raise ValueError(f"{member_only[0]}: not allowed for a relay (--relay-of "
+                                     "without a database in --dir or --cluster): it has no "
+                                     "database of its own and no operators' listener")
                 if creds is None or not args.chassis_ca_cert:
                     raise ValueError("--relay-of: give --private-key, --certificate, --ca-cert "
                                      "(the relay's identity and the members' CA) and "
@@ -72,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 done = srv.start(args.remote, args.cluster, args.local, args.member, tls=creds,
                                  chassis_remotes=args.chassis_remote,
-                                 chassis_ca=args.chassis_ca_cert)
+                                 chassis_ca=args.chassis_ca_cert, relay_of=relay_of)
             for line in done:
                 print(f"sdnagent-tapdb: {line}")
         elif args.action == "stop":

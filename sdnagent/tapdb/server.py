@@ -153,14 +153,17 @@ class TapdbServer:
               local: Optional[str] = None, members: Sequence[str] = (),
               timeout: float = 30, tls: Optional[Tls] = None,
               chassis_remotes: Sequence[str] = (), chassis_ca: Optional[str] = None,
-              settle: float = SETTLE) -> list[str]:
+              relay_of: Sequence[str] = (), settle: float = SETTLE) -> list[str]:
         """Create if needed, run, convert, and write the agents' role; returns what was
         done, for people.
 
         ``remotes``: operators' listeners; ``chassis_remotes``: agents' (``pssl:``
         only: the role is enforced on the certificate's CN), served by a relay
         beside the member when ``chassis_ca`` (the CA of agents' certificates)
-        is given.  ``tls``: the server's key and certificate and the CA its
+        is given.  A cluster member's relay also takes ``relay_of``, the
+        members' listeners: it copies from this member while it lives and from
+        another when it stops (a relay keeps telling its agents it is connected
+        while its source is gone, so they would not move).  ``tls``: the server's key and certificate and the CA its
         clients' (and Raft peers') certificates must be signed by, for
         ``pssl:`` remotes and ``ssl:`` cluster addresses.
 
@@ -177,6 +180,14 @@ class TapdbServer:
             raise TapdbServerError("--chassis-ca-cert: give it with --chassis-remote (the "
                                    "agents' listeners it is for)")
         own_listeners = () if chassis_ca else chassis_remotes
+        clustered = cluster is not None or self._is_clustered()
+        if chassis_ca and clustered and not relay_of:
+            raise TapdbServerError("--relay-of: a cluster member's relay needs the members' "
+                                   "listeners (ssl:IP:PORT,...), to follow the cluster when "
+                                   "this member stops")
+        if relay_of and not (chassis_ca and clustered):
+            raise TapdbServerError("--relay-of: only for a relay, or beside a cluster member "
+                                   "with --chassis-remote and --chassis-ca-cert")
         done = []
         if self.create(cluster, local, members):
             done.append(f"created {self.db}" + (f" ({cluster} cluster at {local})" if cluster else ""))
@@ -209,7 +220,8 @@ class TapdbServer:
                 done.append(f"wrote the agents' role {schema.CHASSIS_ROLE}")
         if chassis_ca:
             assert tls is not None  # pssl: listeners were checked to have it
-            done += self.relay.start(self.remote, chassis_remotes, tls, chassis_ca, timeout)
+            done += self.relay.start(",".join([self.remote, *relay_of]), chassis_remotes, tls,
+                                     chassis_ca, timeout)
         return done
 
     @property

@@ -198,3 +198,55 @@ def test_three_member_cluster(workdir):
         assert api.snapshot().intent.session("session-01").vni == 1
     finally:
         api.close()
+
+
+def unit_start(directory: Path, options: str) -> subprocess.CompletedProcess:
+    """The packaged unit's ExecStart as systemd runs it (Type=forking): the command line
+    with $TAPDB_OPTIONS split on blanks, this venv's commands and ``directory`` for
+    /var/lib/sdnagent/tapdb; it must exit 0 within TimeoutStartSec, leaving the daemon
+    in PIDFile."""
+    unit = (Path(__file__).resolve().parents[2] / "etc/systemd/sdnagent-tapdb.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines()
+                    if "=" in line and not line.startswith("#"))
+    command = (settings["ExecStart"].replace("/opt/sdnagent/.venv/bin", str(BIN))
+               .replace("/var/lib/sdnagent/tapdb", str(directory)))
+    timeout = float(settings["TimeoutStartSec"].rstrip("s"))
+    argv = [w for word in command.split() for w in
+            (options.split() if word == "$TAPDB_OPTIONS" else [word])]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    pidfile = Path(settings["PIDFile"].replace("/var/lib/sdnagent/tapdb", str(directory)))
+    assert proc.returncode == 0, proc.stderr
+    assert server._pid_of(pidfile) is not None, proc.stdout
+    return proc
+
+
+def test_a_stopped_cluster_starts_member_by_member(workdir):
+    """Each member started alone, as its unit would (the first finds no quorum and still
+    succeeds), in an order other than the one they were made in."""
+    ports = free_ports(6)
+    raft = [f"tcp:127.0.0.1:{p}" for p in ports[:3]]
+    listen = [f"ptcp:{p}:127.0.0.1" for p in ports[3:]]
+    dirs = [workdir / f"m{i}" for i in range(3)]
+    unit_start(dirs[0], f"--remote {listen[0]} --cluster create --local {raft[0]}")
+    for i in (1, 2):
+        unit_start(dirs[i], f"--remote {listen[i]} --cluster join --local {raft[i]} "
+                            f"--member {raft[0]}")
+    remotes = ",".join(f"tcp:127.0.0.1:{p}" for p in ports[3:])
+    api = ops.connect(remotes, timeout=30)
+    try:
+        api.target_add("target-01", vxlan="10.0.0.1")
+    finally:
+        api.close()
+    for d in dirs:
+        assert tapdb_cli("stop", "--dir", str(d)).returncode == 0
+    started = []
+    for i in (2, 0, 1):
+        started.append(unit_start(dirs[i], f"--remote {listen[i]}").stdout)
+    assert "no quorum yet" in started[0], started[0]
+    assert "no quorum yet" not in started[-1], started[-1]
+    api = ops.connect(remotes, timeout=30)
+    try:
+        api.target_add("target-02", vxlan="10.0.0.2")
+        assert set(api.snapshot().intent.targets) == {"target-01", "target-02"}
+    finally:
+        api.close()
