@@ -351,6 +351,11 @@ def _pid_of(pidfile: Path) -> Optional[int]:
         return None
     except PermissionError:
         return pid
+    try:  # killed and not yet reaped by its parent (init, once detached): gone all the same
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+            return None
+    except (OSError, IndexError):
+        pass
     return pid
 
 

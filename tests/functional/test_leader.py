@@ -1,0 +1,95 @@
+"""Leader changes with agents behind relays: the cluster's leader killed with SIGKILL, a
+change committed through the new leader, the agent (on the relays) applies it; the killed
+member, started again as its unit would, rejoins with no operator action."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+from sdnagent import sandbox
+from sdnagent.tapdb import ops
+from tests.conftest import require_ovs
+from tests.functional.mirrorlab import wait_until
+from tests.functional.tier import Tier
+
+APPLY_WITHIN = 3.0  # seconds from the commit to the agent's report that the switch has it
+
+
+def commit(tier: Tier, change) -> tuple[int, float]:
+    """Run ``change(api)`` through whichever member leads, retrying until it commits;
+    the generation committed and when."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api = tier.operator(timeout=2)
+            try:
+                change(api)
+                return api.committed_generation or 0, time.monotonic()
+            finally:
+                api.close()
+        except ops.TapdbError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def applied(tier: Tier, name: str) -> int:
+    api = tier.operator()
+    try:
+        return api.everything().applied.get(name, 0)
+    finally:
+        api.close()
+
+
+def test_agents_behind_relays_ride_out_a_killed_leader():
+    require_ovs()
+    directory = tempfile.mkdtemp(prefix="sdn-leader-")
+    tier = Tier(f"{directory}/tier")
+    lab = sandbox.Lab(hosts=("host-a",), directory=f"{directory}/lab", tapdb=False)
+    try:
+        tier.start()
+        lab.start()
+        host = lab["host-a"]
+        host.add_vm_port("vm230", "vm-230", mac="52:54:00:00:02:30")
+        host.start_agent(tier.relays, **tier.agent_options("host-a"))
+
+        def example(api: ops.IntentDb) -> None:
+            api.target_add("target-02", vxlan=sandbox.COLLECTOR_IP, enabled=True)
+            api.session_add("session-01", target="target-02", priority="1", enabled=True)
+            api.session_add("session-02", target="target-02", priority="2", enabled=True)
+            api.source_add("session-01", port="vm-230", direction="both")
+            api.source_add("session-02", port="vm-230", direction="both")
+        generation, _ = commit(tier, example)
+        wait_until(lambda: applied(tier, "host-a") >= generation, 30, "host-a to apply")
+
+        def has_session_02() -> bool:
+            flows = host.ofctl("dump-flows", "brtap", "--no-stats")
+            return "0x2->reg0" in flows
+
+        assert has_session_02()
+        leader = tier.leader()
+        os.kill(tier.members[leader].pid(), signal.SIGKILL)
+        killed = time.monotonic()
+        generation, committed = commit(
+            tier, lambda api: api.set_enabled("session", "session-02", False))
+        wait_until(lambda: applied(tier, "host-a") >= generation, APPLY_WITHIN,
+                   "host-a to apply the change committed after the kill")
+        done = time.monotonic()
+        assert not has_session_02()
+        print(f"leader killed; committed at +{committed - killed:.2f} s, applied by host-a "
+              f"at +{done - killed:.2f} s")
+
+        # started again as its unit would: it rejoins by itself, and takes part
+        tier.start_member(leader)
+        wait_until(lambda: "Status: cluster member" in tier.cluster_status(leader)
+                   and tier.members[leader].is_connected(timeout=1), 30, "the member to rejoin")
+        generation, _ = commit(tier, lambda api: api.set_enabled("session", "session-02", True))
+        wait_until(lambda: applied(tier, "host-a") >= generation, 30, "host-a to apply")
+        assert has_session_02()
+    finally:
+        lab.stop()
+        tier.stop()
+        shutil.rmtree(directory, ignore_errors=True)
