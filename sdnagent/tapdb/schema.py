@@ -84,3 +84,60 @@ def local_transaction(chassis_remotes: list[str]) -> list:
 
 def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split("."))
+
+
+def over_bounds(table: str, row: dict) -> list[str]:
+    """The columns of ``row`` (OVSDB JSON, as a select returns it) whose values the
+    packaged schema's bounds refuse: a string too long, a set or map with too many
+    members.  Rows an older schema let through must be dealt with before a conversion,
+    which would otherwise fail on them."""
+    columns = load()["tables"].get(table, {}).get("columns", {})
+    bad = []
+    for name, value in row.items():
+        spec = columns.get(name)
+        if spec is None:
+            continue
+        kind = spec["type"]
+        if isinstance(kind, str):
+            kind = {"key": kind}
+        if isinstance(value, list) and value and value[0] in ("set", "map"):
+            members = value[1]
+        else:
+            members = [value]
+        limit = kind.get("max", 1)
+        too_many = limit != "unlimited" and len(members) > int(limit)
+        if too_many or any(_too_long(kind, m, value) for m in members):
+            bad.append(name)
+    return bad
+
+
+def _too_long(kind: dict, member: object, value: object) -> bool:
+    pairs = ([("key", member[0]), ("value", member[1])]
+             if isinstance(value, list) and value and value[0] == "map" else [("key", member)])
+    for part, atom in pairs:
+        base = kind.get(part)
+        if isinstance(base, dict) and isinstance(atom, str) and len(atom) > base.get(
+                "maxLength", len(atom)):
+            return True
+    return False
+
+
+def pruning_transaction(found: dict[str, list[dict]]) -> tuple[list[dict], int]:
+    """What makes the rows agents wrote fit the packaged bounds before a conversion:
+    ``found`` is each chassis-writable table's rows (with ``_uuid``).  A row whose map
+    or name is over is deleted (its agent writes it again; a Chassis row is
+    re-registered), an ``external_ids`` over is emptied.  The operations, and how many
+    rows they touch."""
+    ops: list[dict] = []
+    for table in sorted(found):
+        for row in found[table]:
+            bad = over_bounds(table, {k: v for k, v in row.items() if k != "_uuid"})
+            if not bad:
+                continue
+            where = [["_uuid", "==", row["_uuid"]]]
+            if bad == ["external_ids"]:
+                ops.append({"op": "update", "table": table, "where": where,
+                            "row": {"external_ids": ["map", []]}})
+            else:
+                ops.append({"op": "delete", "table": table, "where": where})
+    return ops, len(ops)

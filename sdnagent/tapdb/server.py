@@ -274,8 +274,35 @@ class TapdbServer:
                                    f"package's {packaged}; upgrade sdnagent")
         if current == packaged:
             return None
+        pruned = self._prune_over_bounds(timeout)
         _run(["ovsdb-client", "convert", self.remote, str(schema.SCHEMA_PATH)], timeout)
-        return f"converted the database from schema {current} to {packaged}"
+        return (f"converted the database from schema {current} to {packaged}"
+                + (f" (first removed {pruned} chassis-written row(s) or external_ids over "
+                   "the new bounds; agents write theirs again)" if pruned else ""))
+
+    def _prune_over_bounds(self, timeout: float) -> int:
+        """Delete what chassis wrote beyond the packaged schema's bounds (an older one
+        had none), in one transaction, so that the conversion can take the rest."""
+        try:
+            conn = rpc.connect(self.remote, timeout)
+        except rpc.RpcError as exc:
+            raise TapdbServerError(f"cannot reach {self.remote}: {exc}") from exc
+        try:
+            present = set(conn.call("get_schema", schema.NAME)["tables"])
+            tables = sorted(t for t in schema.CHASSIS_PERMISSIONS if t in present)
+            result = conn.transact(*({"op": "select", "table": t, "where": []} for t in tables))
+            found = {t: r.get("rows", []) for t, r in zip(tables, result)}
+            ops, count = schema.pruning_transaction(found)
+            if ops:
+                result = conn.transact(*ops)
+                errors = [r for r in result if isinstance(r, dict) and "error" in r]
+                if errors:
+                    raise TapdbServerError(f"cannot remove rows over the new bounds: {errors[0]}")
+            return count
+        except rpc.RpcError as exc:
+            raise TapdbServerError(f"cannot read the rows chassis wrote: {exc}") from exc
+        finally:
+            conn.close()
 
     def pid(self) -> Optional[int]:
         """The running server's pid, or None."""

@@ -250,3 +250,64 @@ def test_a_stopped_cluster_starts_member_by_member(workdir):
         assert set(api.snapshot().intent.targets) == {"target-01", "target-02"}
     finally:
         api.close()
+
+
+def unbounded(value: object) -> object:
+    """A schema fragment without the bounds 1.5.0 added (as 1.4.0 had it)."""
+    if isinstance(value, dict):
+        out = {k: unbounded(v) for k, v in value.items() if k != "maxLength"}
+        if "max" in out and out.get("min") == 0 and "value" in out:
+            out["max"] = "unlimited"
+        return out
+    return value
+
+
+def test_conversion_first_removes_what_chassis_wrote_beyond_the_bounds(workdir):
+    """A database of a release without bounds, holding what a hostile chassis wrote: the
+    rows over the new bounds go (agents write theirs again), the rest is converted."""
+    srv = server.TapdbServer(workdir / "db")
+    srv.dir.mkdir()
+    old = copy.deepcopy(schema.load())
+    old["version"] = "1.4.0"
+    old["tables"] = unbounded(old["tables"])
+    (workdir / "old.ovsschema").write_text(json.dumps(old))
+    subprocess.run(["ovsdb-tool", "create", str(srv.db), str(workdir / "old.ovsschema")],
+                   check=True)
+    big = "x" * 5000
+    rows = ["Tap",
+            {"op": "insert", "table": "Tap_Global", "row": {"generation": 1}},
+            {"op": "insert", "table": "Chassis",
+             "row": {"name": "host-a", "tunnel_ip": "10.255.0.1", "encap": "vxlan",
+                     "external_ids": ["map", [["junk", big]]]}},
+            {"op": "insert", "table": "Chassis",
+             "row": {"name": "host-b", "tunnel_ip": "10.255.0.2", "encap": "vxlan",
+                     "external_ids": ["map", [["site", "rack-2"]]]}},
+            {"op": "insert", "table": "Binding", "row": {"iface_id": "vm-230", "chassis": "host-a"}},
+            {"op": "insert", "table": "Binding", "row": {"iface_id": big, "chassis": "host-a"}},
+            {"op": "insert", "table": "Target_Status",
+             "row": {"chassis": "host-a", "status": ["map", [["state", "active"],
+                                                             ["reason", big]]]}},
+            {"op": "insert", "table": "Session_Stats",
+             "row": {"chassis": "host-a",
+                     "counters": ["map", [[f"k{i}", i] for i in range(200)]]}},
+            {"op": "insert", "table": "Session_Stats",
+             "row": {"chassis": "host-b", "counters": ["map", [["packets", 3]]]}}]
+    subprocess.run(["ovsdb-tool", "transact", str(srv.db), json.dumps(rows)], check=True,
+                   capture_output=True)
+    done = srv.start()
+    assert any(line == f"converted the database from schema 1.4.0 to {schema.version()} "
+               "(first removed 4 chassis-written row(s) or external_ids over the new bounds; "
+               "agents write theirs again)" for line in done), done
+
+    def dump(table: str, *columns: str) -> list:
+        out = subprocess.run(["ovsdb-client", "--format=json", "query", srv.remote, json.dumps(
+            ["Tap", {"op": "select", "table": table, "where": [], "columns": list(columns)}])],
+            capture_output=True, text=True, check=True).stdout
+        return sorted(json.dumps(r, sort_keys=True) for r in json.loads(out)[0]["rows"])
+
+    assert dump("Chassis", "name", "external_ids") == sorted(json.dumps(r, sort_keys=True) for r in (
+        {"name": "host-a", "external_ids": ["map", []]},
+        {"name": "host-b", "external_ids": ["map", [["site", "rack-2"]]]}))
+    assert dump("Binding", "iface_id") == [json.dumps({"iface_id": "vm-230"})]
+    assert dump("Target_Status", "chassis") == []
+    assert dump("Session_Stats", "chassis") == [json.dumps({"chassis": "host-b"})]
