@@ -16,6 +16,10 @@ from typing import Optional
 from sdnagent import model
 
 MISSED = 3  # heartbeats missed before a chassis counts as silent
+# how far ahead of the reader's clock a heartbeat may be and still count: clocks of
+# NTP-synchronised hosts differ by far less; a chassis further ahead is not believed
+# (its heartbeat would otherwise keep it "alive" long after it stopped)
+AHEAD = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +31,23 @@ class Liveness:
 
 
 def silence(name: str, beats: Mapping[str, Liveness], now: float) -> Optional[str]:
-    """Why ``name`` counts as silent, or None while it beats."""
+    """Why ``name`` counts as silent, or None while it beats.  A heartbeat from the
+    future is the chassis's word against the reader's clock: it does not count."""
     beat = beats.get(name)
     if beat is None:
         return f"chassis {name} has no heartbeat recorded"
     age = now - beat.heartbeat
+    if age < -AHEAD:
+        return f"chassis {name} clock ahead by {int(-age)} s"
     if age > MISSED * beat.interval:
         return f"chassis {name} silent for {int(age)} s"
     return None
+
+
+def ahead(name: str, beats: Mapping[str, Liveness], now: float) -> bool:
+    """Whether ``name``'s heartbeat is further in the future than clocks differ."""
+    beat = beats.get(name)
+    return beat is not None and beat.heartbeat - now > AHEAD
 
 
 def lagging(generation: int, applied: Mapping[str, int], beats: Mapping[str, Liveness],

@@ -86,15 +86,20 @@ def summed(counters: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str
 
 def chassis_json(rows: list[tuple[str, str, str]], beats: dict[str, liveness.Liveness],
                  now: float) -> list[dict]:
-    """Every chassis, with how long ago it was heard from and whether it is silent."""
+    """Every chassis, with how long ago it was heard from and whether it is alive, silent,
+    or beating from the future (its clock ahead: not believed)."""
     out = []
     for name, ip, encap in rows:
         beat = beats.get(name)
         why = liveness.silence(name, beats, now)
+        future = liveness.ahead(name, beats, now)
         out.append({"name": name, "tunnel_ip": ip, "encap": encap,
                     "heartbeat_interval": beat.interval if beat else None,
-                    "last_heard": max(0, int(now - beat.heartbeat)) if beat else None,
-                    "state": "silent" if why else "alive", "reason": why})
+                    "last_heard": max(0, int(now - beat.heartbeat)) if beat and not future
+                    else None,
+                    "state": "clock ahead" if future else "silent" if why else "alive",
+                    "ahead_by": int(beat.heartbeat - now) if beat and future else None,
+                    "reason": why})
     return out
 
 
@@ -136,7 +141,7 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
             lines.append(f"filter {f.name} (no session)")
             lines += _filter_lines(f, "  ")
     for c in chassis or ():
-        if c["state"] == "silent":
+        if c["state"] != "alive":
             lines.append(f"{c['reason']} (tunnel {c['tunnel_ip']}): its statuses are stale")
     return "\n".join(lines) if lines else "(tapdb is empty)"
 
@@ -214,7 +219,9 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
     lines += [""] + _table(("CHASSIS", "TUNNEL", "ENCAP", "LAST HEARD", "STATE"),
                            [(c["name"], c["tunnel_ip"], c["encap"],
                              None if c["last_heard"] is None else f"{c['last_heard']} s ago",
-                             c["state"]) for c in chassis or ()])
+                             f"clock ahead by {c['ahead_by']} s" if c["state"] == "clock ahead"
+                             else c["state"])
+                            for c in chassis or ()])
     return "\n".join(lines)
 
 
@@ -341,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings, statuses and "
                            "counters)")
     c.add_argument("name")
+    c.add_argument("--force", action="store_true",
+                   help="even while it beats (a compromised hypervisor you are removing: its "
+                        "agent, if it still runs, registers it again)")
 
     c = cmd("stats", "what each session mirrored, each rule decided and each source handed "
                      "over, added up over the chassis")
@@ -437,7 +447,7 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
         return trace.describe(every.snapshot.intent, args.port, args.direction, args.packet,
                               every.bindings, {n: (ip, encap) for n, ip, encap in every.chassis})
     if cmd == "chassis-del":
-        api.chassis_del(args.name, time.time())
+        api.chassis_del(args.name, time.time(), force=args.force)
         return ""
     if cmd == "target-add":
         t = api.target_add(args.name, port=args.port, nic=args.nic, vxlan=args.vxlan,
@@ -504,10 +514,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         api.close()
     if out:
         print(out)
-    if late:
-        names = ", ".join(f"{name} (at generation {at})" for name, at in late.items())
+    slow = {n: lag for n, lag in late.items() if lag.silent is None}
+    if slow:
+        names = ", ".join(f"{name} (at generation {lag.at})" for name, lag in slow.items())
         print(f"tapctl: committed as generation {generation}, but not applied within "
               f"{args.timeout:g} s by {names}", file=sys.stderr)
+    for name, lag in late.items():
+        if lag.silent is not None:
+            print(f"tapctl: committed as generation {generation}, but {name} went silent "
+                  f"during the wait before applying it ({lag.silent}; at generation "
+                  f"{lag.at})", file=sys.stderr)
+    if late:
         return EXIT_NOT_APPLIED
     return 0
 

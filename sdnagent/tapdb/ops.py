@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from sdnagent import liveness, model, tls
@@ -226,33 +227,91 @@ def _shell(row: Row) -> model.Session:
 class IntentDb:
     """tapdb for an operator: every verb of tapctl, reads for show and list."""
 
-    def __init__(self, conn: rpc.Connection):
+    def __init__(self, conn: rpc.Connection,
+                 reconnect: Optional[Callable[[], rpc.Connection]] = None):
         self.conn = conn
         self.committed_generation: Optional[int] = None
         self._monitors = 0
+        self._reconnect = reconnect
 
     def close(self) -> None:
         self.conn.close()
 
+    def _again(self, exc: rpc.RpcError) -> None:
+        """Connect again after losing the connection (the leader died, or stepped down),
+        or give up with ``exc`` when there is no other way in."""
+        if self._reconnect is None:
+            raise exc
+        self.conn.close()
+        self.conn = self._reconnect()
+
+    def _retrying(self, action: Callable[[], Any]) -> Any:
+        """``action()`` once more on a new connection each time the old one is lost: for
+        reads, and for writes that mean the same however often they run."""
+        for _ in range(TRIES):
+            try:
+                return action()
+            except rpc.RpcRefused:
+                raise
+            except rpc.RpcError as exc:
+                self._again(exc)
+        raise TapdbError("the connection to tapdb kept failing; try again")
+
     def change(self, judge: Callable[[Read], tuple[list[dict], Any]], description: str) -> Any:
         """Read what ``judge`` needs and judge the change (its operations and what to
         return); commit only if no one changed the intent since the read, else try
-        again on fresh data."""
+        again on fresh data.
+
+        A connection lost while the change is on its way (a leader killed) leaves
+        it unknown whether it was made: the transaction also writes a token of its
+        own into ``Tap_Global.last_change``, which the next connection reads. Made:
+        done; not made (the generation has not moved): judged and sent again, so a
+        change is never made twice nor reported as failed when it was made."""
+        token = uuid.uuid4().hex
         for _ in range(TRIES):
-            read = Read(self.conn)
-            ops, result = judge(read)
+            try:
+                read = Read(self.conn)
+                ops, result = judge(read)
+            except rpc.RpcRefused:
+                raise
+            except rpc.RpcError as exc:
+                self._again(exc)
+                continue
             gen = read.generation
             guard = [{"op": "wait", "table": "Tap_Global", "where": [], "columns": ["generation"],
                       "until": "==", "rows": [{"generation": gen}], "timeout": 0},
                      {"op": "update", "table": "Tap_Global", "where": [],
-                      "row": {"generation": gen + 1}}]
-            answer = self.conn.transact(*guard, *ops)
-            if isinstance(answer[0], dict) and answer[0].get("error") == "timed out":
+                      "row": {"generation": gen + 1, "last_change": token}}]
+            try:
+                answer = self.conn.transact(*guard, *ops)
+            except rpc.RpcRefused:
+                raise
+            except rpc.RpcError as exc:
+                self._again(exc)
+                made = self._retrying(lambda: self._made(gen, token))
+                if made is None:
+                    raise TapdbError(f"{description}: the connection to tapdb was lost after "
+                                     "the change was sent, and other changes came since; see "
+                                     "with 'tapctl show' whether it was made") from exc
+                if not made:
+                    continue
+                answer = []
+            if answer and isinstance(answer[0], dict) and answer[0].get("error") == "timed out":
                 continue  # another writer came first: judge again
             _results(answer)
             self.committed_generation = gen + 1
             return result
         raise TapdbError(f"{description}: tapdb kept changing under it; try again")
+
+    def _made(self, gen: int, token: str) -> Optional[bool]:
+        """Whether the change sent at generation ``gen`` with ``token`` was made: True,
+        False (nothing was written since the read), None (others wrote since: unknown)."""
+        [res] = _results(self.conn.transact(select("Tap_Global",
+                                                   columns=["generation", "last_change"])))
+        row = res["rows"][0]
+        if row["last_change"] == token:
+            return True
+        return False if row["generation"] == gen else None
 
     # ---------------------------------------------------- the verbs
 
@@ -428,10 +487,14 @@ class IntentDb:
             return [{"op": "delete", "table": table, "where": _this(row)}, *gone], None
         self.change(judge, f"{kind}-del {name}")
 
-    def chassis_del(self, name: str, now: float) -> None:
+    def chassis_del(self, name: str, now: float, force: bool = False) -> None:
         """Forget a chassis that is gone for good: its rows, bindings, statuses, counters.
 
-        Refused while it still beats: its agent would register it again."""
+        Refused while it still beats, unless ``force``: its agent would register it
+        again (a heartbeat from the future does not count as beating)."""
+        self._retrying(lambda: self._chassis_del(name, now, force))
+
+    def _chassis_del(self, name: str, now: float, force: bool) -> None:
         found = _results(self.conn.transact(named("Chassis", name),
                                             named("Chassis_Private", name)))
         store = Store()
@@ -440,15 +503,16 @@ class IntentDb:
                  for r in store.add("Chassis_Private", found[1]["rows"])}
         if not chassis_rows and name not in beats:
             raise model.NotFound("chassis", f"no chassis named {name!r}")
-        if liveness.silence(name, beats, now) is None:
+        if not force and liveness.silence(name, beats, now) is None:
             raise model.IntentError(
                 "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
-                "s ago); stop its agent before deleting it")
+                "s ago); stop its agent before deleting it, or give --force")
         # only if it has not beaten since: else its agent, alive after all, would
         # register it again
         still = ([{"op": "wait", "table": "Chassis_Private", "timeout": 0,
                    "where": [["name", "==", name]], "columns": ["heartbeat"], "until": "==",
-                   "rows": [{"heartbeat": beats[name].heartbeat}]}] if name in beats else [])
+                   "rows": [{"heartbeat": beats[name].heartbeat}]}]
+                 if name in beats and not force else [])
         result = self.conn.transact(
             *still,
             {"op": "delete", "table": "Chassis", "where": [["name", "==", name]]},
@@ -469,7 +533,7 @@ class IntentDb:
         tables = ("Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
                   "Mirror_Source", "Chassis", "Chassis_Private", "Binding", "Source_Status",
                   "Target_Status", "Session_Stats")
-        found = _results(self.conn.transact(*(select(t) for t in tables)))
+        found = _results(self._retrying(lambda: self.conn.transact(*(select(t) for t in tables))))
         store = Store()
         for table, res in zip(tables, found):
             store.add(table, res.get("rows", []))
@@ -494,21 +558,33 @@ class IntentDb:
 
     # ---------------------------------------------------- waiting for the chassis
 
-    def wait_applied(self, generation: int, timeout: float) -> dict[str, int]:
-        """Wait until every live chassis reports ``generation`` applied (agents write it
-        once the switch confirmed the flows); the ones that did not in time, else {}."""
-        columns = ["name", "heartbeat", "heartbeat_interval", "applied_generation"]
-        self._monitors += 1
-        monitor = f"applied-{self._monitors}"
-        initial = self.conn.call("monitor", schema.NAME, monitor,
-                                 {"Chassis_Private": {"columns": columns}})
-        try:
-            return self._wait(monitor, initial, generation, timeout)
-        finally:
-            self.conn.call("monitor_cancel", monitor)
+    def wait_applied(self, generation: int, timeout: float) -> dict[str, "Late"]:
+        """Wait until every chassis alive when the wait begins reports ``generation``
+        applied (agents write it once the switch confirmed the flows); those that did
+        not, each with why (still behind at the timeout, or gone silent meanwhile),
+        else {}.  The set is fixed at the start: a chassis that falls silent is named,
+        never dropped; one already silent (or beating from the future) is not waited
+        for, so no dead or lying chassis blocks every wait."""
+        deadline = time.monotonic() + timeout
+
+        def wait() -> dict[str, Late]:
+            columns = ["name", "heartbeat", "heartbeat_interval", "applied_generation"]
+            self._monitors += 1
+            monitor = f"applied-{self._monitors}"
+            initial = self.conn.call("monitor", schema.NAME, monitor,
+                                     {"Chassis_Private": {"columns": columns}})
+            try:
+                return self._wait(monitor, initial, generation,
+                                  max(0.0, deadline - time.monotonic()))
+            finally:
+                try:
+                    self.conn.call("monitor_cancel", monitor)
+                except rpc.RpcError:
+                    pass  # the connection went with it: waited for again on a new one
+        return self._retrying(wait)
 
     def _wait(self, monitor: str, initial: dict, generation: int,
-              timeout: float) -> dict[str, int]:
+              timeout: float) -> dict[str, "Late"]:
         state: dict[str, dict] = {}
 
         def merge(update: dict) -> None:
@@ -517,20 +593,36 @@ class IntentDb:
                     state.pop(uuid, None)
                 else:
                     state[uuid] = {**state.get(uuid, {}), **change["new"]}
+
+        def read() -> tuple[dict[str, liveness.Liveness], dict[str, int]]:
+            return ({r["name"]: liveness.Liveness(r["heartbeat"], r["heartbeat_interval"])
+                     for r in state.values()},
+                    {r["name"]: r["applied_generation"] for r in state.values()})
         merge(initial)
+        beats, applied = read()
+        waited = set(liveness.lagging(generation, applied, beats, time.time()))
         deadline = time.monotonic() + timeout
         while True:
-            beats = {r["name"]: liveness.Liveness(r["heartbeat"], r["heartbeat_interval"])
-                     for r in state.values()}
-            applied = {r["name"]: r["applied_generation"] for r in state.values()}
-            late = liveness.lagging(generation, applied, beats, time.time())
+            beats, applied = read()
+            now = time.time()
+            behind = {n: applied.get(n, 0) for n in waited if applied.get(n, 0) < generation}
+            silent = {n: liveness.silence(n, beats, now) or f"chassis {n} was deleted"
+                      for n in behind
+                      if n not in beats or liveness.silence(n, beats, now) is not None}
             left = deadline - time.monotonic()
-            if not late or left <= 0:
-                return late
+            if len(silent) == len(behind) or left <= 0:
+                return {n: Late(at, silent.get(n)) for n, at in sorted(behind.items())}
             # at least once a second: a chassis may fall silent meanwhile
             msg = self.conn.next_message(time.monotonic() + min(left, 1.0))
             if msg is not None and msg.get("method") == "update" and msg["params"][0] == monitor:
                 merge(msg["params"][1])
+
+
+class Late(NamedTuple):
+    """A chassis that did not apply a change: the generation it has, and why it stopped
+    counting (it fell silent during the wait), None when time ran out."""
+    at: int
+    silent: Optional[str] = None
 
 
 class Everything(NamedTuple):
@@ -572,7 +664,14 @@ def _using(read: Read, sources: list[Row]) -> list[Row]:
 
 def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> IntentDb:
     """An operator's connection to tapdb (the leader, for a cluster), schema checked;
-    ``creds`` for ``ssl:`` remotes."""
+    ``creds`` for ``ssl:`` remotes.  With several remotes it connects again to
+    whichever leads when the connection is lost."""
+    conn = _connect(remote, timeout, creds)
+    several = len([r for r in remote.split(",") if r.strip()]) > 1
+    return IntentDb(conn, (lambda: _connect(remote, timeout, creds)) if several else None)
+
+
+def _connect(remote: str, timeout: float, creds: Optional[tls.Tls]) -> rpc.Connection:
     try:
         conn = rpc.connect(remote, timeout, creds)
         found = rpc.schema_version(conn)
@@ -585,4 +684,4 @@ def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> Int
         conn.close()
         raise TapdbError(f"tapdb at {remote} has schema version {found}, older than "
                          f"{schema.version()}; restart it with 'sdnagent-tapdb start' to convert it")
-    return IntentDb(conn)
+    return conn

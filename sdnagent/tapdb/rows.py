@@ -41,7 +41,9 @@ def statuses(status_rows: Iterable[Any], column: str) -> Statuses:
     for r in status_rows:
         for obj in getattr(r, column):
             if obj is not None:
-                st = dict(r.status)
+                # the writer is the row's chassis, the column RBAC compared with the
+                # writer's certificate: never what the map says of itself
+                st = {**dict(r.status), "chassis": r.chassis}
                 found.setdefault(obj.uuid, []).append(
                     (_STATE_RANK.get(st.get("state", ""), 2), r.chassis, tuple(sorted(st.items()))))
     return {uuid: min(candidates)[2] for uuid, candidates in found.items()}

@@ -178,26 +178,38 @@ def _is_leader(conn: Connection) -> bool:
 
 
 def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> Connection:
-    """A connection to ``remote``; with several (a cluster), to the leader.  ``creds``
+    """A connection to ``remote``; with several (a cluster), to the leader, trying them
+    in turn until one leads or ``timeout`` has passed: a leader being elected (a
+    second or two after the last one died) is waited out, not reported.  ``creds``
     for ``ssl:`` remotes."""
     remotes = [r.strip() for r in remote.split(",") if r.strip()]
     if len(remotes) == 1:
         return _open(remotes[0], timeout, creds)
-    errors = []
-    for one in remotes:
-        try:
-            conn = _open(one, timeout, creds)
-        except RpcError as exc:
-            errors.append(f"{one}: {exc}")
-            continue
-        try:
-            if _is_leader(conn):
-                return conn
-            errors.append(f"{one}: not the leader")
-        except RpcError as exc:
-            errors.append(f"{one}: {exc}")
-        conn.close()
-    raise RpcError("; ".join(errors) or "no remote given")
+    if not remotes:
+        raise RpcError("no remote given")
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        errors = []
+        for one in remotes:
+            left = deadline - time.monotonic()
+            try:
+                conn = _open(one, max(left, 0.5), creds)
+            except RpcError as exc:
+                errors.append(f"{one}: {exc}")
+                continue
+            try:
+                if _is_leader(conn):
+                    conn.timeout = timeout
+                    return conn
+                errors.append(f"{one}: not the leader")
+            except RpcError as exc:
+                errors.append(f"{one}: {exc}")
+            conn.close()
+        if time.monotonic() + pause >= deadline:
+            raise RpcError("; ".join(errors) + f" (no leader within {timeout:g} s)")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def atoms(value: Any) -> list:

@@ -440,10 +440,11 @@ class TapdbRelay:
         return _pid_of(self.pidfile)
 
     def start(self, source: str, chassis_remotes: Sequence[str], tls: Tls, chassis_ca: str,
-              timeout: float = 30) -> list[str]:
+              timeout: float = 30, settle: float = 5) -> list[str]:
         """Run the relay of ``source`` (comma-separated remotes) with these agents'
-        listeners; what was done, for people.  It does not wait for its source:
-        agents move to another relay while this one has no copy."""
+        listeners; what was done, for people.  It waits ``settle`` seconds at most for
+        a copy of tapdb from its source, and succeeds without (a cold start): agents
+        take another relay, or wait, while this one has none."""
         sources = [s.strip() for s in source.split(",") if s.strip()]
         check_sources(sources)
         check_chassis_remotes(chassis_remotes)
@@ -468,8 +469,25 @@ class TapdbRelay:
               f"--unixctl={self.ctl}", f"--pidfile={self.pidfile}", f"--log-file={self.log}",
               f"--private-key={tls.private_key}", f"--certificate={tls.certificate}",
               f"--ca-cert={self.bundle}", "--detach", "--no-chdir"], timeout)
-        return [f"started the relay of {','.join(sources)} (pid {self.pid()}) for agents on "
+        done = [f"started the relay of {','.join(sources)} (pid {self.pid()}) for agents on "
                 + ", ".join(chassis_remotes)]
+        if not self.serving(settle):
+            done.append(f"the relay has no copy of tapdb yet (none within {settle:g} s): it "
+                        "serves its agents once a source answers")
+        return done
+
+    def serving(self, timeout: float) -> bool:
+        """Whether the relay holds a copy of tapdb to serve, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _run(["ovsdb-client", "--timeout=2", "get-schema-version", self.remote,
+                      schema.NAME], 3)
+                return True
+            except TapdbServerError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
 
     def stop(self, timeout: float = 10) -> bool:
         return _stop(self.pid, timeout)

@@ -51,3 +51,19 @@ def test_wait_names_a_live_chassis_that_did_not_apply_in_time(mlab):
         os.kill(agent.pid, signal.SIGCONT)
     done = tapctl(mlab, "--wait", "--timeout", "20", "session-enable", "session-01")
     assert done.returncode == 0, done.stderr
+
+
+def test_wait_names_a_chassis_that_falls_silent_during_the_wait(mlab):
+    """Alive when the wait begins, silent before it applies: named, exit 3, however long
+    the timeout (it is never dropped from the wait as if it had not been there)."""
+    two_host_example(mlab, heartbeat_interval="1")
+    agent = mlab["host-b"]._agent
+    os.kill(agent.pid, signal.SIGSTOP)  # its last heartbeat is under a second old
+    try:
+        late = tapctl(mlab, "--wait", "--timeout", "30", "session-disable", "session-01")
+        assert late.returncode == 3, (late.returncode, late.stderr)
+        assert "but host-b went silent during the wait before applying it (chassis host-b " \
+               "silent for" in late.stderr, late.stderr
+        assert "host-a" not in late.stderr
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)

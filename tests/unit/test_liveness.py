@@ -54,3 +54,20 @@ def test_lagging_names_only_live_chassis_behind():
     assert liveness.lagging(7, applied, beats, now=1005) == {"b": 5}
     assert liveness.lagging(5, applied, beats, now=1005) == {}
     assert liveness.lagging(8, {}, beats, now=1005) == {"a": 0, "b": 0}
+
+
+def test_a_heartbeat_from_the_future_is_not_believed():
+    """A chassis whose clock (or word) is ahead does not count as alive: not for its
+    statuses, not as a chassis a --wait waits for, not against chassis-del."""
+    now = 1_000_000
+    beats = {"host-b": Liveness(now + 100_000_000, 10), "host-a": Liveness(now + 5, 10)}
+    assert liveness.silence("host-b", beats, now) == "chassis host-b clock ahead by 100000000 s"
+    assert liveness.ahead("host-b", beats, now) and not liveness.ahead("host-a", beats, now)
+    # a few seconds ahead is clocks differing, not a lie
+    assert liveness.silence("host-a", beats, now) is None
+    assert liveness.silence("host-a", {"host-a": Liveness(now + liveness.AHEAD + 1, 10)},
+                            now) == f"chassis host-a clock ahead by {liveness.AHEAD + 1} s"
+    assert liveness.lagging(7, {"host-a": 6, "host-b": 6}, beats, now) == {"host-a": 6}
+    intent = written(example())
+    seen = liveness.apply(intent, {"vm-164": ("host-b",), "vm-230": ("host-a",)}, beats, now)
+    assert dict(seen.target("target-01").status)["state"] == "stale"
