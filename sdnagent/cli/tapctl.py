@@ -267,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tapdb connection, comma-separated for a cluster (default: $TAPDB, else "
                         f"{DEFAULT_DB})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help="seconds to wait for tapdb, and with --wait for the chassis "
-                        "(default %(default)s)")
+                   help="seconds to wait for tapdb (with several members, for one that "
+                        "leads: a leader being elected is waited out), and with --wait for "
+                        "the chassis (default %(default)s)")
     for option, env, what in (("--private-key", "TAPDB_PRIVATE_KEY", "your private key"),
                               ("--certificate", "TAPDB_CERTIFICATE", "your certificate"),
                               ("--ca-cert", "TAPDB_CA_CERT", "the CA tapdb's certificate "
@@ -276,8 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(option, metavar="FILE", default=os.environ.get(env),
                        help=f"for ssl: remotes, {what} (default: ${env})")
     p.add_argument("--wait", action="store_true",
-                   help="after a change, return only once every live chassis has applied it "
-                        f"(exit code {EXIT_NOT_APPLIED}, naming the others, if the time is up)")
+                   help="after a change, return only once every chassis alive when the wait "
+                        "begins has applied it (exit code "
+                        f"{EXIT_NOT_APPLIED}, naming the others, if the time is up or one "
+                        "falls silent first)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def cmd(name: str, help: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
