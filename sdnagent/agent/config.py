@@ -102,8 +102,14 @@ def load(argv: Optional[Sequence[str]] = None) -> cfg.ConfigOpts:
             section = conf if group is None else getattr(conf, group)
             for opt in opts:
                 getattr(section, opt.dest)
-        tls.of(conf.tapdb.ssl_key_file, conf.tapdb.ssl_cert_file, conf.tapdb.ssl_ca_cert_file,
-               "[tapdb] ssl_key_file, ssl_cert_file, ssl_ca_cert_file")
+        creds = tls.of(conf.tapdb.ssl_key_file, conf.tapdb.ssl_cert_file,
+                       conf.tapdb.ssl_ca_cert_file,
+                       "[tapdb] ssl_key_file, ssl_cert_file, ssl_ca_cert_file")
+        if creds is not None:
+            # a chassis certificate names the chassis: tapdb would refuse every row
+            # this agent writes under another name
+            tls.check(creds, ("[tapdb] ssl_key_file", "[tapdb] ssl_cert_file",
+                              "[tapdb] ssl_ca_cert_file"), host=conf.host)
     except (cfg.Error, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from exc
     return conf

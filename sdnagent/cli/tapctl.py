@@ -496,6 +496,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         creds = tls.of(args.private_key, args.certificate, args.ca_cert,
                        "--private-key, --certificate, --ca-cert")
+        if creds is not None:
+            tls.check(creds, ("--private-key", "--certificate", "--ca-cert"))
         api = ops.connect(args.db, timeout=args.timeout, creds=creds)
     except (ops.TapdbError, ValueError) as exc:
         print(f"tapctl: {exc}", file=sys.stderr)

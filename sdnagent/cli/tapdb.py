@@ -53,6 +53,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.action == "start":
             creds = tls.of(args.private_key, args.certificate, args.ca_cert,
                            "--private-key, --certificate, --ca-cert")
+            if creds is not None:
+                tls.check(creds, ("--private-key", "--certificate", "--ca-cert"))
+            if args.chassis_ca_cert:
+                tls.check_ca("--chassis-ca-cert", args.chassis_ca_cert)
             for remote in server.plain_exposed(args.remote):
                 print(f"sdnagent-tapdb: WARNING: {remote} listens beyond this host without "
                       "TLS: anyone who reaches it can read and change every mirroring "

@@ -362,7 +362,13 @@ def connect(remote: str, timeout: float = DEFAULT_TIMEOUT,
     try:
         helper = ovsdbutil.schema_helper(remote, schema.NAME, timeout)
     except ovsdbutil.FetchError as exc:
-        raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+        # the ovs library says only "Transport endpoint is not connected" when a TLS
+        # server refuses us: ask the TLS layer why
+        whys = [f"{r}: {why}" for r in remote.split(",") if creds is not None
+                and r.strip().startswith("ssl:")
+                and (why := tls.diagnose(r.strip(), creds, min(timeout, 3))) is not None]
+        raise TapdbError(f"cannot reach tapdb at {remote}: "
+                         + ("; ".join(whys) if whys else str(exc))) from exc
     found = helper.schema_json.get("version", "0")
     if schema.version_tuple(found) < schema.version_tuple(schema.version()):
         raise TapdbError(f"tapdb at {remote} has schema version {found}, older than "

@@ -43,6 +43,8 @@ class Connection:
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._next_id = 0
         self._decoder = json.JSONDecoder()
+        self.creds: Optional[tls.Tls] = None  # for ssl: what a refusal means
+        self._heard = False  # whether the server has said anything yet
 
     def close(self) -> None:
         self.sock.close()
@@ -77,7 +79,7 @@ class Connection:
         try:
             self.sock.sendall(json.dumps(msg, separators=(",", ":")).encode())
         except OSError as exc:
-            raise RpcError(str(exc.strerror or exc)) from exc
+            raise RpcError(self._refusal() or str(exc.strerror or exc)) from exc
 
     def _receive(self, deadline: float) -> dict:
         """The next message other than an echo request (those are answered)."""
@@ -107,13 +109,21 @@ class Connection:
             except socket.timeout:
                 continue
             except OSError as exc:
-                raise RpcError(str(exc.strerror or exc)) from exc
+                raise RpcError(self._refusal() or str(exc.strerror or exc)) from exc
             if not data:
-                raise RpcError("the server closed the connection")
+                raise RpcError(self._refusal() or "the server closed the connection")
+            self._heard = True
             piece = self._utf8.decode(data)
             if piece:
                 self._pending.append(piece)
                 self._size += len(piece)
+
+    def _refusal(self) -> Optional[str]:
+        """A TLS server that judges our certificate after the handshake (TLS 1.3) closes
+        the connection before its first answer: say why, in one line."""
+        if self.creds is None or self._heard:
+            return None
+        return tls.diagnose(self.remote, self.creds, self.timeout)
 
     def _worth_decoding(self) -> bool:
         """A large answer arrives in many pieces: try to decode what we have only when
@@ -142,10 +152,12 @@ def _open(remote: str, timeout: float, creds: Optional[tls.Tls]) -> Connection:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 sock: socket.socket = tls.client_context(creds).wrap_socket(raw)
-            except ssl.SSLError as exc:
+            except (ssl.SSLError, ConnectionResetError) as exc:
                 raw.close()
-                raise RpcError(f"TLS: {exc.reason or exc}") from exc
-            return Connection(sock, remote, timeout)
+                raise RpcError(tls.refused(creds, exc)) from exc
+            conn = Connection(sock, remote, timeout)
+            conn.creds = creds
+            return conn
         if kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)

@@ -215,7 +215,7 @@ def test_a_dead_host_shows_stale_statuses(mlab):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert re.fullmatch(r"tapctl: error: chassis: chassis host-a is alive \(heard \d+ s ago\); "
-                        r"stop its agent before deleting it\n", proc.stderr)
+                        r"stop its agent before deleting it, or give --force\n", proc.stderr)
     mlab.tapctl("chassis-del", "host-b")
     assert "host-b" not in {c["name"] for c in mlab.status()["chassis"]}
     assert target_status(mlab, "target-01") == {}

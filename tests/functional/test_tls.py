@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -14,7 +15,7 @@ from sdnagent import pki, sandbox, tls
 from sdnagent.cli import tapctl as tapctl_cli
 from sdnagent.tapdb import client, ops, server
 from tests.conftest import require_ovs
-from tests.functional.mirrorlab import MirrorLab
+from tests.functional.mirrorlab import MirrorLab, wait_until
 from tests.functional.test_agent import two_host_example
 
 BIN = Path(sys.executable).parent
@@ -156,3 +157,103 @@ def test_the_two_host_example_over_tls():
             print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
         lab.stop()
         shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+def test_tls_failures_are_one_line_naming_the_file(tls_tapdb, capsys, tmp_path):
+    remote = tls_tapdb["remote"]
+    rogue, operator, host_a = tls_tapdb["rogue"], tls_tapdb["operator"], tls_tapdb["host-a"]
+    # a certificate of another CA (and our CA file): the server refuses it
+    foreign = tls.Tls(rogue.private_key, rogue.certificate, operator.ca_cert)
+    rc, out, err = run(capsys, "--db", remote, *creds(foreign), "--timeout", "3", "show")
+    assert rc == 1 and err == (
+        f"tapctl: cannot reach tapdb at {remote}: the server refused our certificate "
+        f"{rogue.certificate} (CN operator, issued by sdnagent CA): it is not signed by a CA "
+        "the server trusts, or it expired there\n"), err
+    # a chassis certificate on a member's listener: refused the same way
+    rc, out, err = run(capsys, "--db", remote, *creds(host_a), "--timeout", "3", "show")
+    assert rc == 1 and "the server refused our certificate" in err
+    assert "issued by sdnagent chassis CA" in err and err.count("\n") == 1
+    # our certificate, but the CA file of another deployment: the server is not believed
+    mixed = tls.Tls(operator.private_key, operator.certificate, rogue.ca_cert)
+    rc, out, err = run(capsys, "--db", remote, *creds(mixed), "--timeout", "3", "show")
+    assert rc == 1 and err.startswith(
+        f"tapctl: cannot reach tapdb at {remote}: the server's certificate does not verify "
+        f"against the CA {rogue.ca_cert} ("), err
+    # files checked before connecting
+    gone = str(tmp_path / "gone.pem")
+    rc, out, err = run(capsys, "--db", remote, "--private-key", operator.private_key,
+                       "--certificate", gone, "--ca-cert", operator.ca_cert, "show")
+    assert (rc, err) == (1, f"tapctl: --certificate {gone}: no such file\n")
+
+
+def test_the_agent_says_what_is_wrong_with_its_certificate(tls_tapdb, tmp_path):
+    host_a, rogue = tls_tapdb["host-a"], tls_tapdb["rogue"]
+    gone = str(tmp_path / "gone.pem")
+    assert run_agent(tmp_path, tls_tapdb, host_a.private_key, gone, "host-a") == (
+        2, f"sdnagent: configuration error: [tapdb] ssl_cert_file {gone}: no such file\n")
+    assert run_agent(tmp_path, tls_tapdb, host_a.private_key, host_a.certificate, "host-b") == (
+        2, f"sdnagent: configuration error: [tapdb] ssl_cert_file {host_a.certificate}: its "
+           "common name is host-a, not this agent's host host-b\n")
+    # a certificate the relay does not trust (another CA's): one line per attempt naming
+    # it, and the agent goes on trying (a server may be fixed while it runs)
+    lab = sandbox.Lab(hosts=("operator",), tapdb=False).start()
+    try:
+        host = lab["operator"]
+        host.start_agent(tls_tapdb["agents"], tapdb__ssl_key_file=rogue.private_key,
+                         tapdb__ssl_cert_file=rogue.certificate,
+                         tapdb__ssl_ca_cert_file=host_a.ca_cert)
+        said = (f"cannot reach tapdb yet (cannot reach tapdb at {tls_tapdb['agents']}: "
+                f"{tls_tapdb['agents']}: the server refused our certificate "
+                f"{rogue.certificate} (CN operator, issued by sdnagent CA)")
+        wait_until(lambda: host.agent_log().count(said) >= 2, 20, "two attempts, named")
+        assert "Traceback" not in host.agent_log()
+    finally:
+        lab.stop()
+
+
+def run_agent(tmp_path, tls_tapdb, key: str, cert: str, host: str,
+              seconds: float = 30) -> tuple[Optional[int], str]:
+    """``sdnagent`` with these files, until it exits or for ``seconds`` (then stopped):
+    its exit status (None when it was still running) and its output."""
+    conf = tmp_path / "sdnagent.conf"
+    conf.write_text(f"[DEFAULT]\nhost = {host}\n[tunnel]\nlocal_ip = 10.255.0.1\n"
+                    f"[ovs]\novsdb_connection = unix:{tmp_path}/nothing.sock\n"
+                    f"[tapdb]\nconnection = {tls_tapdb['agents']}\n"
+                    f"ssl_key_file = {key}\nssl_cert_file = {cert}\n"
+                    f"ssl_ca_cert_file = {tls_tapdb['host-a'].ca_cert}\n")
+    proc = subprocess.Popen([str(BIN / "sdnagent"), "--config-file", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=seconds)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        return None, out
+
+
+def test_sdnagent_tapdb_checks_its_files_first(tmp_path):
+    ca = tmp_path / "pki"
+    member = pki.issue(ca, "tapdb", "tapdb")
+    gone = str(tmp_path / "gone.pem")
+
+    def start(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "sdnagent-tapdb"), "start", "--dir",
+                               str(tmp_path / "db"), "--remote", "pssl:0:127.0.0.1", *args],
+                              capture_output=True, text=True, timeout=60)
+    done = start("--private-key", gone, "--certificate", member.certificate,
+                 "--ca-cert", member.ca_cert)
+    assert (done.returncode, done.stderr) == (
+        1, f"sdnagent-tapdb: --private-key {gone}: no such file\n")
+    other = pki.issue(ca, "relay-1", "relay")
+    done = start("--private-key", other.private_key, "--certificate", member.certificate,
+                 "--ca-cert", member.ca_cert)
+    assert (done.returncode, done.stderr) == (
+        1, f"sdnagent-tapdb: --private-key {other.private_key}: not the key of --certificate "
+           f"{member.certificate}\n")
+    done = start("--private-key", member.private_key, "--certificate", member.certificate,
+                 "--ca-cert", member.ca_cert, "--chassis-remote", "pssl:0:127.0.0.1",
+                 "--chassis-ca-cert", gone)
+    assert (done.returncode, done.stderr) == (
+        1, f"sdnagent-tapdb: --chassis-ca-cert {gone}: no such file\n")
+    assert not (tmp_path / "db" / "tapdb.pid").exists()

@@ -56,9 +56,17 @@ def test_tls_settings_go_together(tmp_path):
     assert str(info.value) == ("[tapdb] ssl_key_file, ssl_cert_file, ssl_ca_cert_file: give "
                                "the private key, the certificate and the CA certificate "
                                "together")
-    f.write_text("[tunnel]\nlocal_ip = 10.0.0.5\n[tapdb]\nssl_key_file = /k.pem\n"
-                 "ssl_cert_file = /c.pem\nssl_ca_cert_file = /ca.pem\n")
-    assert config.load(["--config-file", str(f)]).tapdb.ssl_ca_cert_file == "/ca.pem"
+    from sdnagent import pki
+    creds = pki.issue(tmp_path / "pki", "hv-1", "chassis")
+    f.write_text(f"[DEFAULT]\nhost = hv-1\n[tunnel]\nlocal_ip = 10.0.0.5\n[tapdb]\n"
+                 f"ssl_key_file = {creds.private_key}\nssl_cert_file = {creds.certificate}\n"
+                 f"ssl_ca_cert_file = {creds.ca_cert}\n")
+    assert config.load(["--config-file", str(f)]).tapdb.ssl_ca_cert_file == creds.ca_cert
+    # the files are read now, not at the first connection
+    f.write_text(f.read_text().replace(creds.ca_cert, "/nowhere/ca.pem"))
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config-file", str(f)])
+    assert str(info.value) == "[tapdb] ssl_ca_cert_file /nowhere/ca.pem: no such file"
 
 
 def test_logging_goes_to_a_file_or_to_the_journal(tmp_path, monkeypatch):
