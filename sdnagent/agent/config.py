@@ -62,10 +62,10 @@ TAPDB_OPTS = [
                     "where this chassis may write only its own rows."),
     cfg.FloatOpt("timeout", default=10.0, min=0.1, help="Seconds to wait for tapdb."),
     cfg.StrOpt("ssl_key_file", help="For ssl: connections: this chassis's private key."),
-    cfg.StrOpt("ssl_cert_file", help="For ssl: connections: its certificate, whose common "
-               "name is this chassis's name ([DEFAULT] host)."),
-    cfg.StrOpt("ssl_ca_cert_file", help="For ssl: connections: the CA that tapdb's "
-               "certificate must chain to."),
+    cfg.StrOpt("ssl_cert_file", help="For ssl: connections: its certificate (of the "
+               "chassis CA), whose common name is this chassis's name ([DEFAULT] host)."),
+    cfg.StrOpt("ssl_ca_cert_file", help="For ssl: connections: the CA that the "
+               "certificates of tapdb's relays and members must chain to (the tapdb CA)."),
 ]
 
 
