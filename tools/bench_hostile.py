@@ -118,14 +118,19 @@ def run() -> list[Row]:
             "(b) a 20 MB value in a bounded column",
             lambda: huge_request(relay_remote, hostile, 20 << 20)))
 
-        def slow_monitors() -> str:
+        def monitors(prefix: str) -> list[ssl.SSLSocket]:
+            """30 chassis monitoring the targets, which will never read an answer."""
             socks = []
             for i in range(30):
-                s = raw_tls(relay_remote, pki.issue(ca, f"hv-slow{i}", "chassis"))
+                s = raw_tls(relay_remote, pki.issue(ca, f"{prefix}{i}", "chassis"))
                 s.sendall(json.dumps({"method": "monitor", "id": 1, "params": [
                     "Tap", None, {"Mirror_Target": {"columns": ["name", "external_ids"]}}]})
                     .encode())
                 socks.append(s)
+            return socks
+
+        def slow_monitors() -> str:
+            socks = monitors("hv-slow")
             big = ["map", [[f"k{j:02d}", "v" * 1000] for j in range(30)]]
             for i in range(CHANGES):
                 operator.target_add(f"t{i:03d}", vxlan=f"10.9.{i // 250}.{i % 250 + 1}")
@@ -151,13 +156,7 @@ def run() -> list[Row]:
             f"(c) 30 monitors that never read, {CHANGES} changes of 30 KB", slow_monitors))
 
         def late_monitors() -> str:
-            socks = []
-            for i in range(30):
-                s = raw_tls(relay_remote, pki.issue(ca, f"hv-late{i}", "chassis"))
-                s.sendall(json.dumps({"method": "monitor", "id": 1, "params": [
-                    "Tap", None, {"Mirror_Target": {"columns": ["name", "external_ids"]}}]})
-                    .encode())
-                socks.append(s)
+            socks = monitors("hv-late")
             time.sleep(3)
             show = subprocess.run(["ovs-appctl", "-t", str(member.relay.ctl), "memory/show"],
                                   capture_output=True, text=True).stdout.strip()

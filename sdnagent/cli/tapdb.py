@@ -62,6 +62,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "TLS: anyone who reaches it can read and change every mirroring "
                       "session; use pssl: with --private-key, --certificate and --ca-cert",
                       file=sys.stderr)
+            if args.chassis_remote and not args.chassis_ca_cert:
+                print("sdnagent-tapdb: WARNING: agents' listeners on the member itself: any "
+                      "certificate of --ca-cert may then also use the operators' listeners "
+                      "and the Raft port; give --chassis-ca-cert (the chassis CA) to serve "
+                      "agents from a relay", file=sys.stderr)
             relay_of = [r.strip() for r in (args.relay_of or "").split(",") if r.strip()]
             if relay_of and args.cluster is None and not srv.db.exists():
                 member_only = [o for o, v in (("--remote", args.remote), ("--cluster", args.cluster),

@@ -588,11 +588,11 @@ class IntentDb:
         state: dict[str, dict] = {}
 
         def merge(update: dict) -> None:
-            for uuid, change in update.get("Chassis_Private", {}).items():
+            for row, change in update.get("Chassis_Private", {}).items():
                 if change.get("new") is None:
-                    state.pop(uuid, None)
+                    state.pop(row, None)
                 else:
-                    state[uuid] = {**state.get(uuid, {}), **change["new"]}
+                    state[row] = {**state.get(row, {}), **change["new"]}
 
         def read() -> tuple[dict[str, liveness.Liveness], dict[str, int]]:
             return ({r["name"]: liveness.Liveness(r["heartbeat"], r["heartbeat_interval"])

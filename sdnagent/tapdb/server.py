@@ -163,9 +163,10 @@ class TapdbServer:
         is given.  A cluster member's relay also takes ``relay_of``, the
         members' listeners: it copies from this member while it lives and from
         another when it stops (a relay keeps telling its agents it is connected
-        while its source is gone, so they would not move).  ``tls``: the server's key and certificate and the CA its
-        clients' (and Raft peers') certificates must be signed by, for
-        ``pssl:`` remotes and ``ssl:`` cluster addresses.
+        while its source is gone, so they would not move).  ``tls``: the
+        server's key and certificate and the CA its clients' (and Raft peers')
+        certificates must be signed by, for ``pssl:`` remotes and ``ssl:``
+        cluster addresses.
 
         A cluster member that finds no quorum within ``settle`` seconds (the
         first member of a stopped cluster to start) still succeeds: the schema
@@ -338,7 +339,6 @@ class TapdbServer:
                             info["cluster " + key.strip().lower()] = value.strip()
                 except TapdbServerError as exc:
                     info["cluster"] = f"unavailable ({exc})"
-
         if self.relay.pid():
             info.update(("relay " + k, v) for k, v in self.relay.status().items()
                         if k != "directory")

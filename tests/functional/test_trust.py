@@ -11,20 +11,12 @@ import time
 
 import pytest
 
-from sdnagent import pki, sandbox
+from sdnagent import pki
 from sdnagent.tapdb import client, ops, rpc, schema, server
 from sdnagent.tls import Tls
 from tests.conftest import require_ovs
 from tests.functional.test_rbac import refused
-
-
-def _ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        p = sandbox.free_port()
-        if p not in ports:
-            ports.append(p)
-    return ports
+from tests.functional.tier import free_ports
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def tier():
     require_ovs()
     directory = tempfile.mkdtemp(prefix="sdn-trust-")
     ca = f"{directory}/pki"
-    raft, listen, agents = _ports(3), _ports(3), _ports(1)[0]
+    raft, listen, agents = free_ports(3), free_ports(3), free_ports(1)[0]
     members = [server.TapdbServer(f"{directory}/m{i}") for i in range(3)]
     relay = server.TapdbRelay(f"{directory}/relay")
     member_tls = pki.issue(ca, "tapdb", "tapdb")
@@ -84,7 +76,7 @@ def test_a_chassis_certificate_cannot_join_the_cluster(tier):
     os.makedirs(rogue)
     creds = chassis_creds(tier, "host-c")
     db = f"{rogue}/tapdb.db"
-    local = f"ssl:127.0.0.1:{_ports(1)[0]}"
+    local = f"ssl:127.0.0.1:{free_ports(1)[0]}"
     subprocess.run(["ovsdb-tool", "join-cluster", db, schema.NAME, local, tier["raft"][0]],
                    check=True, capture_output=True)
     subprocess.run(["ovsdb-server", db, f"--remote=punix:{rogue}/s.sock",
