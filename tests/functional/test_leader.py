@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,6 +18,7 @@ from tests.conftest import require_ovs
 from tests.functional.mirrorlab import wait_until
 from tests.functional.tier import Tier
 
+BIN_PATH = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
 APPLY_WITHIN = 3.0  # seconds from the commit to the agent's report that the switch has it
 
 
@@ -55,7 +58,7 @@ def test_agents_behind_relays_ride_out_a_killed_leader():
         lab.start()
         host = lab["host-a"]
         host.add_vm_port("vm230", "vm-230", mac="52:54:00:00:02:30")
-        host.start_agent(tier.relays, **tier.agent_options("host-a"))
+        host.start_agent(tier.relays, heartbeat_interval="1", **tier.agent_options("host-a"))
 
         def example(api: ops.IntentDb) -> None:
             api.target_add("target-02", vxlan=sandbox.COLLECTOR_IP, enabled=True)
@@ -90,6 +93,20 @@ def test_agents_behind_relays_ride_out_a_killed_leader():
         generation, _ = commit(tier, lambda api: api.set_enabled("session", "session-02", True))
         wait_until(lambda: applied(tier, "host-a") >= generation, 30, "host-a to apply")
         assert has_session_02()
+
+        # an agent stopped while tapctl --wait waits for it is named, not dropped
+        creds = tier.operator_tls
+        os.kill(host._agent.pid, signal.SIGSTOP)
+        try:
+            late = subprocess.run(
+                ["tapctl", "--db", tier.operators, "--private-key", creds.private_key,
+                 "--certificate", creds.certificate, "--ca-cert", creds.ca_cert, "--wait",
+                 "--timeout", "30", "session-disable", "session-02"],
+                capture_output=True, text=True, env=dict(os.environ, PATH=BIN_PATH))
+        finally:
+            os.kill(host._agent.pid, signal.SIGCONT)
+        assert late.returncode == 3, late.stderr
+        assert "but host-a went silent during the wait before applying it" in late.stderr
     finally:
         lab.stop()
         tier.stop()
