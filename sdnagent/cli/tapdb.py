@@ -69,9 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "agents from a relay", file=sys.stderr)
             relay_of = [r.strip() for r in (args.relay_of or "").split(",") if r.strip()]
             if relay_of and args.cluster is None and not srv.db.exists():
-                member_only = [o for o, v in (("--remote", args.remote), ("--cluster", args.cluster),
-                                              ("--local", args.local), ("--member", args.member))
-                               if v]
+                given = (("--remote", args.remote), ("--cluster", args.cluster),
+                         ("--local", args.local), ("--member", args.member))
+                member_only = [option for option, value in given if value]
                 if member_only:
                     raise ValueError(f"{member_only[0]}: not allowed for a relay (--relay-of "
                                      "without a database in --dir or --cluster): it has no "

@@ -200,19 +200,21 @@ def test_three_member_cluster(workdir):
         api.close()
 
 
-def unit_start(directory: Path, options: str) -> subprocess.CompletedProcess:
-    """The packaged unit's ExecStart as systemd runs it (Type=forking): the command line
-    with $TAPDB_OPTIONS split on blanks, this venv's commands and ``directory`` for
-    /var/lib/sdnagent/tapdb; it must exit 0 within TimeoutStartSec, leaving the daemon
-    in PIDFile."""
-    unit = (Path(__file__).resolve().parents[2] / "etc/systemd/sdnagent-tapdb.service").read_text()
+def unit_start(directory: Path, options: str,
+               unit_name: str = "sdnagent-tapdb.service") -> subprocess.CompletedProcess:
+    """A packaged unit's ExecStart as systemd runs it (Type=forking): the command line
+    with its options variable split on blanks, this venv's commands and ``directory``
+    for /var/lib/sdnagent/tapdb; it must exit 0 within TimeoutStartSec, leaving the
+    daemon in PIDFile."""
+    unit = (Path(__file__).resolve().parents[2] / "etc/systemd" / unit_name).read_text()
     settings = dict(line.split("=", 1) for line in unit.splitlines()
                     if "=" in line and not line.startswith("#"))
     command = (settings["ExecStart"].replace("/opt/sdnagent/.venv/bin", str(BIN))
                .replace("/var/lib/sdnagent/tapdb", str(directory)))
     timeout = float(settings["TimeoutStartSec"].rstrip("s"))
+    variable = "$" + settings["Environment"].rstrip("=")
     argv = [w for word in command.split() for w in
-            (options.split() if word == "$TAPDB_OPTIONS" else [word])]
+            (options.split() if word == variable else [word])]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     pidfile = Path(settings["PIDFile"].replace("/var/lib/sdnagent/tapdb", str(directory)))
     assert proc.returncode == 0, proc.stderr
@@ -282,7 +284,8 @@ def test_conversion_first_removes_what_chassis_wrote_beyond_the_bounds(workdir):
             {"op": "insert", "table": "Chassis",
              "row": {"name": "host-b", "tunnel_ip": "10.255.0.2", "encap": "vxlan",
                      "external_ids": ["map", [["site", "rack-2"]]]}},
-            {"op": "insert", "table": "Binding", "row": {"iface_id": "vm-230", "chassis": "host-a"}},
+            {"op": "insert", "table": "Binding",
+             "row": {"iface_id": "vm-230", "chassis": "host-a"}},
             {"op": "insert", "table": "Binding", "row": {"iface_id": big, "chassis": "host-a"}},
             {"op": "insert", "table": "Target_Status",
              "row": {"chassis": "host-a", "status": ["map", [["state", "active"],
@@ -305,9 +308,10 @@ def test_conversion_first_removes_what_chassis_wrote_beyond_the_bounds(workdir):
             capture_output=True, text=True, check=True).stdout
         return sorted(json.dumps(r, sort_keys=True) for r in json.loads(out)[0]["rows"])
 
-    assert dump("Chassis", "name", "external_ids") == sorted(json.dumps(r, sort_keys=True) for r in (
-        {"name": "host-a", "external_ids": ["map", []]},
-        {"name": "host-b", "external_ids": ["map", [["site", "rack-2"]]]}))
+    assert dump("Chassis", "name", "external_ids") == sorted(
+        json.dumps(r, sort_keys=True) for r in (
+            {"name": "host-a", "external_ids": ["map", []]},
+            {"name": "host-b", "external_ids": ["map", [["site", "rack-2"]]]}))
     assert dump("Binding", "iface_id") == [json.dumps({"iface_id": "vm-230"})]
     assert dump("Target_Status", "chassis") == []
     assert dump("Session_Stats", "chassis") == [json.dumps({"chassis": "host-b"})]

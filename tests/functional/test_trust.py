@@ -183,3 +183,35 @@ def test_a_20_mb_write_is_refused_and_no_member_pays_for_it(tier):
     # the members' memory: the 60 MB offered went to the relay alone
     for m in tier["members"]:
         assert rss_kib(m.pid()) - before[m.dir] < 8 << 10, m.dir
+
+
+def test_a_relay_of_its_own_started_as_its_unit_runs_it(tier):
+    """``sdnagent-tapdb start --relay-of ...`` under the packaged relay unit: agents write
+    their rows through it; status and stop see it."""
+    from tests.functional.test_tapdb_server import tapdb_cli, unit_start
+    directory = os.path.join(tier["dir"], "relay-2")
+    port = free_ports(1)[0]
+    relay_tls = pki.issue(tier["ca"], "relay-2", "relay")
+    options = (f"--relay-of {tier['operators']} --chassis-remote pssl:{port}:127.0.0.1 "
+               f"--private-key {relay_tls.private_key} --certificate {relay_tls.certificate} "
+               f"--ca-cert {relay_tls.ca_cert} --chassis-ca-cert {pki.chassis_ca(tier['ca'])}")
+    done = unit_start(directory, options, "sdnagent-tapdb-relay.service")
+    assert "started the relay of" in done.stdout, done.stdout
+    try:
+        agent = client.connect(f"ssl:127.0.0.1:{port}", 20, chassis="host-r",
+                               creds=chassis_creds(tier, "host-r"))
+        try:
+            agent.register_chassis("host-r", "10.255.0.9", "vxlan")
+        finally:
+            agent.close()
+        api = operator(tier)
+        try:
+            assert ("host-r", "10.255.0.9", "vxlan") in api.everything().chassis
+        finally:
+            api.close()
+        status = tapdb_cli("status", "--dir", directory)
+        assert status.returncode == 0 and "state: running" in status.stdout
+        assert "source: connected" in status.stdout, status.stdout
+    finally:
+        assert tapdb_cli("stop", "--dir", directory).stdout == "sdnagent-tapdb: stopped\n"
+    assert server.TapdbRelay(os.path.join(directory, "relay")).pid() is None
