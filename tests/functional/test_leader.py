@@ -94,6 +94,19 @@ def test_agents_behind_relays_ride_out_a_killed_leader():
         wait_until(lambda: applied(tier, "host-a") >= generation, 30, "host-a to apply")
         assert has_session_02()
 
+        # the member under the agent's relay killed (the leader or not): the relay copies
+        # from another, and the agent, which stays on it, applies the next change
+        under = tier.relay_in_use()
+        os.kill(tier.members[under].pid(), signal.SIGKILL)
+        generation, committed = commit(
+            tier, lambda api: api.set_enabled("session", "session-02", False))
+        wait_until(lambda: applied(tier, "host-a") >= generation, APPLY_WITHIN,
+                   "host-a to apply the change committed after its relay's member died")
+        assert not has_session_02()
+        tier.start_member(under)
+        generation, _ = commit(tier, lambda api: api.set_enabled("session", "session-02", True))
+        wait_until(lambda: applied(tier, "host-a") >= generation, 30, "host-a to apply")
+
         # an agent stopped while tapctl --wait waits for it is named, not dropped
         creds = tier.operator_tls
         os.kill(host._agent.pid, signal.SIGSTOP)

@@ -81,3 +81,12 @@ class Tier:
             if m.pid() is not None and "Role: leader" in self.cluster_status(i):
                 return i
         raise AssertionError("the cluster has no leader")
+
+    def relay_in_use(self) -> int:
+        """The member whose relay has a client (the tests run one agent)."""
+        for i, m in enumerate(self.members):
+            show = subprocess.run(["ovs-appctl", "-t", str(m.relay.ctl), "memory/show"],
+                                  capture_output=True, text=True).stdout
+            if "sessions:" in show and int(show.split("sessions:")[1].split()[0]) > 0:
+                return i
+        raise AssertionError("no relay has a client")
