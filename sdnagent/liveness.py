@@ -66,12 +66,8 @@ def _stale(status: tuple[tuple[str, str], ...], why: str) -> tuple[tuple[str, st
 
 
 def target_chassis(target: model.Target, bindings: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """The chassis a target lives on, as far as tapdb knows."""
-    if target.type == "nic":
-        return (target.chassis or "",)
-    if target.type == "port":
-        return tuple(bindings.get(target.iface_id or "", ()))
-    return ()
+    """The chassis a target lives on, as far as tapdb knows (its kind says)."""
+    return target.kind.hosts(target, bindings)
 
 
 def apply(intent: model.Intent, bindings: Mapping[str, tuple[str, ...]],

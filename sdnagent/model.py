@@ -14,7 +14,10 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from sdnagent import targets
 
 SESSION_PRIORITY = (1, 32766)
 RULE_PRIORITY = (1, 16777216)
@@ -31,7 +34,6 @@ DIRECTIONS = ("in", "out", "both")
 RULE_DIRECTIONS = ("inbound", "outbound")
 ACTIONS = ("accept", "reject")
 ETHERTYPES = ("ipv4", "ipv6")
-TARGET_TYPES = ("port", "nic", "vxlan")
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_NUMBERS.items()}
 PORT_PROTOCOLS = (6, 17)
@@ -129,11 +131,13 @@ class Target:
     status: tuple[tuple[str, str], ...] = ()
 
     def where(self) -> str:
-        if self.type == "port":
-            return f"port {self.iface_id}"
-        if self.type == "nic":
-            return f"nic {self.chassis}:{self.nic}"
-        return f"vxlan {self.remote_ip}"
+        """Where it is, as people read it (its kind says)."""
+        return self.kind.where(self)
+
+    @property
+    def kind(self) -> "targets.Kind":
+        from sdnagent import targets  # the kinds build Targets: imported when asked
+        return targets.kind(self.type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,43 +351,25 @@ def parse_vswitch(text: str) -> tuple[str, str, Optional[int]]:
 # ---------------------------------------------------------------- rules
 
 
-def new_target(intent: Intent, name: str, *, port: Optional[str] = None,
-               nic: Optional[str] = None, vxlan: Optional[str] = None,
-               enabled: bool = False, tunnel_ips: Mapping[str, str] = {}) -> Target:
-    """``tunnel_ips``: the registered chassis's tunnel addresses, by chassis."""
+def new_target(intent: Intent, name: str, *, enabled: bool = False,
+               tunnel_ips: Mapping[str, str] = {}, **where: Optional[str]) -> Target:
+    """A new target of the kind named by the one ``where`` given (``port="vm-164"``,
+    ``nic=...``, ``vxlan=...``: its tapctl option); ``tunnel_ips``: the registered
+    chassis's tunnel addresses, by chassis."""
+    from sdnagent import targets
     name = parse_name("target", name)
     if name in intent.targets:
         raise IntentError("target name", f"a target named {name!r} already exists")
-    given = [opt for opt, v in (("--port", port), ("--nic", nic), ("--vxlan", vxlan)) if v is not None]
-    if len(given) != 1:
-        raise IntentError("target type", "give exactly one of --port IFACE_ID, --nic CHASSIS:IFNAME "
-                          "or --vxlan IP")
+    given = [(k, v) for k, v in where.items() if v is not None]
+    unknown = [k for k in where if k not in targets.KINDS]
+    if len(given) != 1 or unknown:
+        options = [f"{k.option} {k.metavar}" for k in targets.KINDS.values()]
+        raise IntentError("target type", "give exactly one of " + ", ".join(options[:-1])
+                          + " or " + options[-1])
     key = free_number("tunnel key", (t.tunnel_key for t in intent.targets.values()),
                       TUNNEL_KEY)
-    if port is not None:
-        iface = parse_iface_id("port", port)
-        for t in intent.targets.values():
-            if t.type == "port" and t.iface_id == iface:
-                raise IntentError("port", f"iface {iface} is already target {t.name!r}")
-        using = intent.sessions_of_port(iface)
-        if using:
-            raise IntentError("port", f"iface {iface} is a source of session {using[0]!r}; a port "
-                              "cannot be both a source and a target")
-        return Target(name, "port", key, iface_id=iface, enabled=enabled)
-    if nic is not None:
-        chassis, ifname = parse_nic(nic)
-        why = reserved_port(ifname)
-        if why:
-            raise IntentError("nic", why)
-        for t in intent.targets.values():
-            if t.type == "nic" and (t.chassis, t.nic) == (chassis, ifname):
-                raise IntentError("nic", f"{chassis}:{ifname} is already target {t.name!r}")
-        return Target(name, "nic", key, chassis=chassis, nic=ifname, enabled=enabled)
-    ip = parse_ip("vxlan", vxlan)
-    why = collector_at_chassis(ip, tunnel_ips)
-    if why:
-        raise IntentError("vxlan", why)
-    return Target(name, "vxlan", key, remote_ip=ip, enabled=enabled)
+    (kind_name, value), = given
+    return targets.kind(kind_name).new(intent, name, key, value, enabled, tunnel_ips)
 
 
 def collector_at_chassis(ip: str, tunnel_ips: Mapping[str, str]) -> Optional[str]:
@@ -471,18 +457,11 @@ def check_stored(intent: Intent, session: Session) -> None:
 
 
 def check_stored_target(target: Target) -> None:
-    """A stored target has the fields of its type, each well formed."""
-    if target.type == "port":
-        parse_iface_id("iface_id", target.iface_id or "")
-    elif target.type == "nic":
-        parse_nic(f"{target.chassis or ''}:{target.nic or ''}")
-        why = reserved_port(target.nic or "")
-        if why:
-            raise IntentError("nic", why)
-    elif target.type == "vxlan":
-        parse_ip("remote_ip", target.remote_ip or "")
-    else:
-        parse_choice("type", target.type, TARGET_TYPES)
+    """A stored target has the fields of its kind, each well formed."""
+    from sdnagent import targets
+    if target.type not in targets.KINDS:
+        parse_choice("type", target.type, targets.KINDS)
+    targets.kind(target.type).check_stored(target)
 
 
 def check_stored_source(source: Source) -> None:

@@ -224,8 +224,7 @@ def delivery(intent: model.Intent, session: str, port: str,
     if len(here) != 1:
         return (f"nowhere: port {port} is " + ("bound on no chassis" if not here else
                                                f"claimed by chassis {' and '.join(here)}"))
-    there = ((target.chassis,) if target.type == "nic"
-             else bindings.get(target.iface_id or "", ()))
+    there = target.kind.hosts(target, bindings)
     what = f"target {target.name} ({target.where()})"
     if len(there) != 1:
         return (f"nowhere: {what} is " + ("on no chassis" if not there else

@@ -107,8 +107,8 @@ class Chassis(Peer):
         where["Mirror_Source"] = [{"where": [["iface_id", "==", ["set", [f"{self.name}-vm"]]]]}]
         where["Binding"] = [{"where": [["chassis", "==", self.name]]}]
         where["Chassis_Private"] = [{"where": [["name", "==", self.name]]}]
-        for table in ("Source_Status", "Target_Status"):
-            where[table] = [{"where": [["chassis", "==", self.name]]}]
+        for status in ("Source_Status", "Target_Status"):
+            where[status] = [{"where": [["chassis", "==", self.name]]}]
         self.send({"method": "monitor_cond", "params": ["Tap", self.name, where], "id": 1})
 
     def handle(self, msg: dict, now: float) -> None:

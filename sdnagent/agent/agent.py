@@ -371,8 +371,7 @@ class Agent:
         local_ifaces = frozenset(local["ports"])
         target_ifaces = _port_target_ifaces(intent)
         here = {t.name for t in intent.targets.values()
-                if (t.type == "port" and t.iface_id in local_ifaces)
-                or (t.type == "nic" and t.chassis == self.chassis)}
+                if t.kind.lives_on(t, self.chassis, local_ifaces)}
         sending = [s for s in intent.sessions.values() if s.target in here]
         sources = self.tapdb.source_uuids(snapshot.rows["session", s.name] for s in sending)
         source_ifaces = frozenset(src.iface_id for s in sending for src in s.sources
@@ -386,7 +385,7 @@ class Agent:
     def _publish_bindings(self, intent: Any, local: dict) -> None:
         """Say where the ifaces that are sources or targets live, so others find them."""
         assert self.tapdb is not None
-        wanted = {t.iface_id for t in intent.targets.values() if t.type == "port"}
+        wanted = {t.kind.iface(t) for t in intent.targets.values()} - {None}
         for sess in intent.sessions.values():
             wanted |= {s.iface_id for s in sess.sources if s.type == "port"}
         self.tapdb.publish_bindings(self.chassis, {i for i in wanted if i in local["ports"]})
@@ -452,8 +451,7 @@ def _give_back_memory() -> None:
 
 
 def _port_target_ifaces(intent: Any) -> frozenset[str]:
-    return frozenset(t.iface_id for t in intent.targets.values()
-                     if t.type == "port" and t.iface_id)
+    return frozenset(i for t in intent.targets.values() if (i := t.kind.iface(t)))
 
 
 def _kind(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from sdnagent import liveness, model, tls, trace
+from sdnagent import liveness, model, targets, tls, trace
 from sdnagent.tapdb import ops, rpc, schema
 
 DEFAULT_DB = f"unix:{schema.DEFAULT_DIR}/tapdb.sock"
@@ -52,7 +52,7 @@ def _source_line(src: model.Source, bound: Optional[frozenset[str]],
 
 def _target_line(t: model.Target, bound: Optional[frozenset[str]]) -> str:
     line = f"{t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}"
-    if t.type == "vxlan":  # no chassis hosts it: its sources' status says if copies leave
+    if not t.kind.has_status:  # no chassis hosts it: its sources' status says if copies leave
         return line
     return f"{line}, status {_status_text(t.status, t.iface_id, bound)}"
 
@@ -201,7 +201,7 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
     targets = sorted(intent.targets.values(), key=lambda t: t.name)
     lines = _table(("TARGET", "WHERE", "KEY", "ENABLED", "STATUS"),
                    [(t.name, t.where(), t.tunnel_key, t.enabled,
-                     None if t.type == "vxlan" else _status_text(t.status, t.iface_id, bound))
+                     _status_text(t.status, t.iface_id, bound) if t.kind.has_status else None)
                     for t in targets])
     rules = []
     for f in sorted(intent.filters.values(), key=lambda f: f.name):
@@ -289,10 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("target-add", "add a mirror target (created disabled)", ["tap-service-add"])
     c.add_argument("name")
     where = c.add_mutually_exclusive_group(required=True)
-    where.add_argument("--port", metavar="IFACE_ID", help="a VM vNIC, by its iface-id")
-    where.add_argument("--nic", metavar="CHASSIS:IFNAME", help="a host NIC on a chassis")
-    where.add_argument("--vxlan", metavar="IP", help="a collector's IP (not a chassis's "
-                       "tunnel address), reached by VXLAN with the session VNI")
+    for kind in targets.KINDS.values():
+        where.add_argument(kind.option, dest=f"where_{kind.name}", metavar=kind.metavar,
+                           help=kind.help)
     c.add_argument("--enable", action="store_true", help="create it enabled")
 
     c = cmd("filter-add", "add an empty filter")
@@ -453,8 +452,8 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
         api.chassis_del(args.name, time.time(), force=args.force)
         return ""
     if cmd == "target-add":
-        t = api.target_add(args.name, port=args.port, nic=args.nic, vxlan=args.vxlan,
-                           enabled=args.enable)
+        t = api.target_add(args.name, enabled=args.enable,
+                           **{k: getattr(args, f"where_{k}") for k in targets.KINDS})
         return f"target {t.name}: {t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}"
     if cmd == "filter-add":
         api.filter_add(args.name)

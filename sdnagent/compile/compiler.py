@@ -211,8 +211,7 @@ def concerning(intent: model.Intent, chassis: str, local_ifaces: frozenset[str])
     sessions = [s for s in intent.sessions.values() if s.sources]
     wanted = {s.target for s in sessions}
     targets = [t for t in intent.targets.values()
-               if t.name in wanted or (t.type == "port" and t.iface_id in local_ifaces)
-               or (t.type == "nic" and t.chassis == chassis)]
+               if t.name in wanted or t.kind.lives_on(t, chassis, local_ifaces)]
     filters = {s.filter for s in sessions if s.filter is not None}
     return model.Intent.of(targets, [intent.filters[f] for f in sorted(filters)
                                      if f in intent.filters], sessions)

@@ -18,6 +18,7 @@ import uuid
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from sdnagent import liveness, model, tls
+from sdnagent import targets as target_kinds
 from sdnagent.tapdb import rpc, rows, schema
 
 TRIES = 50  # a verb that keeps losing races gives up with a message
@@ -315,23 +316,28 @@ class IntentDb:
 
     # ---------------------------------------------------- the verbs
 
-    def target_add(self, name: str, *, port: Optional[str] = None, nic: Optional[str] = None,
-                   vxlan: Optional[str] = None, enabled: bool = False) -> model.Target:
+    def target_add(self, name: str, *, enabled: bool = False,
+                   **where: Optional[str]) -> model.Target:
+        """A target of the kind named by the one ``where`` given (``vxlan="10.0.0.1"``);
+        reading what that kind's rules consult."""
         def judge(read: Read) -> tuple[list[dict], Any]:
-            [targets] = read.fetch(select("Mirror_Target"))
+            [found] = read.fetch(select("Mirror_Target"))
             sessions: list[Row] = []
-            if port is not None:
-                [sources] = read.fetch(select("Mirror_Source",
-                                              ["iface_id", "==", ["set", [port]]]))
-                sessions = _using(read, sources)
             tunnel_ips: dict[str, str] = {}
-            if vxlan is not None:  # a collector must not be a hypervisor's tunnel address
-                [chassis] = read.fetch(select("Chassis", columns=["name", "tunnel_ip"],
-                                              uuid=False))
-                tunnel_ips = {c.name: c.tunnel_ip for c in chassis}
-            intent = model.Intent.of(map(_target, targets), (), map(_session, sessions))
-            t = model.new_target(intent, name, port=port, nic=nic, vxlan=vxlan,
-                                 enabled=enabled, tunnel_ips=tunnel_ips)
+            for kind_name, value in where.items():
+                kind = target_kinds.KINDS.get(kind_name)
+                if value is None or kind is None:
+                    continue  # new_target refuses what is not exactly one kind
+                if kind.reads_sources:  # an iface that is a source cannot be a target
+                    [sources] = read.fetch(select("Mirror_Source",
+                                                  ["iface_id", "==", ["set", [value]]]))
+                    sessions = _using(read, sources)
+                if kind.reads_tunnel_ips:  # a hypervisor's tunnel address is no collector
+                    [chassis] = read.fetch(select("Chassis", columns=["name", "tunnel_ip"],
+                                                  uuid=False))
+                    tunnel_ips = {c.name: c.tunnel_ip for c in chassis}
+            intent = model.Intent.of(map(_target, found), (), map(_session, sessions))
+            t = model.new_target(intent, name, enabled=enabled, tunnel_ips=tunnel_ips, **where)
             return [{"op": "insert", "table": "Mirror_Target", "row": _target_row(t)}], t
         return self.change(judge, f"target-add {name}")
 
