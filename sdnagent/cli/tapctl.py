@@ -18,7 +18,8 @@ EXIT_NOT_APPLIED = 3  # the change is committed, but not every live chassis appl
 
 def _status_text(status: tuple[tuple[str, str], ...], iface: Optional[str] = None,
                  bound: Optional[frozenset[str]] = None) -> str:
-    """The agent-written status; with none yet, say whether any chassis has the iface."""
+    """The agent-written status, with the chassis that wrote it (the row's, which RBAC
+    checked); with none yet, say whether any chassis has the iface."""
     st = dict(status)
     if not st:
         if iface and bound is not None and iface not in bound:
@@ -27,10 +28,11 @@ def _status_text(status: tuple[tuple[str, str], ...], iface: Optional[str] = Non
     text = st.get("state", "pending")
     if st.get("reason"):
         text += f": {st['reason']}"
-    if st.get("was"):  # stale: what its silent writer last said
-        text += f" (was {st['was']})"
-    elif st.get("chassis"):
-        text += f" (on {st['chassis']})"
+    on = f" on {st['chassis']}" if st.get("chassis") else ""
+    if st.get("was"):  # stale: what its writer last said
+        text += f" (was {st['was']}{on})"
+    elif on:
+        text += f" ({on[1:]})"
     return text
 
 
@@ -73,6 +75,13 @@ def _filter_lines(flt: model.Filter, indent: str,
     return lines
 
 
+def reporters(by_chassis: dict[str, dict[str, int]]) -> str:
+    """Who reported a session's counters, each with the packets it claims: the chassis
+    of its ``Session_Stats`` row (RBAC checked it), so an inflated figure has a name."""
+    return ", ".join(f"{name}: {values.get('packets', 0)}"
+                     for name, values in sorted(by_chassis.items()))
+
+
 def summed(counters: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
     """Each session's counters added up over the chassis that reported them."""
     out: dict[str, dict[str, int]] = {}
@@ -110,15 +119,16 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
 
     ``bound``: the iface-ids some chassis has published, when known; ``chassis``:
     :func:`chassis_json`, whose silent members are named at the end; ``counted``:
-    :func:`summed` counters."""
+    counters by session and chassis (:meth:`ops.IntentDb.everything`)."""
+    total = summed(counted or {})
     lines = []
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         length = f"packet length {sess.packet_length}" if sess.packet_length else "whole frames"
-        mine = (counted or {}).get(sess.name)
+        mine = total.get(sess.name)
         lines.append(f"session {sess.name}: priority {sess.priority}, vni {sess.vni}, {length}, "
                      f"{_onoff(sess.enabled)}"
-                     + (f"; mirrored {mine['packets']} packets ({mine['bytes']} bytes)"
-                        if mine else ""))
+                     + (f"; mirrored {mine.get('packets', 0)} packets ({mine.get('bytes', 0)} "
+                        f"bytes; {reporters((counted or {})[sess.name])})" if mine else ""))
         target = intent.targets.get(sess.target)
         lines.append(f"  target {sess.target}: " + (_target_line(target, bound) if target else "missing"))
         if sess.filter is None:
@@ -240,7 +250,7 @@ def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, i
         def get(key: str) -> Optional[int]:
             return None if c is None else c.get(key, 0)
         rows.append((sess.name, get("packets"), get("bytes"),
-                     ", ".join(sorted(counters.get(sess.name, {}))) or None))
+                     reporters(counters.get(sess.name, {})) or None))
         flt = intent.filters.get(sess.filter or "")
         for direction in model.RULE_DIRECTIONS:
             for r in flt.rules(direction) if flt is not None else ():
@@ -251,7 +261,7 @@ def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, i
             sources.append((sess.name, src.key,
                             *(get(f"source {src.key} {k}")
                               for k in ("packets", "bytes", "unmatched", "rejected"))))
-    lines = _table(("SESSION", "MIRRORED PACKETS", "BYTES", "CHASSIS"), rows)
+    lines = _table(("SESSION", "MIRRORED PACKETS", "BYTES", "CHASSIS: PACKETS"), rows)
     lines += [""] + _table(("SESSION", "DIRECTION", "RULE", "ACTION", "HITS", "BYTES"), rules)
     lines += [""] + _table(("SESSION", "SOURCE", "COPIES", "BYTES", "MATCHED NO RULE",
                             "REJECTED"), sources)
@@ -430,7 +440,7 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
         if args.format == "json":
             return json.dumps(dict(intent_json(intent, every.counters), chassis=chassis),
                               indent=2, sort_keys=True)
-        return (format_show(intent, bound, chassis, summed(every.counters)) if cmd == "show"
+        return (format_show(intent, bound, chassis, every.counters) if cmd == "show"
                 else format_list(intent, bound, chassis))
     if cmd == "stats":
         every = api.everything()

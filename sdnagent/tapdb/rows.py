@@ -32,6 +32,9 @@ Statuses = dict[Any, Status]  # a target's or source's row uuid -> the status sh
 # which status of an object to show when several chassis wrote one (a VM moving, a
 # chassis gone): something wrong anywhere first, then a working one
 _STATE_RANK = {"error": 0, "active": 1}
+# what a status map may say: the rest ("chassis", "was") is the reader's to add, so a
+# chassis cannot name another writer or dress its word as another's stale one
+WRITTEN_KEYS = ("state", "reason")
 
 
 def statuses(status_rows: Iterable[Any], column: str) -> Statuses:
@@ -43,7 +46,8 @@ def statuses(status_rows: Iterable[Any], column: str) -> Statuses:
             if obj is not None:
                 # the writer is the row's chassis, the column RBAC compared with the
                 # writer's certificate: never what the map says of itself
-                st = {**dict(r.status), "chassis": r.chassis}
+                st = {k: v for k, v in dict(r.status).items() if k in WRITTEN_KEYS}
+                st["chassis"] = r.chassis
                 found.setdefault(obj.uuid, []).append(
                     (_STATE_RANK.get(st.get("state", ""), 2), r.chassis, tuple(sorted(st.items()))))
     return {uuid: min(candidates)[2] for uuid, candidates in found.items()}

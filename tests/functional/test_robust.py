@@ -207,7 +207,8 @@ def test_a_dead_host_shows_stale_statuses(mlab):
     assert (chassis["host-a"]["state"], chassis["host-b"]["state"]) == ("alive", "silent")
     shown = mlab.tapctl("show")
     assert "active (on host-b)" not in shown
-    assert re.search(r"status stale: chassis host-b silent for \d+ s \(was active\)", shown)
+    assert re.search(r"status stale: chassis host-b silent for \d+ s \(was active on "
+                     r"host-b\)", shown)
     assert re.search(r"chassis host-b silent for \d+ s \(tunnel 10.255.0.2\): its statuses are "
                      "stale", shown)
     # gone for good: the operator forgets it (never a chassis that still beats)
