@@ -10,7 +10,7 @@ chassis is stale too, since its copies go to a host that may be gone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Optional
 
 from sdnagent import model
@@ -55,6 +55,21 @@ def lagging(generation: int, applied: Mapping[str, int], beats: Mapping[str, Liv
     """The live chassis that have not applied ``generation`` yet, with what they have."""
     return {name: applied.get(name, 0) for name in sorted(beats)
             if silence(name, beats, now) is None and applied.get(name, 0) < generation}
+
+
+def behind(generation: int, waited: Iterable[str], applied: Mapping[str, int],
+           beats: Mapping[str, Liveness], now: float) -> dict[str, tuple[int, Optional[str]]]:
+    """Of the chassis a ``--wait`` waits for (fixed when it began), those that have not
+    applied ``generation``: the generation each has, and why it no longer counts (silent,
+    clock ahead, deleted), None while it may still apply.  Nothing leaves ``waited``: a
+    chassis that falls silent is named, never taken for one that had nothing to do."""
+    out: dict[str, tuple[int, Optional[str]]] = {}
+    for name in sorted(waited):
+        at = applied.get(name, 0)
+        if at < generation:
+            out[name] = (at, f"chassis {name} was deleted" if name not in beats
+                         else silence(name, beats, now))
+    return out
 
 
 def _stale(status: tuple[tuple[str, str], ...], why: str) -> tuple[tuple[str, str], ...]:

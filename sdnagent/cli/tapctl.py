@@ -271,15 +271,27 @@ def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, i
 # ---------------------------------------------------------------- arguments
 
 
+def seconds(text: str) -> float:
+    """--timeout: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapctl", description="Configure traffic mirroring in tapdb.")
     p.add_argument("--db", default=os.environ.get("TAPDB", DEFAULT_DB),
-                   help="tapdb connection, comma-separated for a cluster (default: $TAPDB, else "
-                        f"{DEFAULT_DB})")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="tapdb connection, comma-separated for a cluster's members: tapctl "
+                        "uses the leader and, when it is lost, finds the next one (default: "
+                        f"$TAPDB, else {DEFAULT_DB})")
+    p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for tapdb (with several members, for one that "
-                        "leads: a leader being elected is waited out), and with --wait for "
-                        "the chassis (default %(default)s)")
+                        "leads: a leader being elected is waited out, also in the middle of "
+                        "a command), and with --wait for the chassis (default %(default)s)")
     for option, env, what in (("--private-key", "TAPDB_PRIVATE_KEY", "your private key"),
                               ("--certificate", "TAPDB_CERTIFICATE", "your certificate"),
                               ("--ca-cert", "TAPDB_CA_CERT", "the CA tapdb's certificate "
@@ -511,10 +523,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ops.TapdbError, ValueError) as exc:
         print(f"tapctl: {exc}", file=sys.stderr)
         return 1
+    lost: Optional[str] = None  # why the wait for the chassis could not go on
+    late: dict[str, ops.Late] = {}
     try:
         out = run(args, api)
         generation = api.committed_generation
-        late = api.wait_applied(generation, args.timeout) if args.wait and generation else {}
+        if args.wait and generation:
+            try:
+                late = api.wait_applied(generation, args.timeout)
+            except (ops.TapdbError, rpc.RpcError) as exc:
+                lost = str(exc)  # the change is committed: not a failed command
     except model.IntentError as exc:
         print(f"tapctl: error: {exc}", file=sys.stderr)
         return 1
@@ -528,19 +546,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         api.close()
     if out:
         print(out)
+    for line in not_applied(generation, late, args.timeout, lost):
+        print(line, file=sys.stderr)
+    return EXIT_NOT_APPLIED if late or lost else 0
+
+
+def not_applied(generation: Optional[int], late: dict[str, ops.Late], timeout: float,
+                lost: Optional[str] = None) -> list[str]:
+    """What --wait says of the chassis that did not apply ``generation``: each by name,
+    with why (still behind when the time was up, or silent since the wait began)."""
+    lines = []
     slow = {n: lag for n, lag in late.items() if lag.silent is None}
     if slow:
         names = ", ".join(f"{name} (at generation {lag.at})" for name, lag in slow.items())
-        print(f"tapctl: committed as generation {generation}, but not applied within "
-              f"{args.timeout:g} s by {names}", file=sys.stderr)
+        lines.append(f"tapctl: committed as generation {generation}, but not applied within "
+                     f"{timeout:g} s by {names}")
     for name, lag in late.items():
         if lag.silent is not None:
-            print(f"tapctl: committed as generation {generation}, but {name} went silent "
-                  f"during the wait before applying it ({lag.silent}; at generation "
-                  f"{lag.at})", file=sys.stderr)
-    if late:
-        return EXIT_NOT_APPLIED
-    return 0
+            lines.append(f"tapctl: committed as generation {generation}, but {name} went "
+                         f"silent during the wait before applying it ({lag.silent}; at "
+                         f"generation {lag.at})")
+    if lost is not None:
+        lines.append(f"tapctl: committed as generation {generation}, but the wait for the "
+                     f"chassis lost tapdb: {lost}")
+    return lines
 
 
 if __name__ == "__main__":

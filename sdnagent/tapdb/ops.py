@@ -13,8 +13,8 @@ command costs the same at 10 or 10,000 sessions.
 from __future__ import annotations
 
 import functools
+import secrets
 import time
-import uuid
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from sdnagent import liveness, model, tls
@@ -155,17 +155,19 @@ class Read:
         self.conn = conn
         self.store = Store()
         self.generation = 0
+        self.last_change: Optional[str] = None
 
     def fetch(self, *ops: dict) -> list[list[Row]]:
         """Run selects (the first read also takes the generation); rows per select."""
         first = not self.store.tables
         if first:
-            ops = (select("Tap_Global", columns=["generation"]), *ops)
+            ops = (select("Tap_Global", columns=["generation", "last_change"]), *ops)
         results = _results(self.conn.transact(*ops))
         found = [self.store.add(op["table"], res.get("rows", [])) for op, res in zip(ops, results)]
         if first:
             gen = found.pop(0)
             self.generation = gen[0].generation if gen else 0
+            self.last_change = next(iter(gen[0].last_change), None) if gen else None
         return found
 
     def one(self, table: str, name: str, kind: str) -> Row:
@@ -189,6 +191,40 @@ def _results(result: Any) -> list:
         raise TapdbError(f"tapdb refused the change: {e['error']}"
                          + (f": {e['details']}" if e.get("details") else ""))
     return result
+
+
+# ---------------------------------------------------------------- knowing what landed
+
+
+def new_token() -> str:
+    """A change's token: 8 characters (48 random bits), so that several fit in
+    ``Tap_Global.last_change``."""
+    return secrets.token_urlsafe(6)
+
+
+def history(token: str, before: Optional[str]) -> str:
+    """``Tap_Global.last_change`` once the change of ``token`` is made: its token, then
+    those of the changes before it, newest first, as many as the column holds."""
+    limit = schema.load()["tables"]["Tap_Global"]["columns"]["last_change"]["type"]["key"][
+        "maxLength"]
+    kept = [token]
+    for older in (before or "").split():
+        if len(kept) + sum(map(len, kept)) + len(older) > limit:
+            break
+        kept.append(older)
+    return " ".join(kept)
+
+
+def landed(token: str, read_at: int, generation: int, last_change: Optional[str]) -> Optional[bool]:
+    """Whether the change of ``token``, judged at generation ``read_at``, is in a tapdb
+    now at ``generation`` with ``last_change``: True, False, or None when more changes
+    came since than ``last_change`` keeps tokens of.  Each change bumps the generation
+    by one and puts its token first, so the changes since ``read_at`` are the first
+    ``generation - read_at`` tokens."""
+    tokens = (last_change or "").split()
+    if token in tokens[:max(0, generation - read_at)]:
+        return True
+    return False if generation - read_at <= len(tokens) else None
 
 
 # ---------------------------------------------------------------- objects from rows
@@ -226,25 +262,40 @@ def _shell(row: Row) -> model.Session:
 
 
 class IntentDb:
-    """tapdb for an operator: every verb of tapctl, reads for show and list."""
+    """tapdb for an operator: every verb of tapctl, reads for show and list.
+
+    ``reconnect(seconds)`` (several members) opens a new connection to whichever
+    leads; each verb may spend ``timeout`` seconds finding tapdb again after losing
+    it, so an election is waited out and a tapdb that stays away is reported."""
 
     def __init__(self, conn: rpc.Connection,
-                 reconnect: Optional[Callable[[], rpc.Connection]] = None):
+                 reconnect: Optional[Callable[[float], rpc.Connection]] = None,
+                 timeout: Optional[float] = None):
         self.conn = conn
         self.committed_generation: Optional[int] = None
+        self.timeout = conn.timeout if timeout is None else timeout
         self._monitors = 0
         self._reconnect = reconnect
+        self._deadline = 0.0
 
     def close(self) -> None:
         self.conn.close()
 
+    def _begin(self, deadline: Optional[float] = None) -> None:
+        """Start a verb: the time it may spend connecting again runs from now."""
+        self._deadline = time.monotonic() + self.timeout if deadline is None else deadline
+
     def _again(self, exc: rpc.RpcError) -> None:
         """Connect again after losing the connection (the leader died, or stepped down),
-        or give up with ``exc`` when there is no other way in."""
+        or give up with ``exc`` when there is no other way in or no time left."""
         if self._reconnect is None:
             raise exc
         self.conn.close()
-        self.conn = self._reconnect()
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise exc
+        self.conn = self._reconnect(left)
+        self.conn.timeout = self.timeout
 
     def _retrying(self, action: Callable[[], Any]) -> Any:
         """``action()`` once more on a new connection each time the old one is lost: for
@@ -261,14 +312,10 @@ class IntentDb:
     def change(self, judge: Callable[[Read], tuple[list[dict], Any]], description: str) -> Any:
         """Read what ``judge`` needs and judge the change (its operations and what to
         return); commit only if no one changed the intent since the read, else try
-        again on fresh data.
-
-        A connection lost while the change is on its way (a leader killed) leaves
-        it unknown whether it was made: the transaction also writes a token of its
-        own into ``Tap_Global.last_change``, which the next connection reads. Made:
-        done; not made (the generation has not moved): judged and sent again, so a
-        change is never made twice nor reported as failed when it was made."""
-        token = uuid.uuid4().hex
+        again on fresh data.  The commit also puts a token of this change first in
+        ``Tap_Global.last_change`` (see :meth:`_commit`)."""
+        self._begin()
+        token = new_token()
         for _ in range(TRIES):
             try:
                 read = Read(self.conn)
@@ -279,40 +326,61 @@ class IntentDb:
                 self._again(exc)
                 continue
             gen = read.generation
-            guard = [{"op": "wait", "table": "Tap_Global", "where": [], "columns": ["generation"],
-                      "until": "==", "rows": [{"generation": gen}], "timeout": 0},
-                     {"op": "update", "table": "Tap_Global", "where": [],
-                      "row": {"generation": gen + 1, "last_change": token}}]
+            txn = [select("Tap_Global", columns=["generation", "last_change"], uuid=False),
+                   {"op": "wait", "table": "Tap_Global", "where": [], "columns": ["generation"],
+                    "until": "==", "rows": [{"generation": gen}], "timeout": 0},
+                   {"op": "update", "table": "Tap_Global", "where": [],
+                    "row": {"generation": gen + 1,
+                            "last_change": history(token, read.last_change)}},
+                   *ops]
+            if self._commit(txn, gen, token, description):
+                self.committed_generation = gen + 1
+                return result
+        raise TapdbError(f"{description}: tapdb kept changing under it; try again")
+
+    def _commit(self, txn: list[dict], gen: int, token: str, description: str) -> bool:
+        """Send ``txn`` (a select of ``Tap_Global``, the ``wait`` that the generation is
+        still ``gen``, the change) until its outcome is known: True once made, False
+        when another writer came first (nothing written: judge again).
+
+        A connection lost after the transaction went out leaves it unknown whether it
+        was made, so the very same transaction is sent again on a new connection.
+        Its ``wait`` lets at most one of the copies through, and the server judges
+        the ``wait`` only on a database that holds every commit before it (a new
+        leader first commits what its log holds; a read there could miss a change
+        about to land, which is why nothing is read apart from the transaction).
+        When the ``wait`` fails, the select before it tells why: our token among
+        the latest changes' means an earlier copy was made (done: never made twice,
+        never reported as failed); absent, another writer came first."""
+        resent = False
+        while True:
             try:
-                answer = self.conn.transact(*guard, *ops)
+                answer = self.conn.transact(*txn)
             except rpc.RpcRefused:
                 raise
             except rpc.RpcError as exc:
-                self._again(exc)
-                made = self._retrying(lambda: self._made(gen, token))
+                try:
+                    self._again(exc)
+                except (rpc.RpcError, TapdbError) as lost:
+                    raise TapdbError(f"{description}: the connection to tapdb was lost after "
+                                     f"the change was sent ({lost}); see with 'tapctl show' "
+                                     "whether it was made") from exc
+                resent = True
+                continue
+            if isinstance(answer[1], dict) and answer[1].get("error") == "timed out":
+                if not resent:
+                    return False
+                row = answer[0]["rows"][0]
+                made = landed(token, gen, row["generation"],
+                              next(iter(rpc.atoms(row["last_change"])), None))
                 if made is None:
                     raise TapdbError(f"{description}: the connection to tapdb was lost after "
-                                     "the change was sent, and other changes came since; see "
-                                     "with 'tapctl show' whether it was made") from exc
-                if not made:
-                    continue
-                answer = []
-            if answer and isinstance(answer[0], dict) and answer[0].get("error") == "timed out":
-                continue  # another writer came first: judge again
+                                     "the change was sent, and more changes came since than "
+                                     "tapdb keeps track of; see with 'tapctl show' whether it "
+                                     "was made")
+                return made
             _results(answer)
-            self.committed_generation = gen + 1
-            return result
-        raise TapdbError(f"{description}: tapdb kept changing under it; try again")
-
-    def _made(self, gen: int, token: str) -> Optional[bool]:
-        """Whether the change sent at generation ``gen`` with ``token`` was made: True,
-        False (nothing was written since the read), None (others wrote since: unknown)."""
-        [res] = _results(self.conn.transact(select("Tap_Global",
-                                                   columns=["generation", "last_change"])))
-        row = res["rows"][0]
-        if row["last_change"] == token:
             return True
-        return False if row["generation"] == gen else None
 
     # ---------------------------------------------------- the verbs
 
@@ -497,10 +565,19 @@ class IntentDb:
         """Forget a chassis that is gone for good: its rows, bindings, statuses, counters.
 
         Refused while it still beats, unless ``force``: its agent would register it
-        again (a heartbeat from the future does not count as beating)."""
-        self._retrying(lambda: self._chassis_del(name, now, force))
+        again (a heartbeat from the future does not count as beating).  Deleting is
+        the same however often it runs, so a delete whose connection was lost is
+        sent again; a chassis found gone after that is done, not unknown."""
+        self._begin()
+        sent: list[bool] = []  # a delete went out (its answer may have been lost)
 
-    def _chassis_del(self, name: str, now: float, force: bool) -> None:
+        def attempt() -> None:
+            if not self._chassis_del(name, now, force, sent) and not sent:
+                raise model.NotFound("chassis", f"no chassis named {name!r}")
+        self._retrying(attempt)
+
+    def _chassis_del(self, name: str, now: float, force: bool, sent: list[bool]) -> bool:
+        """One try of :meth:`chassis_del`; False when there is no such chassis."""
         found = _results(self.conn.transact(named("Chassis", name),
                                             named("Chassis_Private", name)))
         store = Store()
@@ -508,18 +585,21 @@ class IntentDb:
         beats = {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval)
                  for r in store.add("Chassis_Private", found[1]["rows"])}
         if not chassis_rows and name not in beats:
-            raise model.NotFound("chassis", f"no chassis named {name!r}")
+            return False
         if not force and liveness.silence(name, beats, now) is None:
+            heard = max(0, int(now - beats[name].heartbeat))
             raise model.IntentError(
-                "chassis", f"chassis {name} is alive (heard {int(now - beats[name].heartbeat)} "
-                "s ago); stop its agent before deleting it, or give --force")
+                "chassis", f"chassis {name} is alive (heard {heard} s ago); stop its agent "
+                "before deleting it, or give --force")
         # only if it has not beaten since: else its agent, alive after all, would
         # register it again
         still = ([{"op": "wait", "table": "Chassis_Private", "timeout": 0,
                    "where": [["name", "==", name]], "columns": ["heartbeat"], "until": "==",
                    "rows": [{"heartbeat": beats[name].heartbeat}]}]
                  if name in beats and not force else [])
+        sent.append(True)
         result = self.conn.transact(
+            select("Chassis_Private", ["name", "==", name], columns=["heartbeat"], uuid=False),
             *still,
             {"op": "delete", "table": "Chassis", "where": [["name", "==", name]]},
             {"op": "delete", "table": "Chassis_Private", "where": [["name", "==", name]]},
@@ -527,10 +607,13 @@ class IntentDb:
             {"op": "delete", "table": "Source_Status", "where": [["chassis", "==", name]]},
             {"op": "delete", "table": "Target_Status", "where": [["chassis", "==", name]]},
             {"op": "delete", "table": "Session_Stats", "where": [["chassis", "==", name]]})
-        if still and isinstance(result[0], dict) and result[0].get("error") == "timed out":
+        if still and isinstance(result[1], dict) and result[1].get("error") == "timed out":
+            if not result[0]["rows"]:
+                return True  # gone meanwhile (an earlier delete whose answer was lost)
             raise model.IntentError("chassis", f"chassis {name} sent a heartbeat just now; stop "
                                     "its agent before deleting it")
         _results(result)
+        return True
 
     # ---------------------------------------------------- reading everything
 
@@ -539,6 +622,7 @@ class IntentDb:
         tables = ("Mirror_Target", "Mirror_Filter", "Filter_Rule", "Mirror_Session",
                   "Mirror_Source", "Chassis", "Chassis_Private", "Binding", "Source_Status",
                   "Target_Status", "Session_Stats")
+        self._begin()
         found = _results(self._retrying(lambda: self.conn.transact(*(select(t) for t in tables))))
         store = Store()
         for table, res in zip(tables, found):
@@ -568,20 +652,27 @@ class IntentDb:
         """Wait until every chassis alive when the wait begins reports ``generation``
         applied (agents write it once the switch confirmed the flows); those that did
         not, each with why (still behind at the timeout, or gone silent meanwhile),
-        else {}.  The set is fixed at the start: a chassis that falls silent is named,
-        never dropped; one already silent (or beating from the future) is not waited
-        for, so no dead or lying chassis blocks every wait."""
+        else {}.  The set is fixed at the start, and kept across a lost connection (a
+        leader change): a chassis that falls silent is named, never dropped; one
+        already silent (or beating from the future) is not waited for, so no dead or
+        lying chassis blocks every wait."""
         deadline = time.monotonic() + timeout
+        self._begin(deadline)
+        waited: Optional[frozenset[str]] = None
 
         def wait() -> dict[str, Late]:
+            nonlocal waited
             columns = ["name", "heartbeat", "heartbeat_interval", "applied_generation"]
             self._monitors += 1
             monitor = f"applied-{self._monitors}"
-            initial = self.conn.call("monitor", schema.NAME, monitor,
-                                     {"Chassis_Private": {"columns": columns}})
+            seen = _Private()
+            seen.merge(self.conn.call("monitor", schema.NAME, monitor,
+                                      {"Chassis_Private": {"columns": columns}}))
+            if waited is None:
+                waited = frozenset(liveness.lagging(generation, seen.applied(), seen.beats(),
+                                                    time.time()))
             try:
-                return self._wait(monitor, initial, generation,
-                                  max(0.0, deadline - time.monotonic()))
+                return self._wait(monitor, seen, generation, waited, deadline)
             finally:
                 try:
                     self.conn.call("monitor_cancel", monitor)
@@ -589,39 +680,38 @@ class IntentDb:
                     pass  # the connection went with it: waited for again on a new one
         return self._retrying(wait)
 
-    def _wait(self, monitor: str, initial: dict, generation: int,
-              timeout: float) -> dict[str, "Late"]:
-        state: dict[str, dict] = {}
-
-        def merge(update: dict) -> None:
-            for row, change in update.get("Chassis_Private", {}).items():
-                if change.get("new") is None:
-                    state.pop(row, None)
-                else:
-                    state[row] = {**state.get(row, {}), **change["new"]}
-
-        def read() -> tuple[dict[str, liveness.Liveness], dict[str, int]]:
-            return ({r["name"]: liveness.Liveness(r["heartbeat"], r["heartbeat_interval"])
-                     for r in state.values()},
-                    {r["name"]: r["applied_generation"] for r in state.values()})
-        merge(initial)
-        beats, applied = read()
-        waited = set(liveness.lagging(generation, applied, beats, time.time()))
-        deadline = time.monotonic() + timeout
+    def _wait(self, monitor: str, seen: "_Private", generation: int, waited: frozenset[str],
+              deadline: float) -> dict[str, "Late"]:
         while True:
-            beats, applied = read()
-            now = time.time()
-            behind = {n: applied.get(n, 0) for n in waited if applied.get(n, 0) < generation}
-            silent = {n: liveness.silence(n, beats, now) or f"chassis {n} was deleted"
-                      for n in behind
-                      if n not in beats or liveness.silence(n, beats, now) is not None}
+            late = liveness.behind(generation, waited, seen.applied(), seen.beats(), time.time())
             left = deadline - time.monotonic()
-            if len(silent) == len(behind) or left <= 0:
-                return {n: Late(at, silent.get(n)) for n, at in sorted(behind.items())}
+            if all(why is not None for _, why in late.values()) or left <= 0:
+                return {n: Late(at, why) for n, (at, why) in late.items()}
             # at least once a second: a chassis may fall silent meanwhile
             msg = self.conn.next_message(time.monotonic() + min(left, 1.0))
             if msg is not None and msg.get("method") == "update" and msg["params"][0] == monitor:
-                merge(msg["params"][1])
+                seen.merge(msg["params"][1])
+
+
+class _Private:
+    """``Chassis_Private`` as a monitor reports it: heartbeats and applied generations."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict] = {}
+
+    def merge(self, update: dict) -> None:
+        for row, change in update.get("Chassis_Private", {}).items():
+            if change.get("new") is None:
+                self.rows.pop(row, None)
+            else:
+                self.rows[row] = {**self.rows.get(row, {}), **change["new"]}
+
+    def beats(self) -> dict[str, liveness.Liveness]:
+        return {r["name"]: liveness.Liveness(r["heartbeat"], r["heartbeat_interval"])
+                for r in self.rows.values()}
+
+    def applied(self) -> dict[str, int]:
+        return {r["name"]: r["applied_generation"] for r in self.rows.values()}
 
 
 class Late(NamedTuple):
@@ -674,15 +764,31 @@ def connect(remote: str, timeout: float, creds: Optional[tls.Tls] = None) -> Int
     whichever leads when the connection is lost."""
     conn = _connect(remote, timeout, creds)
     several = len([r for r in remote.split(",") if r.strip()]) > 1
-    return IntentDb(conn, (lambda: _connect(remote, timeout, creds)) if several else None)
+    return IntentDb(conn, (lambda left: _connect(remote, left, creds)) if several else None,
+                    timeout)
 
 
 def _connect(remote: str, timeout: float, creds: Optional[tls.Tls]) -> rpc.Connection:
-    try:
-        conn = rpc.connect(remote, timeout, creds)
-        found = rpc.schema_version(conn)
-    except rpc.RpcError as exc:
-        raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+    """The leader (:func:`rpc.connect`), schema checked; with several members, one
+    lost before it answered (killed just after it was found leading) is no error
+    while ``timeout`` lasts: the members are tried again."""
+    deadline = time.monotonic() + timeout
+    several = "," in remote
+    left = timeout
+    while True:
+        try:
+            conn = rpc.connect(remote, left, creds)
+        except rpc.RpcError as exc:
+            raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+        try:
+            found = rpc.schema_version(conn)
+            break
+        except rpc.RpcError as exc:
+            conn.close()
+            left = deadline - time.monotonic()
+            if not several or isinstance(exc, rpc.RpcRefused) or left <= 0:
+                raise TapdbError(f"cannot reach tapdb at {remote}: {exc}") from exc
+    conn.timeout = timeout
     if found is None:
         conn.close()
         raise TapdbError(f"cannot reach tapdb at {remote}: it serves no {schema.NAME} database")

@@ -71,3 +71,21 @@ def test_a_heartbeat_from_the_future_is_not_believed():
     intent = written(example())
     seen = liveness.apply(intent, {"vm-164": ("host-b",), "vm-230": ("host-a",)}, beats, now)
     assert dict(seen.target("target-01").status)["state"] == "stale"
+
+
+def test_a_wait_names_who_fell_silent_and_never_drops_it():
+    """The chassis a --wait waits for are fixed when it begins; one that falls silent
+    (or beats from the future, or is deleted) stays, with why; one that applied leaves."""
+    waited = {"a", "b", "c", "d"}
+    beats = {"a": Liveness(1000, 1), "b": Liveness(1000, 1), "c": Liveness(1000, 1)}
+    applied = {"a": 7, "b": 6, "c": 6, "d": 6}
+    assert liveness.behind(7, waited, applied, beats, now=1002) == {
+        "b": (6, None), "c": (6, None), "d": (6, "chassis d was deleted")}
+    beats["b"] = Liveness(1000 + 7 + liveness.AHEAD + 1 + 100, 1)
+    assert liveness.behind(7, waited, applied, beats, now=1007) == {
+        "b": (6, f"chassis b clock ahead by {liveness.AHEAD + 101} s"),
+        "c": (6, "chassis c silent for 7 s"), "d": (6, "chassis d was deleted")}
+    # a live chassis that was not waited for (it came later) is not waited for now
+    beats["e"] = Liveness(1007, 1)
+    assert "e" not in liveness.behind(7, waited, applied, beats, now=1007)
+    assert liveness.behind(6, waited, applied, beats, now=1007) == {}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import types
 
+import pytest
+
 from sdnagent.cli import tapctl
 from sdnagent.tapdb import rows
 from tests.unit.test_model import example
@@ -38,3 +40,10 @@ def test_counters_are_shown_with_the_chassis_that_reported_them():
     assert "mirrored 1000000000005 packets (1000000000001270 bytes; host-a: 5, host-c: " \
            "1000000000000)" in show, show
 
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_is_a_positive_number_of_seconds(value, capsys):
+    with pytest.raises(SystemExit):
+        tapctl.build_parser().parse_args(["--timeout", value, "list"])
+    assert f"argument --timeout: {value!r} is not a positive number of seconds" in \
+        capsys.readouterr().err
