@@ -655,8 +655,10 @@ class IntentDb:
         else {}.  The set is fixed at the start, and kept across a lost connection (a
         leader change): a chassis that falls silent is named, never dropped; one
         already silent (or beating from the future) is not waited for, so no dead or
-        lying chassis blocks every wait."""
+        lying chassis blocks every wait.  Who was alive is judged at the time the wait
+        began, also when the first answer comes only after a lost connection."""
         deadline = time.monotonic() + timeout
+        began = time.time()  # who was alive is judged at this time, whenever it is read
         self._begin(deadline)
         waited: Optional[frozenset[str]] = None
 
@@ -669,8 +671,9 @@ class IntentDb:
             seen.merge(self.conn.call("monitor", schema.NAME, monitor,
                                       {"Chassis_Private": {"columns": columns}}))
             if waited is None:
+                # read late when the first connection was lost before it answered
                 waited = frozenset(liveness.lagging(generation, seen.applied(), seen.beats(),
-                                                    time.time()))
+                                                    began))
             try:
                 return self._wait(monitor, seen, generation, waited, deadline)
             finally:

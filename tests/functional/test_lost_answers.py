@@ -251,14 +251,14 @@ def test_wait_keeps_its_chassis_across_a_lost_connection(tapdb, proxy, capsys):
     try:
         agent.register_chassis("host-f", "10.255.0.6", "gre")
         beat = int(time.time())
-        agent.heartbeat("host-f", beat, 1)  # alive for 3 s
+        agent.heartbeat("host-f", beat, 2)  # alive for 6 s: the wait begins well before
         monitor = proxy.watch(b'"method":"monitor"')
         worker = threading.Thread(target=lambda: result.append(
             run(proxy, capsys, "--wait", "--timeout", "30", "filter-add", "filter-01")))
         worker.start()
         assert monitor.wait(10), "the wait did not begin"
         proxy.hold()
-        while time.time() <= beat + 3 * 1 + 0.5:  # until host-f is silent
+        while time.time() <= beat + 3 * 2 + 0.5:  # until host-f is silent
             time.sleep(0.1)
         proxy.release()
         worker.join(40)
