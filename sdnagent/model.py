@@ -40,7 +40,7 @@ PORT_PROTOCOLS = (6, 17)
 
 # Port and bridge names the agent owns on every host: its tunnel ports, the hook
 # patch ports (tpi/tpt and 10 hex digits) and the tap bridge (default name).
-AGENT_PORTS = ("tapgre", "tapvxc", "tapvxlan")
+AGENT_PORTS = ("tapgre", "tapvxc", "tapvxlan", "taperspan")
 HOOK_PORT_RE = re.compile(r"^tp[it][0-9a-f]{10}$")
 TAP_BRIDGE = "brtap"
 
@@ -126,9 +126,10 @@ class Target:
     iface_id: Optional[str] = None  # type port
     chassis: Optional[str] = None  # type nic
     nic: Optional[str] = None  # type nic
-    remote_ip: Optional[str] = None  # type vxlan
+    remote_ip: Optional[str] = None  # types vxlan and erspan
     enabled: bool = False
     status: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] = ()  # what else its kind keeps, sorted
 
     def where(self) -> str:
         """Where it is, as people read it (its kind says)."""
@@ -353,23 +354,33 @@ def parse_vswitch(text: str) -> tuple[str, str, Optional[int]]:
 
 def new_target(intent: Intent, name: str, *, enabled: bool = False,
                tunnel_ips: Mapping[str, str] = {}, **where: Optional[str]) -> Target:
-    """A new target of the kind named by the one ``where`` given (``port="vm-164"``,
-    ``nic=...``, ``vxlan=...``: its tapctl option); ``tunnel_ips``: the registered
-    chassis's tunnel addresses, by chassis."""
+    """A new target of the kind named by the one kind given in ``where``
+    (``port="vm-164"``, ``nic=...``, ``vxlan=...``: its tapctl option), with the other
+    options that kind takes (``erspan="10.0.0.9", version="2"``); ``tunnel_ips``: the
+    registered chassis's tunnel addresses, by chassis."""
     from sdnagent import targets
     name = parse_name("target", name)
     if name in intent.targets:
         raise IntentError("target name", f"a target named {name!r} already exists")
-    given = [(k, v) for k, v in where.items() if v is not None]
-    unknown = [k for k in where if k not in targets.KINDS]
+    given = [(k, v) for k, v in where.items() if v is not None and k in targets.KINDS]
+    extras = {o.dest: o for k in targets.KINDS.values() for o in k.extra}
+    unknown = [k for k in where if k not in targets.KINDS and k not in extras]
     if len(given) != 1 or unknown:
         options = [f"{k.option} {k.metavar}" for k in targets.KINDS.values()]
         raise IntentError("target type", "give exactly one of " + ", ".join(options[:-1])
                           + " or " + options[-1])
+    (kind_name, value), = given
+    kind = targets.kind(kind_name)
+    theirs = {o.dest for o in kind.extra}
+    for dest, text in where.items():
+        if dest in extras and text is not None and dest not in theirs:
+            takers = [k.option for k in targets.KINDS.values() if extras[dest] in k.extra]
+            raise IntentError(extras[dest].flag.lstrip("-"), f"is for {' and '.join(takers)} "
+                              f"targets only, not {kind.option}")
     key = free_number("tunnel key", (t.tunnel_key for t in intent.targets.values()),
                       TUNNEL_KEY)
-    (kind_name, value), = given
-    return targets.kind(kind_name).new(intent, name, key, value, enabled, tunnel_ips)
+    return kind.new(intent, name, key, value, enabled, tunnel_ips,
+                    {d: where.get(d) for d in theirs})
 
 
 def collector_at_chassis(ip: str, tunnel_ips: Mapping[str, str]) -> Optional[str]:
@@ -449,6 +460,7 @@ def check_stored(intent: Intent, session: Session) -> None:
         check_stored_target(target)
     except IntentError as exc:
         raise IntentError(f"target {target.name}", str(exc)) from None
+    target.kind.check_session(target, session)
     if session.filter is None:
         return
     problem = intent.filter(session.filter).stored_problem
@@ -521,10 +533,17 @@ def new_session(intent: Intent, name: str, *, target: str, priority: str,
         vni_value = parse_int("vni", vni, VNI)
     length = None if packet_length is None else parse_int("packet-length", packet_length,
                                                           PACKET_LENGTH)
-    intent.target(target)
+    tgt = intent.target(target)
     if filter is not None:
         intent.filter(filter)
-    return Session(name, prio, vni_value, target, filter, length, enabled)
+    using = intent.sessions_using("target", target)
+    if len(using) >= tgt.kind.max_sessions:
+        raise IntentError("target", f"target {target!r} ({tgt.type}) already has {len(using)} "
+                          f"sessions; allowed at most {tgt.kind.max_sessions} per {tgt.type} "
+                          "target")
+    session = Session(name, prio, vni_value, target, filter, length, enabled)
+    tgt.kind.check_session(tgt, session)
+    return session
 
 
 def new_source(intent: Intent, session: str, *, port: Optional[str] = None,

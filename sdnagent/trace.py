@@ -209,37 +209,45 @@ def evaluate(intent: model.Intent, port: str, direction: str, pkt: Packet) -> Tr
 
 
 def delivery(intent: model.Intent, session: str, port: str,
-             bindings: Mapping[str, tuple[str, ...]], chassis: Mapping[str, tuple[str, str]]
-             ) -> str:
+             bindings: Mapping[str, tuple[str, ...]], chassis: Mapping[str, tuple[str, str]],
+             pkt: Optional[Packet] = None) -> str:
     """What happens to a copy of ``session`` taken at ``port``: where it goes, how, how
-    long. ``chassis``: name -> (tunnel IP, encap)."""
+    long; its target's kind says, as it says to the agent of the port's chassis.
+    ``chassis``: name -> (tunnel IP, encap); ``pkt``: the copy, for a collector group
+    (which member its connection goes to)."""
+    from sdnagent.compile.compiler import Inventory, LocalPort
+    from sdnagent.compile.delivery import Status
+    from sdnagent.targets import collector
     sess = intent.sessions[session]
     target = intent.targets[sess.target]
     length = (f"the first {sess.packet_length} bytes" if sess.packet_length
               else "the whole frame")
-    if target.type == "vxlan":
-        return (f"{length} to target {target.name} by VXLAN (UDP 4789) to {target.remote_ip}, "
-                f"VNI {sess.vni} (the session's)")
     here = bindings.get(port, ())
     if len(here) != 1:
         return (f"nowhere: port {port} is " + ("bound on no chassis" if not here else
                                                f"claimed by chassis {' and '.join(here)}"))
-    there = target.kind.hosts(target, bindings)
-    what = f"target {target.name} ({target.where()})"
-    if len(there) != 1:
-        return (f"nowhere: {what} is " + ("on no chassis" if not there else
-                                          f"claimed by chassis {' and '.join(there)}"))
-    src, dst = here[0], there[0]
-    if src == dst:
-        return f"{length} to {what}, on chassis {src} itself"
-    if dst not in chassis:
-        return f"nowhere: {what} is on chassis {dst}, which registered no tunnel address"
-    ip, _ = chassis[dst]
-    encap = chassis.get(src, ("", "gre"))[1]
-    how = (f"GRE key {target.tunnel_key}" if encap == "gre"
-           else f"VXLAN (UDP 4790) VNI {target.tunnel_key}")
-    return (f"{length} to {what} on chassis {dst}: {how} (the target's) from {src} to "
-            f"{ip}")
+    src = here[0]
+    tap = model.TAP_BRIDGE
+    inv = Inventory(  # the port's chassis as tapdb sees it; a port target bound there is on brtap
+        chassis=src, encap=chassis.get(src, ("", "gre"))[1], tap_bridge=tap,
+        ports={i: LocalPort(i, tap, i) for i, on in bindings.items() if on == (src,)},
+        chassis_ips={n: ip for n, (ip, _) in chassis.items()}, bindings=bindings)
+    route = target.kind.deliver(target, sess, inv)
+    if isinstance(route, Status):
+        return f"nowhere: {route.reason}"
+    leg = route.legs[0]
+    if route.balanced:
+        assert pkt is not None, "a group's member depends on the packet"
+        hashed = collector.connection_hash(pkt.eth_type, pkt.src, pkt.dst, pkt.ip_proto,
+                                           pkt.src_port, pkt.dst_port)
+        if hashed is None:
+            return (f"{length} to one member of target {target.name} (group), chosen by the "
+                    "frame's MAC addresses and VLAN (it is not IP)")
+        slot = collector.slot_of(hashed)
+        leg = route.legs[route.slots[slot]]
+        return (f"{length} to {target.kind.words(target, sess, leg)} (its connection hashes "
+                f"to slot {slot} of {len(route.slots)})")
+    return f"{length} to {target.kind.words(target, sess, leg)}"
 
 
 def describe(intent: model.Intent, port: str, direction: str, packet: str,
@@ -263,7 +271,7 @@ def describe(intent: model.Intent, port: str, direction: str, packet: str,
         lines.append(f"  {s.session} (priority {s.priority}): {s.outcome}: {s.why}")
     if trace.mirrored_by is not None:
         lines.append(f"mirrored by {trace.mirrored_by}: "
-                     + delivery(intent, trace.mirrored_by, port, bindings, chassis))
+                     + delivery(intent, trace.mirrored_by, port, bindings, chassis, pkt))
     elif trace.decided_by is not None:
         lines.append(f"not mirrored: {trace.decided_by} rejects it (no later session is tried)")
     else:
@@ -291,6 +299,8 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
         put("target_drop", t.name, f"target {t.name}'s own traffic: dropped")
         put("target_in", t.name, f"into target {t.name} ({t.where()}): its key, from a chassis "
                                  "expected to send to it")
+        if t.kind.members(t):
+            put("balance", t.name, f"target {t.name}: a hash slot and the member it belongs to")
     for hook, what in hooks.items():
         put("source", hook_units.hook_obj(hook, "own-tunnel"),
             f"hook {hook} ({what}): this chassis's own tunnel packet, never mirrored")
@@ -306,6 +316,10 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
         put("verdict", hook_units.verdict_obj(feed, "rejected"), f"{feed}: rejected; not mirrored")
     for s in intent.sessions.values():
         put("forward", s.name, f"session {s.name}: the copy to target {s.target}")
+        target = intent.targets.get(s.target)
+        for member in target.kind.members(target) if target is not None else ():
+            put("member", f"{s.name}/{member}", f"session {s.name}: the copy to member "
+                                                f"{member} of target {s.target}")
         put("clause", s.name, f"session {s.name}: one clause of a rule's conjunctive match")
         flt = intent.filters.get(s.filter or "")
         for direction in model.RULE_DIRECTIONS:

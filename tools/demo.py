@@ -4,6 +4,8 @@ A private lab (tapdb, host-a and host-b on the dummy datapath, a VXLAN/GRE
 underlay between them), an sdnagent per host, the example configured with
 tapctl, then test traffic from 192.168.0.161 to the source VM 192.168.0.230,
 and what each target received.  Everything started is stopped at the end.
+Then a third session sends vm-99's connections to a collector group, each connection
+(both directions) to one of its three members.
 tapdb is reached over TLS: tapctl on the member's listener with a certificate of the
 lab's tapdb CA, the agents on a relay beside it with certificates of its chassis CA
 (``--plain``: everything over the member's unix socket instead).
@@ -26,6 +28,7 @@ VMS = {  # iface-id: (port, MAC, IP)
     "vm-230": ("vm230", "fa:16:3e:00:02:30", "192.168.0.230"),
     "vm-99": ("vm99", "fa:16:3e:00:00:99", "192.168.0.99"),
 }
+GROUP = [f"{sandbox.UNDERLAY_PREFIX}{i}" for i in (201, 202, 203)]  # target-03's members
 TRAFFIC = [  # (from, protocol, port, expected)
     ("vm-161", "tcp", 1234, "target-01 (session-01)"),
     ("vm-161", "udp", 1235, "target-02 (session-02)"),
@@ -141,9 +144,61 @@ def run(lab: sandbox.Lab) -> int:
 
     ok = (len(received) == 1 and len(received[0]) == 96 and len(vxlan) == 1
           and len(vxlan[0].inner_bytes) == 96 and vxlan[0].vni == 2)
+    grouped = collector_group(lab, tapctl)
     print("\n== result: " + ("as configured: TCP:1234 to target-01 and UDP:1235 to target-02 "
-                             "(VNI 2), 96 bytes each, nothing else" if ok else "NOT as configured"))
-    return 0 if ok else 1
+                             "(VNI 2), 96 bytes each, nothing else; each of vm-99's connections "
+                             "to one member of target-03, both ways"
+                             if ok and grouped else "NOT as configured"))
+    return 0 if ok and grouped else 1
+
+
+def collector_group(lab: sandbox.Lab, tapctl) -> bool:
+    """A third session: vm-99's traffic, both ways, to a group of three collectors, each
+    connection at one of them.  Whether every connection went to one member."""
+    a = lab["host-a"]
+    print(f"\n== a collector group: session-03 mirrors vm-99 (both directions) to three "
+          f"collectors at {', '.join(GROUP)}, one member per connection")
+    for ip in GROUP:  # the lab's collector port answers for every member's address
+        a.appctl("tnl/neigh/set", "br-ul", ip, sandbox.COLLECTOR_MAC)
+    for args in (("target-add", "target-03", "--group", ",".join(GROUP), "--enable"),
+                 ("session-add", "session-03", "--target", "target-03", "--priority", "3",
+                  "--vni", "3", "--packet-length", "128", "--enable"),
+                 ("--wait", "source-add", "session-03", "--port", "vm-99")):
+        print("$ tapctl " + " ".join(args))
+        out = tapctl(*args)
+        print("".join(f"  {line}\n" for line in out.splitlines()), end="")
+    wait(lambda: tapctl("show").count("status active") >= 4, 20, "session-03 active")
+    skip = len(lab.collected())
+    _, mac99, ip99 = VMS["vm-99"]
+    port161, mac161, ip161 = VMS["vm-161"]
+    sent = {}
+    for i in range(12):
+        there = packets.frame(mac99, mac161, ip99, ip161, "tcp", 30000 + i, 80, b"g" * 60)
+        back = packets.frame(mac161, mac99, ip161, ip99, "tcp", 80, 30000 + i, b"g" * 60)
+        a.inject(VMS["vm-99"][0], there)
+        a.inject(port161, back)
+        sent[there[:128]], sent[back[:128]] = i, i
+    print(f"   12 TCP connections {ip99}:30000-30011 <-> {ip161}:80, a frame each way")
+
+    def copies() -> list:
+        return [s for s in map(packets.parse, lab.collected()[skip:]) if s.dst in GROUP]
+    wait(lambda: len(copies()) >= len(sent), 10, "the group's copies")
+    at: dict[int, set[str]] = {}
+    for s in copies():
+        at.setdefault(sent.get(s.inner_bytes, -1), set()).add(s.dst)
+    for ip in GROUP:
+        mine = sorted(i for i, where in at.items() if where == {ip})
+        ports = ", ".join(str(30000 + i) for i in mine) or "none"
+        print(f"   {ip} received connections {ports} (both directions)")
+    wait(lambda: '"member ' in tapctl("stats", "session-03", "--format", "json"), 20,
+         "the members' counters")
+    print("\n== tapctl stats session-03")
+    print(tapctl("stats", "session-03"), end="")
+    packet = f"tcp,nw_src={ip161},nw_dst={ip99},tp_src=80,tp_dst=30000"
+    print(f"\n== tapctl trace --port vm-99 --direction in {packet}")
+    print(tapctl("trace", "--port", "vm-99", "--direction", "in", packet), end="")
+    return (set(at) == set(range(12)) and all(len(w) == 1 for w in at.values())
+            and len({ip for w in at.values() for ip in w}) > 1)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def intent_json(intent: model.Intent,
     counters = counters or {}
     total = summed(counters)
     return {
-        "targets": [dict(_fields(t), status=dict(t.status))
+        "targets": [dict(_fields(t), status=dict(t.status), options=dict(t.options))
                     for t in sorted(intent.targets.values(), key=lambda t: t.name)],
         "filters": [{"name": f.name, "inbound": [_rule_json(r) for r in f.inbound],
                      "outbound": [_rule_json(r) for r in f.outbound]}
@@ -237,13 +237,14 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
 
 def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, int]]],
                  only: Optional[str] = None) -> str:
-    """What each session mirrored, each rule decided and each source handed over, added up
-    over the chassis (``-``: no chassis has reported the session)."""
+    """What each session mirrored, each rule decided, each source handed over and each
+    member of a collector group was sent, added up over the chassis (``-``: no chassis
+    has reported the session)."""
     sessions = sorted(intent.sessions.values(), key=lambda s: s.priority)
     if only is not None:
         sessions = [intent.session(only)]
     total = summed(counters)
-    rows, rules, sources = [], [], []
+    rows, rules, sources, members = [], [], [], []
     for sess in sessions:
         c = total.get(sess.name)
 
@@ -261,10 +262,16 @@ def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, i
             sources.append((sess.name, src.key,
                             *(get(f"source {src.key} {k}")
                               for k in ("packets", "bytes", "unmatched", "rejected"))))
+        target = intent.targets.get(sess.target)
+        for member in target.kind.members(target) if target is not None else ():
+            members.append((sess.name, sess.target, member, get(f"member {member} packets"),
+                            get(f"member {member} bytes")))
     lines = _table(("SESSION", "MIRRORED PACKETS", "BYTES", "CHASSIS: PACKETS"), rows)
     lines += [""] + _table(("SESSION", "DIRECTION", "RULE", "ACTION", "HITS", "BYTES"), rules)
     lines += [""] + _table(("SESSION", "SOURCE", "COPIES", "BYTES", "MATCHED NO RULE",
                             "REJECTED"), sources)
+    if members:  # collector groups: what each member was sent
+        lines += [""] + _table(("SESSION", "TARGET", "MEMBER", "COPIES", "BYTES"), members)
     return "\n".join(lines)
 
 
@@ -314,7 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     for kind in targets.KINDS.values():
         where.add_argument(kind.option, dest=f"where_{kind.name}", metavar=kind.metavar,
                            help=kind.help)
+    extras = {o.dest: o for k in targets.KINDS.values() for o in k.extra}
+    for o in extras.values():
+        c.add_argument(o.flag, dest=f"extra_{o.dest}", metavar=o.metavar, help=o.help)
     c.add_argument("--enable", action="store_true", help="create it enabled")
+
+    for verb, what in (("add", "add a member to"), ("del", "remove a member from"),
+                       ("enable", "enable a member of"), ("disable", "disable a member of")):
+        c = cmd(f"member-{verb}", f"{what} a collector group (only its connections move)")
+        c.add_argument("target")
+        c.add_argument("ip", metavar="IP")
 
     c = cmd("filter-add", "add an empty filter")
     c.add_argument("name")
@@ -474,9 +490,14 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
         api.chassis_del(args.name, time.time(), force=args.force)
         return ""
     if cmd == "target-add":
+        extras = {o.dest for k in targets.KINDS.values() for o in k.extra}
         t = api.target_add(args.name, enabled=args.enable,
-                           **{k: getattr(args, f"where_{k}") for k in targets.KINDS})
+                           **{k: getattr(args, f"where_{k}") for k in targets.KINDS},
+                           **{d: getattr(args, f"extra_{d}") for d in extras})
         return f"target {t.name}: {t.where()}, key {t.tunnel_key}, {_onoff(t.enabled)}"
+    if cmd.startswith("member-"):
+        t = api.member(args.target, cmd[len("member-"):], args.ip)
+        return f"target {t.name}: {t.where()}"
     if cmd == "filter-add":
         api.filter_add(args.name)
         return ""

@@ -10,6 +10,7 @@ assigns only once the ports exist:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import itertools
 import math
@@ -18,15 +19,15 @@ from typing import Optional
 
 from sdnagent import model
 from sdnagent.compile import hooks, portrange
+from sdnagent.compile.delivery import (  # noqa: F401 (the compiler's words, also used by others)
+    ACTIVE, CHASSIS_VXLAN_UDP_PORT, ERSPAN_PORT, SLOTS, TUNNEL_PORT, VXLAN_TARGET_PORT,
+    VXLAN_TARGET_UDP_PORT, Delivery, Leg, Status, TunnelPort, chassis_tunnel)
 from sdnagent.compile.flows import Flow, cookie
-from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, RULE_SLOTS, filter_band, flow
+from sdnagent.compile.pipeline import (FILTER_TABLES, REJECTED, RULE_SLOTS, TOWARD_PORT,
+                                       filter_band, flow)
 
-CHASSIS_VXLAN_UDP_PORT = 4790  # chassis-to-chassis VXLAN, apart from vxlan targets' 4789
-TUNNEL_PORT = {"gre": "tapgre", "vxlan": "tapvxc"}
-VXLAN_TARGET_PORT = "tapvxlan"
-VXLAN_TARGET_UDP_PORT = 4789
 GRE_PROTO, UDP_PROTO = 47, 17
-assert set(model.AGENT_PORTS) == {*TUNNEL_PORT.values(), VXLAN_TARGET_PORT}
+assert set(model.AGENT_PORTS) == {*TUNNEL_PORT.values(), VXLAN_TARGET_PORT, ERSPAN_PORT}
 ETH_TYPE = {"ipv4": 0x0800, "ipv6": 0x86DD}
 MAX_SESSIONS_PER_HOOK = model.MAX_SESSIONS_PER_SOURCE
 
@@ -67,36 +68,6 @@ class Inventory:
 
 
 @dataclasses.dataclass(frozen=True)
-class TunnelPort:
-    name: str
-    type: str
-    options: tuple[tuple[str, str], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Status:
-    state: str  # "active", "disabled" or "error"
-    reason: str = ""
-
-    def as_map(self, chassis: str) -> dict[str, str]:
-        out = {"state": self.state, "chassis": chassis}
-        if self.reason:
-            out["reason"] = self.reason
-        return out
-
-
-ACTIVE = Status("active")
-
-
-@dataclasses.dataclass(frozen=True)
-class Delivery:
-    kind: str  # "local", "chassis" or "vxlan"
-    port: str = ""  # local: the brtap port
-    ip: str = ""  # chassis / vxlan: where to send
-    key: int = 0  # GRE key / VNI for chassis; the session VNI is used for vxlan
-
-
-@dataclasses.dataclass(frozen=True)
 class PortPlan:
     hooks: tuple[hooks.Hook, ...]
     tunnels: tuple[TunnelPort, ...]
@@ -113,70 +84,6 @@ class PortPlan:
     # why this chassis takes nothing from its tunnel (another owner's port collides), or ""
     tunnel_problem: str = ""
     feeds: Mapping[str, hooks.Feed] = dataclasses.field(default_factory=dict)  # by name
-
-
-def _local_port(target: model.Target, inv: Inventory) -> Optional[str]:
-    """The brtap port of a target on this chassis: its vNIC (by iface-id) or its NIC."""
-    if target.type == "port":
-        local = inv.ports.get(target.iface_id or "")
-        return local.port if local is not None and local.bridge == inv.tap_bridge else None
-    if target.type == "nic" and target.chassis == inv.chassis:
-        return target.nic or ""
-    return None
-
-
-def _nic_problem(target: model.Target, inv: Inventory) -> Optional[str]:
-    """Why a NIC target of this chassis cannot be put on brtap, or None."""
-    nic = target.nic or ""
-    why = model.reserved_port(nic, inv.tap_bridge)
-    if why:
-        return f"nic {why}"
-    bridge = inv.port_bridges.get(nic)
-    if bridge is not None and bridge != inv.tap_bridge:
-        return (f"nic {nic} is already a port of bridge {bridge} on chassis {inv.chassis}; "
-                "a nic target needs a NIC that no other bridge uses")
-    return None
-
-
-def _chassis_route(target: model.Target, chassis: str, inv: Inventory) -> Delivery | Status:
-    if chassis in inv.chassis_ips:
-        return Delivery("chassis", ip=inv.chassis_ips[chassis], key=target.tunnel_key)
-    if chassis in inv.rejected_chassis:
-        return Status("error", f"target {target.name}: chassis {chassis} is set aside: "
-                      f"{inv.rejected_chassis[chassis]}")
-    return Status("error", f"target {target.name}: chassis {chassis} is unknown (no agent "
-                  "registered it)")
-
-
-def _delivery(target: model.Target, inv: Inventory) -> Delivery | Status:
-    if target.type == "vxlan":
-        # written past tapctl, or the chassis registered after the target: set aside
-        why = model.collector_at_chassis(target.remote_ip or "", inv.chassis_ips)
-        if why:
-            return Status("error", f"target {target.name}: {why}")
-        return Delivery("vxlan", ip=target.remote_ip or "")
-    if target.type == "nic" and target.chassis == inv.chassis:
-        why = _nic_problem(target, inv)
-        if why:
-            return Status("error", f"target {target.name}: {why}")
-    local = _local_port(target, inv)
-    if local is not None:
-        return Delivery("local", port=local)
-    if target.type == "nic":  # a host NIC on another chassis
-        return _chassis_route(target, target.chassis or "", inv)
-    hosts = sorted(c for c in inv.bindings.get(target.iface_id or "", ()) if c != inv.chassis)
-    if len(hosts) > 1:
-        # each chassis speaks only for itself (tapdb's RBAC), so two claims cannot be told
-        # apart: copies go to neither rather than perhaps to the wrong one
-        return Status("error", f"target {target.name}: iface {target.iface_id} is claimed by "
-                      f"chassis {' and '.join(hosts)}; copies wait until only one has it")
-    if hosts:
-        if hosts[0] in inv.chassis_ips or hosts[0] in inv.rejected_chassis:
-            return _chassis_route(target, hosts[0], inv)
-        return Status("error", f"target {target.name}: iface {target.iface_id} is on chassis "
-                      f"{hosts[0]}, which has no tunnel IP registered")
-    return Status("error", f"target {target.name}: iface {target.iface_id} not found on any "
-                  "chassis")
 
 
 def _source_wants(src: model.Source, inv: Inventory
@@ -254,7 +161,7 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             if broken is not None:
                 source_status[sess.name, src.key] = broken
                 continue
-            route = _delivery(target, inv)
+            route = target.kind.deliver(target, sess, inv)
             if isinstance(route, Status):
                 source_status[sess.name, src.key] = route
                 continue
@@ -291,24 +198,24 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
     clash = tunnel_clash(inv)
     for t in intent.targets.values():
         try:
-            why = _nic_problem(t, inv) if t.type == "nic" and t.chassis == inv.chassis else None
-            if why is None:
+            here = t.kind.local(t, inv)
+            if not isinstance(here, Status):
                 model.check_stored_target(t)
         except model.IntentError as exc:
-            why = f"target {t.name}: {exc}"
-        if why:
-            if t.type == "nic" and t.chassis == inv.chassis:
-                target_status[t.name] = Status("error", why)
+            if t.kind.lives_on(t, inv.chassis, frozenset(inv.ports)):
+                target_status[t.name] = Status("error", f"target {t.name}: {exc}")
             continue
-        port = _local_port(t, inv)
-        if port is None:
+        if isinstance(here, Status):
+            target_status[t.name] = here
             continue
-        local_targets[t.name] = port
-        if t.type == "nic":
-            nics.append(port)
-        if t.type == "nic" and inv.brtap_ofports.get(port) == -1:
-            why = inv.brtap_errors.get(port, "")
-            target_status[t.name] = Status("error", f"nic {t.nic} could not be added to "
+        if here is None:
+            continue
+        local_targets[t.name] = here
+        if t.kind.on_brtap:
+            nics.append(here)
+        if t.kind.on_brtap and inv.brtap_ofports.get(here) == -1:
+            why = inv.brtap_errors.get(here, "")
+            target_status[t.name] = Status("error", f"{t.type} {here} could not be added to "
                                            f"{inv.tap_bridge} on chassis {inv.chassis}"
                                            + (f": {why}" if why else ""))
         elif clash and t.enabled:
@@ -330,11 +237,12 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                 if c and c != inv.chassis and c in inv.chassis_ips:
                     senders.setdefault(sess.target, set()).add(inv.chassis_ips[c])
 
-    tunnels = [_chassis_tunnel(inv.encap)]
-    if any(d.kind == "vxlan" for d in deliveries.values()):
-        tunnels.append(TunnelPort(VXLAN_TARGET_PORT, "vxlan",
-                                  (("key", "flow"), ("remote_ip", "flow"))))
-    return PortPlan(hook_plan.hooks, tuple(tunnels), tuple(sorted(set(nics))), source_feeds,
+    tunnels = {chassis_tunnel(inv.encap).name: chassis_tunnel(inv.encap)}
+    for d in deliveries.values():
+        for tp in d.tunnels:
+            assert tunnels.setdefault(tp.name, tp) == tp, (tp, tunnels[tp.name])
+    tunnels_ = tuple(tunnels[n] for n in sorted(tunnels))
+    return PortPlan(hook_plan.hooks, tunnels_, tuple(sorted(set(nics))), source_feeds,
                     deliveries, source_status, target_status, local_targets,
                     {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())}, clash or "",
                     hook_plan.feeds)
@@ -349,7 +257,7 @@ def tunnel_clash(inv: Inventory) -> Optional[str]:
     ours included, and its peers' GRE reaches ours when its own does not match. A
     VXLAN port's datapath port is its UDP port: only another VXLAN port on ours
     can take or bring traffic."""
-    ours = _chassis_tunnel(inv.encap)
+    ours = chassis_tunnel(inv.encap)
     udp = dict(ours.options).get("dst_port", "")
     for name, type_, dst_port in inv.foreign_tunnels:
         if type_ != ours.type or (type_ == "vxlan" and (dst_port or "4789") != udp):
@@ -361,13 +269,6 @@ def tunnel_clash(inv: Inventory) -> Optional[str]:
                 + ("; use [tunnel] encap = vxlan" if ours.type == "gre" else
                    f"; UDP {udp} is sdnagent's"))
     return None
-
-
-def _chassis_tunnel(encap: str) -> TunnelPort:
-    options = [("key", "flow"), ("remote_ip", "flow")]
-    if encap == "vxlan":
-        options.append(("dst_port", str(CHASSIS_VXLAN_UDP_PORT)))
-    return TunnelPort(TUNNEL_PORT[encap], encap, tuple(sorted(options)))
 
 
 # ---------------------------------------------------------------- flows
@@ -531,7 +432,6 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
     changed (:func:`~sdnagent.compile.flows.diff_groups`)."""
     groups: dict[str, tuple[Flow, ...]] = {"default": _DEFAULTS}
     tunnel = ofports.get(TUNNEL_PORT[encap], 0)
-    vxlan = ofports.get(VXLAN_TARGET_PORT, 0)
 
     def port(name: str) -> int:
         return ofports.get(name, 0)
@@ -580,30 +480,64 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
             groups[f"session {sname}"] = _session_filter(sname, sess.priority, flt is not None,
                                                          parts, conjunctive)
 
-    # forward: per session with local feeds
+    # forward: per session with local feeds, as its target's kind delivers
     active_sessions = {s for (s, _), names in plan.source_feeds.items() if names}
     for sname in sorted(active_sessions):
         sess = intent.sessions[sname]
         d = plan.deliveries[sname]
-        if d.kind == "local":
-            out_port, sets = port(d.port), ()
-        elif d.kind == "chassis":
-            out_port = tunnel
-            sets = (("set_field", f"tun_{_ip_field(d.ip)}_dst", d.ip), ("set_field", "tunnel_id", d.key))
-        else:
-            out_port = vxlan
-            sets = (("set_field", f"tun_{_ip_field(d.ip)}_dst", d.ip), ("set_field", "tunnel_id", sess.vni))
-        if out_port <= 0:
+        target = intent.targets[sess.target]
+        if not d.balanced:
+            out = _leg_flows("forward", {"reg0": sess.priority}, d.leg, sess, port,
+                             kind="forward", obj=sname)
+            if out:
+                groups[f"forward {sname}"] = out
             continue
-        out = (("output_trunc", out_port, sess.packet_length) if sess.packet_length
-               else ("output", out_port))
-        groups[f"forward {sname}"] = (flow("forward", 100, {"reg0": sess.priority},
-                                           sets + (out,), kind="forward", obj=sname),)
+        groups[f"balance {target.name}"] = _balance_flows(target, d)
+        multipath = ("multipath", "symmetric_l3l4+udp", 0, "modulo_n", SLOTS - 1, 0, 8, "reg4")
+        groups[f"forward {sname}"] = (flow(
+            "forward", 100, {"reg0": sess.priority},
+            (multipath, ("set_field", "reg6", target.tunnel_key)), goto="balance",
+            kind="forward", obj=sname),) + tuple(
+            f for leg in d.legs
+            for f in _leg_flows("member", {"reg0": sess.priority, "reg5": member_id(leg.member)},
+                                leg, sess, port, kind="member", obj=f"{sname}/{leg.member}"))
     return groups
 
 
+def _leg_flows(table: str, match: dict, leg: Leg, sess: model.Session, port, *, kind: str,
+               obj: str) -> tuple[Flow, ...]:
+    """Set the leg's fields and output, truncated to the session's packet length: one
+    flow, or one per direction (reg3) when the leg marks the direction; none while its
+    port has no number yet."""
+    out_port = port(leg.port)
+    if out_port <= 0:
+        return ()
+    out = (("output_trunc", out_port, sess.packet_length) if sess.packet_length
+           else ("output", out_port))
+    sets = tuple(("set_field", f, v) for f, v in leg.sets)
+    if not leg.direction_field:
+        return (flow(table, 100, match, sets + (out,), kind=kind, obj=obj),)
+    return tuple(flow(table, 100, {**match, "reg3": toward},
+                      sets + (("set_field", leg.direction_field, toward), out), kind=kind,
+                      obj=obj) for toward in (0, TOWARD_PORT))
+
+
+def member_id(member: str) -> int:
+    """A group member's number in reg5: from its address, so that it stays the same as
+    other members come and go (and their flows with it)."""
+    return int.from_bytes(hashlib.blake2b(member.encode(), digest_size=4).digest(), "big") | 1
+
+
+def _balance_flows(target: model.Target, d: Delivery) -> tuple[Flow, ...]:
+    ids = [member_id(leg.member) for leg in d.legs]
+    assert len(set(ids)) == len(ids), f"two members of {target.name} share a number"
+    return tuple(flow("balance", 100, {"reg6": target.tunnel_key, "reg4": slot},
+                      (("set_field", "reg5", ids[leg]),), goto="member", kind="balance",
+                      obj=target.name) for slot, leg in enumerate(d.slots))
+
+
 _DEFAULTS = tuple([flow(t, 0, {}, kind="default", obj=t)
-                   for t in ("classify", "verdict", "forward", "tunnel_in")]
+                   for t in ("classify", "verdict", "forward", "balance", "member", "tunnel_in")]
                   + [flow(FILTER_TABLES[-1], 0, {}, goto="verdict", kind="default",
                           obj=FILTER_TABLES[-1])]
                   + [flow(t, 0, {}, goto=after, kind="default", obj=t)

@@ -19,7 +19,9 @@ by blanks (names and iface-ids have none):
   flows), whichever session took them;
 - ``source KEY unmatched`` and ``source KEY rejected``: of the copies that
   entered brtap from its hooks, those that no rule of any session took, and
-  those that a reject rule took.
+  those that a reject rule took;
+- ``member IP packets|bytes``: for a collector group, the copies sent to each
+  enabled member (its member flow).
 """
 from __future__ import annotations
 
@@ -64,6 +66,10 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
         forward = flows.cookie("forward", sname)
         mine["packets"] = mine["bytes"] = (forward,)
         sources.setdefault(sname, {})[key] = names
+        d = plan.deliveries.get(sname)
+        for leg in d.legs if d is not None and d.balanced else ():
+            mine[f"member {leg.member} packets"] = mine[f"member {leg.member} bytes"] = (
+                flows.cookie("member", f"{sname}/{leg.member}"),)
         if sess.filter is None:
             continue
         for direction in {plan.feeds[n].rules for n in names}:

@@ -7,7 +7,8 @@ with ``==``: an exact match is a plain value, a masked one ``(value, mask)``.
 
 Actions are tuples: ``("output", port)``, ``("output_trunc", port, max_len)``,
 ``("set_field", field, value)``, ``("conjunction", id, clause, clauses)`` (clause
-counted from 0, as on the wire) and, last, ``("goto", table_id)``.  No action
+counted from 0, as on the wire), ``("multipath", fields, basis, algorithm,
+max_link, arg, bits, register)`` and, last, ``("goto", table_id)``.  No action
 at all means drop.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 COOKIE_AGENT = 0x7A90
 COOKIE_MASK = 0xFFFF << 48
 KINDS = {"default": 0, "source": 1, "tunnel": 2, "target_drop": 3, "rule": 4,
-         "session": 5, "forward": 6, "target_in": 7, "clause": 8, "verdict": 9}
+         "session": 5, "forward": 6, "target_in": 7, "clause": 8, "verdict": 9,
+         "balance": 10, "member": 11}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 
 

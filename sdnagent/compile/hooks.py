@@ -25,7 +25,7 @@ from typing import Optional
 
 from sdnagent import model
 from sdnagent.compile.flows import Flow
-from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, flow
+from sdnagent.compile.pipeline import FILTER_TABLES, REJECTED, TOWARD_PORT, flow
 
 HOOK_SLOTS = 10  # shared Mirrors per integration bridge and direction
 MAX_MIRRORS_PER_BRIDGE = 32  # an OVS limit, counting other owners' Mirrors
@@ -269,8 +269,10 @@ def entry_flows(hook: Hook, feeds: Iterable[Feed], in_port: int,
     out = []
     for f in feeds:
         match = {"in_port": in_port, **({f.field: f.mac} if f.field else {})}
-        out += [flow("classify", 200, match, (("set_field", "reg1", f.id),),
-                     goto=FILTER_TABLES[0], kind="source", obj=f.name),
+        marks = (("set_field", "reg1", f.id),) + (
+            (("set_field", "reg3", TOWARD_PORT),) if hook.select == "dst" else ())
+        out += [flow("classify", 200, match, marks, goto=FILTER_TABLES[0], kind="source",
+                     obj=f.name),
                 flow("verdict", 100, {"reg1": f.id, "reg2": 0}, kind="verdict",
                      obj=verdict_obj(f.name, "unmatched")),
                 flow("verdict", 100, {"reg1": f.id, "reg2": REJECTED}, kind="verdict",

@@ -22,8 +22,11 @@ class Table:
 
 
 # registers: reg0 the session that accepted a copy, reg1 the feed it came from (a hook's
-# number), reg2 the verdict of a copy no session took (REJECTED or 0: no rule matched)
+# number), reg2 the verdict of a copy no session took (REJECTED or 0: no rule matched),
+# reg3 1 for a copy of a frame going to a source port (egress at its switch port), else
+# 0; for a collector group: reg4 the copy's hash slot, reg5 its member, reg6 the target
 REJECTED = 1
+TOWARD_PORT = 1
 _IP_FIELDS = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst",
               "tcp_src", "tcp_dst", "udp_src", "udp_dst"}
 
@@ -56,7 +59,7 @@ TABLES = (
     Table("classify", 0, frozenset({"in_port", "eth_src", "eth_dst"} | _IP_FIELDS),
           (FILTER_TABLES[0], "tunnel_in"),
           "by in_port (and, on a hook several ports share, the port's MAC): a source's feed "
-          "goes into reg1 and on to the filter stage, "
+          "goes into reg1 (and reg3 = 1 for frames to the port) and on to the filter stage, "
           "the chassis tunnel's traffic to tunnel_in, a target port's own traffic is dropped; "
           "anything else is dropped. A vswitch hook drops this chassis's own tunnel packets "
           "first: a copy is never mirrored again"),
@@ -64,10 +67,18 @@ TABLES = (
     Table("verdict", 19, frozenset({"reg1", "reg2"}), (),
           "what no session mirrored, by feed (reg1): rejected (reg2 = 1) or matched by no "
           "rule (reg2 = 0); dropped, and counted"),
-    Table("forward", 20, frozenset({"reg0"}), (),
+    Table("forward", 20, frozenset({"reg0", "reg3"}), ("balance",),
           "by session (reg0): deliver to the target, truncated to the packet length: a local "
-          "port, GRE/VXLAN to the target's chassis with the target's key, or VXLAN with the "
-          "session VNI to a vxlan target"),
+          "port, GRE/VXLAN to the target's chassis with the target's key, or to a collector "
+          "by VXLAN, GRE or ERSPAN with the session VNI (for ERSPAN type III, one flow per "
+          "direction, reg3); for a collector group, hash the copy's connection into a slot "
+          "(reg4) and go to balance"),
+    Table("balance", 21, frozenset({"reg6", "reg4"}), ("member",),
+          "a collector group's slots (reg4), each the member it belongs to (into reg5); by "
+          "target (reg6)"),
+    Table("member", 22, frozenset({"reg0", "reg5", "reg3"}), (),
+          "by session (reg0) and group member (reg5): deliver to that member, truncated to "
+          "the packet length; each member's copies counted apart"),
     Table("tunnel_in", 30, frozenset({"tunnel_id", "tun_ipv4_src", "tun_ipv6_src"}), (),
           "tunnel traffic: delivered when the key names a local enabled target and the "
           "sender is a chassis expected to send to it (one holding a source of an enabled "

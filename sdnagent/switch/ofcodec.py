@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import struct
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 from sdnagent.compile.flows import Flow, shared
 
@@ -29,7 +29,9 @@ OFPP_ANY, OFPG_ANY, OFP_NO_BUFFER = 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF
 OFPMT_OXM = 1
 OFPIT_GOTO_TABLE, OFPIT_APPLY_ACTIONS = 1, 4
 OFPAT_OUTPUT, OFPAT_SET_FIELD, OFPAT_EXPERIMENTER = 0, 25, 0xFFFF
-NX_VENDOR_ID, NXAST_CONJUNCTION, NXAST_OUTPUT_TRUNC = 0x00002320, 34, 39
+NX_VENDOR_ID, NXAST_MULTIPATH, NXAST_CONJUNCTION, NXAST_OUTPUT_TRUNC = 0x00002320, 10, 34, 39
+MULTIPATH_FIELDS = {"symmetric_l3l4+udp": 3}  # nx_hash_fields
+MULTIPATH_ALGORITHMS = {"modulo_n": 0}  # nx_mp_algorithm
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 ONF_ET_BUNDLE_CONTROL, ONF_ET_BUNDLE_ADD_MESSAGE = 2300, 2301
 ONF_BCT_OPEN_REQUEST, ONF_BCT_CLOSE_REQUEST, ONF_BCT_COMMIT_REQUEST = 0, 2, 4
@@ -56,13 +58,26 @@ FIELDS: dict[str, tuple[int, int, int, str]] = {
     "reg0": (NXM_1, 0, 4, "int"),
     "reg1": (NXM_1, 1, 4, "int"),
     "reg2": (NXM_1, 2, 4, "int"),
+    "reg3": (NXM_1, 3, 4, "int"),
+    "reg4": (NXM_1, 4, 4, "int"),
+    "reg5": (NXM_1, 5, 4, "int"),
+    "reg6": (NXM_1, 6, 4, "int"),
     "conj_id": (NXM_1, 37, 4, "int"),
     "tun_ipv4_src": (NXM_1, 31, 4, "ip"),
     "tun_ipv4_dst": (NXM_1, 32, 4, "ip"),
     "tun_ipv6_src": (NXM_1, 109, 16, "ip"),
     "tun_ipv6_dst": (NXM_1, 110, 16, "ip"),
 }
+# OVS's experimenter OXM fields (class 0xffff, Nicira's experimenter ID before the value):
+# name -> (field, value bytes); written by set_field only
+EXPERIMENTER_FIELDS: dict[str, tuple[int, int]] = {
+    "tun_erspan_idx": (11, 4),
+    "tun_erspan_ver": (12, 1),
+    "tun_erspan_dir": (13, 1),
+    "tun_erspan_hwid": (14, 1),
+}
 _BY_CODE = {(c, f): name for name, (c, f, _, _) in FIELDS.items()}
+_EXPERIMENTER_BY_CODE = {f: name for name, (f, _) in EXPERIMENTER_FIELDS.items()}
 RAW_PREFIX = "oxm:"  # a field we do not know: "oxm:<class>:<field>:<hasmask>", raw bytes
 
 _HEADER = struct.Struct("!BBHI")
@@ -72,6 +87,7 @@ _MATCH_HEAD = struct.Struct("!HH")
 _OUTPUT = struct.Struct("!HHIH6x")
 _TRUNC = struct.Struct("!HHIHHI")
 _CONJUNCTION = struct.Struct("!HHIHBBI")
+_MULTIPATH = struct.Struct("!HHIHHH2xHHI2xHI")
 _APPLY = struct.Struct("!HH4x")
 _GOTO = struct.Struct("!HHB3x")
 _BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")
@@ -117,6 +133,10 @@ def _oxm(name: str, value: Any) -> bytes:
     if name.startswith(RAW_PREFIX):
         cls, field, hasmask = (int(x, 0) for x in name[len(RAW_PREFIX):].split(":"))
         return _OXM.pack((cls << 16) | (field << 9) | (hasmask << 8) | len(value)) + value
+    if name in EXPERIMENTER_FIELDS:
+        field, size = EXPERIMENTER_FIELDS[name]
+        return (_OXM.pack((0xFFFF << 16) | (field << 9) | (4 + size))
+                + struct.pack("!I", NX_VENDOR_ID) + int(value).to_bytes(size, "big"))
     cls, field, size, kind = FIELDS[name]
     if isinstance(value, tuple):
         v, m = (_value_bytes(kind, size, x) for x in value)
@@ -139,6 +159,12 @@ def _action(a: tuple) -> bytes:
     if a[0] == "conjunction":  # ("conjunction", id, clause from 0, clauses)
         return _CONJUNCTION.pack(OFPAT_EXPERIMENTER, 16, NX_VENDOR_ID, NXAST_CONJUNCTION, a[2],
                                  a[3], a[1])
+    if a[0] == "multipath":  # ("multipath", fields, basis, algorithm, max_link, arg, bits, reg)
+        _, fields, basis, algorithm, max_link, arg, bits, reg = a
+        cls, field, size, _ = FIELDS[reg]
+        return _MULTIPATH.pack(OFPAT_EXPERIMENTER, 32, NX_VENDOR_ID, NXAST_MULTIPATH,
+                               MULTIPATH_FIELDS[fields], basis, MULTIPATH_ALGORITHMS[algorithm],
+                               max_link, arg, bits - 1, (cls << 16) | (field << 9) | size)
     if a[0] == "set_field":
         tlv = _oxm(a[1], a[2])
         length = 4 + len(tlv)
@@ -252,6 +278,10 @@ _TLVS: dict[bytes, tuple[str, Any]] = {}  # a dump repeats ports, types and addr
 
 def _read_oxm(header: int, raw: bytes) -> tuple[str, Any]:
     cls, field, hasmask = header >> 16, (header >> 9) & 0x7F, (header >> 8) & 1
+    if cls == 0xFFFF and not hasmask and raw[:4] == struct.pack("!I", NX_VENDOR_ID):
+        name = _EXPERIMENTER_BY_CODE.get(field)
+        if name is not None and len(raw) == 4 + EXPERIMENTER_FIELDS[name][1]:
+            return name, int.from_bytes(raw[4:], "big")
     name = _BY_CODE.get((cls, field))
     if name is None or len(raw) != FIELDS[name][2] * (1 + hasmask):
         return f"{RAW_PREFIX}{cls:#06x}:{field}:{hasmask}", raw
@@ -288,6 +318,10 @@ def _decode_actions(data: bytes, pos: int, end: int) -> Iterator[tuple]:
               and struct.unpack_from("!IH", data, pos + 4) == (NX_VENDOR_ID, NXAST_OUTPUT_TRUNC)):
             port, max_len = struct.unpack_from("!HI", data, pos + 10)
             yield ("output_trunc", port, max_len)
+        elif (kind == OFPAT_EXPERIMENTER and length == 32 and struct.unpack_from(
+                "!IH", data, pos + 4) == (NX_VENDOR_ID, NXAST_MULTIPATH)
+                and _multipath(data, pos) is not None):
+            yield _multipath(data, pos)
         elif (kind == OFPAT_EXPERIMENTER and length == 16 and struct.unpack_from(
                 "!IH", data, pos + 4) == (NX_VENDOR_ID, NXAST_CONJUNCTION)):
             clause, n_clauses, conj_id = struct.unpack_from("!BBI", data, pos + 10)
@@ -295,6 +329,19 @@ def _decode_actions(data: bytes, pos: int, end: int) -> Iterator[tuple]:
         else:  # something the agent never writes: kept visible, so a diff replaces it
             yield ("unknown", bytes(data[pos:pos + length]).hex())
         pos += length
+
+
+def _multipath(data: bytes, pos: int) -> Optional[tuple]:
+    """A multipath action as the compiler writes it, or None for one it never writes."""
+    (_, _, _, _, fields, basis, algorithm, max_link, arg, ofs_nbits,
+     dst) = _MULTIPATH.unpack_from(data, pos)
+    names = ({v: k for k, v in MULTIPATH_FIELDS.items()}.get(fields),
+             {v: k for k, v in MULTIPATH_ALGORITHMS.items()}.get(algorithm),
+             _BY_CODE.get((dst >> 16, (dst >> 9) & 0x7F)))
+    if None in names or ofs_nbits >> 6 or not names[2].startswith("reg"):
+        return None
+    return ("multipath", names[0], basis, names[1], max_link, arg, (ofs_nbits & 0x3F) + 1,
+            names[2])
 
 
 def decode_instructions(data: bytes, pos: int, end: int) -> tuple[tuple, ...]:

@@ -130,7 +130,7 @@ def _opt(value: Any) -> list:
 def _target_row(t: model.Target) -> dict:
     return {"name": t.name, "type": t.type, "tunnel_key": t.tunnel_key, "enabled": t.enabled,
             "iface_id": _opt(t.iface_id), "chassis": _opt(t.chassis), "nic": _opt(t.nic),
-            "remote_ip": _opt(t.remote_ip)}
+            "remote_ip": _opt(t.remote_ip), "options": ["map", [list(kv) for kv in t.options]]}
 
 
 def _rule_row(r: model.Rule) -> dict:
@@ -252,10 +252,11 @@ def _filter(read: Read, row: Row) -> model.Filter:
     return rows.read_filter(row)[0]
 
 
-def _shell(row: Row) -> model.Session:
-    """A session as far as uniqueness checks look: name, priority, VNI."""
+def _shell(row: Row, target: str = "") -> model.Session:
+    """A session as far as uniqueness checks and quotas look: name, priority, VNI and,
+    when read for it, its target."""
     data = row._data
-    return model.Session(data["name"], data["priority"], data["vni"], "", None, None, False)
+    return model.Session(data["name"], data["priority"], data["vni"], target, None, None, False)
 
 
 # ---------------------------------------------------------------- the client
@@ -409,6 +410,25 @@ class IntentDb:
             return [{"op": "insert", "table": "Mirror_Target", "row": _target_row(t)}], t
         return self.change(judge, f"target-add {name}")
 
+    def member(self, target: str, action: str, ip: str) -> model.Target:
+        """Add, remove (``del``), enable or disable one member of a collector group."""
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            row = read.one("Mirror_Target", target, "target")
+            t = _target(row)
+            with_member = getattr(t.kind, "with_member", None)
+            if with_member is None:
+                raise model.IntentError("target", f"target {t.name!r} is a {t.type} target; "
+                                        "only group targets have members")
+            tunnel_ips: dict[str, str] = {}
+            if action == "add":  # a hypervisor's tunnel address is no collector
+                [chassis] = read.fetch(select("Chassis", columns=["name", "tunnel_ip"],
+                                              uuid=False))
+                tunnel_ips = {c.name: c.tunnel_ip for c in chassis}
+            changed = with_member(t, action, ip, tunnel_ips)
+            return [{"op": "update", "table": "Mirror_Target", "where": _this(row),
+                     "row": {"options": ["map", [list(kv) for kv in changed.options]]}}], changed
+        return self.change(judge, f"member-{action} {target} {ip}")
+
     def filter_add(self, name: str) -> model.Filter:
         def judge(read: Read) -> tuple[list[dict], Any]:
             [found] = read.fetch(named("Mirror_Filter", name))
@@ -459,6 +479,10 @@ class IntentDb:
                 chosen = str(model.free_number("vni", {r._data["vni"] for r in vnis},
                                                (1, model.VNI[1])))
             shells = {r.uuid: _shell(r) for r in by_name + by_priority}
+            if targets:  # the sessions that deliver to it, against its kind's quota
+                [using] = read.fetch(select("Mirror_Session", ["target", "==", _uuid(targets[0])],
+                                            columns=columns))
+                shells.update((r.uuid, _shell(r, targets[0].name)) for r in using)
             intent = model.Intent.of(map(_target, targets),
                                      [model.Filter(r.name) for r in filters[0]] if filters else [],
                                      shells.values())

@@ -84,7 +84,7 @@ Read = tuple[Any, dict, frozenset]
 def read_target(row: Any, shown: Optional[Statuses] = None) -> Read:
     t = model.Target(row.name, row.type, row.tunnel_key, opt(row, "iface_id"),
                      opt(row, "chassis"), opt(row, "nic"), opt(row, "remote_ip"),
-                     row.enabled, status_of(row, shown))
+                     row.enabled, status_of(row, shown), tuple(sorted(row.options.items())))
     return t, {("target", row.name): row}, frozenset({row.uuid})
 
 

@@ -46,9 +46,12 @@ class MirrorLab:
     # ------------------------------------------------------------ intent
 
     def tapctl(self, *args: str) -> str:
-        proc = subprocess.run(["tapctl", *args], env=self.env, capture_output=True, text=True)
+        proc = self.run_tapctl(*args)
         assert proc.returncode == 0, f"tapctl {' '.join(args)}: {proc.stderr}"
         return proc.stdout
+
+    def run_tapctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["tapctl", *args], env=self.env, capture_output=True, text=True)
 
     def example(self, target02_ip: str) -> None:
         subprocess.run(["sh", str(EXAMPLE)], env=dict(self.env, TARGET02_IP=target02_ip),

@@ -87,8 +87,8 @@ def test_nic_targets_named_like_existing_or_agent_ports(mlab):
                           env=mlab.env, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr == ("tapctl: error: nic: 'tapgre' is reserved for the agent's own ports "
-                           "(tapgre, tapvxc, tapvxlan, tpi<hex> and tpt<hex>); use the name of a "
-                           "host NIC\n")
+                           "(tapgre, tapvxc, tapvxlan, taperspan, tpi<hex> and tpt<hex>); use "
+                           "the name of a host NIC\n")
     # a NIC target whose name is a VM's port on br-int: an error on that target only
     mlab.tapctl("target-add", "c1", "--nic", "host-a:vm230", "--enable")
     st = wait_until(lambda: target_status(mlab, "c1").get("state") == "error"

@@ -65,7 +65,8 @@ def test_two_session_example_show_and_list(tapdb):
     assert [t["name"] for t in data["targets"]] == ["target-01", "target-02"]
     assert data["targets"][0] == {"name": "target-01", "type": "port", "tunnel_key": 1,
                                   "iface_id": "vm-164", "chassis": None, "nic": None,
-                                  "remote_ip": None, "enabled": True, "status": {}}
+                                  "remote_ip": None, "enabled": True, "status": {},
+                                  "options": {}}
     assert data["targets"][1]["remote_ip"] == "192.168.1.165"
     source = {"type": "port", "direction": "in", "iface_id": "vm-230", "chassis": None,
               "bridge": None, "vlan": None, "enabled": True, "status": {}}

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 
 from sdnagent import model
 from sdnagent.compile.flows import Flow
+from sdnagent.targets import collector
 
 
 def _field_matches(field: str, want: Any, packet: dict) -> bool:
@@ -64,7 +65,7 @@ def run(flows: Iterable[Flow], packet: dict, hits: Optional[list[Flow]] = None) 
     """The outputs ("output", port, max_len or None, tunnel fields) of one packet; the
     flows it hit (counted, as the switch counts them) are added to ``hits``."""
     flows = list(flows)
-    pkt = {"reg0": 0, "reg1": 0, "reg2": 0, **packet}  # registers start at zero
+    pkt = {**{f"reg{i}": 0 for i in range(7)}, **packet}  # registers start at zero
     table = 0
     outputs = []
     for _ in range(16):
@@ -83,6 +84,10 @@ def run(flows: Iterable[Flow], packet: dict, hits: Optional[list[Flow]] = None) 
                 outputs.append((action[1], action[2], _tunnel(pkt)))
             elif action[0] == "conjunction":
                 raise AssertionError(f"a clause flow was executed: {f}")
+            elif action[0] == "multipath":
+                _, fields, basis, algorithm, max_link, arg, bits, reg = action
+                assert (fields, basis, algorithm, arg) == ("symmetric_l3l4+udp", 0, "modulo_n", 0)
+                pkt[reg] = (connection_hash_of(pkt) or 0) % (max_link + 1)
             elif action[0] == "goto":
                 assert action[1] > table, "goto must go forward"
                 next_table = action[1]
@@ -95,7 +100,18 @@ def run(flows: Iterable[Flow], packet: dict, hits: Optional[list[Flow]] = None) 
 
 
 def _tunnel(pkt: dict) -> tuple:
-    return tuple((k, pkt[k]) for k in ("tun_ipv4_dst", "tun_ipv6_dst", "tunnel_id") if k in pkt)
+    return tuple((k, pkt[k]) for k in ("tun_ipv4_dst", "tun_ipv6_dst", "tunnel_id",
+                                       "tun_erspan_ver", "tun_erspan_idx", "tun_erspan_hwid",
+                                       "tun_erspan_dir") if k in pkt)
+
+
+def connection_hash_of(pkt: dict) -> Optional[int]:
+    """The hash a group's multipath takes of a packet given as match fields."""
+    fam = {0x0800: "ipv4", 0x86DD: "ipv6"}.get(pkt.get("eth_type", 0), "")
+    l4 = {6: "tcp", 17: "udp"}.get(pkt.get("ip_proto", -1), "")
+    return collector.connection_hash(pkt.get("eth_type", 0), pkt.get(f"{fam}_src"),
+                                     pkt.get(f"{fam}_dst"), pkt.get("ip_proto"),
+                                     pkt.get(f"{l4}_src"), pkt.get(f"{l4}_dst"))
 
 
 # ---------------------------------------------------------------- the reference

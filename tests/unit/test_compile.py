@@ -202,7 +202,7 @@ def test_a_target_claimed_by_two_chassis_gets_no_copies():
     assert not [f for f in flows if "10.255.0.66" in repr(f.actions)]
     # one claim again: copies flow to it
     plan, _, _ = compile_all(example(), inventory(chassis_ips=chassis_ips))
-    assert plan.deliveries["session-01"].ip == HOST_B_IP
+    assert ("tun_ipv4_dst", HOST_B_IP) in plan.deliveries["session-01"].leg.sets
     # an iface bound to a chassis that registered no tunnel IP
     plan, _, _ = compile_all(example(), inventory(bindings={"vm-164": ("host-c",)}))
     assert plan.source_status["session-01", "vm-230"] == compiler.Status(
@@ -497,7 +497,7 @@ def nic_intent(nic: str) -> model.Intent:
     ("vm230", {"vm230": "br-int"}, "nic vm230 is already a port of bridge br-int on chassis "
      "host-a; a nic target needs a NIC that no other bridge uses"),
     ("tapgre", {}, "nic 'tapgre' is reserved for the agent's own ports (tapgre, tapvxc, "
-     "tapvxlan, tpi<hex> and tpt<hex>); use the name of a host NIC"),
+     "tapvxlan, taperspan, tpi<hex> and tpt<hex>); use the name of a host NIC"),
     ("brtap", {"brtap": "brtap"}, "nic 'brtap' is the agent's tap bridge; use the name of a "
      "host NIC"),
 ])

@@ -258,9 +258,11 @@ def test_rule_defaults_and_inference():
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({}, "target type: give exactly one of --port IFACE_ID, --nic CHASSIS:IFNAME or --vxlan IP"),
+    ({}, "target type: give exactly one of --port IFACE_ID, --nic CHASSIS:IFNAME, --vxlan IP, "
+     "--erspan IP or --group IP[,IP...]"),
     ({"port": "a", "vxlan": "10.0.0.1"},
-     "target type: give exactly one of --port IFACE_ID, --nic CHASSIS:IFNAME or --vxlan IP"),
+     "target type: give exactly one of --port IFACE_ID, --nic CHASSIS:IFNAME, --vxlan IP, "
+     "--erspan IP or --group IP[,IP...]"),
     ({"vxlan": "10.0.0"}, "vxlan: '10.0.0' is not an IP address; use an IPv4 or IPv6 unicast "
      "address"),
     ({"vxlan": "224.0.0.1"}, "vxlan: '224.0.0.1' is not a unicast address; use an IPv4 or IPv6 "
@@ -277,10 +279,12 @@ def test_target_errors(kw, message):
     assert err(model.new_target, example(), "t3", **kw) == message
 
 
-@pytest.mark.parametrize("nic", ["tapgre", "tapvxc", "tapvxlan", "tpi0123456789", "tpta0b1c2d3e4"])
+@pytest.mark.parametrize("nic", ["tapgre", "tapvxc", "tapvxlan", "taperspan", "tpi0123456789",
+                                 "tpta0b1c2d3e4"])
 def test_nic_targets_cannot_take_the_agents_port_names(nic):
     assert err(model.new_target, example(), "t3", nic=f"host-a:{nic}") == (
         f"nic: {nic!r} is reserved for the agent's own ports (tapgre, tapvxc, tapvxlan, "
+        "taperspan, "
         "tpi<hex> and tpt<hex>); use the name of a host NIC")
 
 

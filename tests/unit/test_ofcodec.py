@@ -11,7 +11,7 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_3_parser
+from os_ken.ofproto import nicira_ext, ofproto_protocol, ofproto_v1_3, ofproto_v1_3_parser
 
 from sdnagent.compile import compiler, flows
 from sdnagent.compile.flows import Flow
@@ -277,3 +277,27 @@ def test_a_foreign_field_or_action_is_kept_and_deletes_exactly():
                             out_group=OFP.OFPG_ANY)
     assert delete == osken_bytes(ref, 1)
     assert f in {f} and flows.diff({f}, set()).delete == (f,)
+
+
+def test_a_groups_multipath_encodes_as_osken_does_and_reads_back():
+    action = ("multipath", "symmetric_l3l4+udp", 0, "modulo_n", 255, 0, 8, "reg4")
+    ours = ofcodec._action(action)
+    theirs = PARSER.NXActionMultipath(
+        fields=3, basis=0,  # OVS's NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP, which os-ken does not name
+        algorithm=nicira_ext.NX_MP_ALG_MODULO_N, max_link=255, arg=0,
+        ofs_nbits=nicira_ext.ofs_nbits(0, 7), dst="reg4")
+    buf = bytearray()
+    theirs.serialize(buf, 0)
+    assert ours == bytes(buf)
+    assert list(ofcodec._decode_actions(ours, 0, len(ours))) == [action]
+
+
+def test_erspan_fields_are_ovs_experimenter_oxms():
+    """The bytes ``ovs-ofctl ofp-print`` reads as set_field:2->tun_erspan_ver and
+    set_field:0x7->tun_erspan_idx (os-ken has no name for these fields)."""
+    for action, raw in ((("set_field", "tun_erspan_ver", 2),
+                         "00190010ffff18050000232002000000"),
+                        (("set_field", "tun_erspan_idx", 7),
+                         "00190010ffff16080000232000000007")):
+        assert ofcodec._action(action).hex() == raw
+        assert list(ofcodec._decode_actions(bytes.fromhex(raw), 0, 16)) == [action]

@@ -72,11 +72,12 @@ def test_reject_disabled_and_delivery_problems():
     assert lines[-1].startswith("mirrored by session-02: ")
     tcp = "tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1234"
     assert describe(intent, tcp, bindings={"vm-230": ("host-a",)}).splitlines()[-1] == (
-        "mirrored by session-01: nowhere: target target-01 (port vm-164) is on no chassis")
+        "mirrored by session-01: nowhere: target target-01: iface vm-164 not found on any "
+        "chassis")
     assert describe(intent, tcp, bindings={**BINDINGS, "vm-164": ("aaa-evil", "host-b")}
                     ).splitlines()[-1] == (
-        "mirrored by session-01: nowhere: target target-01 (port vm-164) is claimed by chassis "
-        "aaa-evil and host-b")
+        "mirrored by session-01: nowhere: target target-01: iface vm-164 is claimed by chassis "
+        "aaa-evil and host-b; copies wait until only one has it")
     local = describe(intent, tcp, bindings={**BINDINGS, "vm-164": ("host-a",)})
     assert local.splitlines()[-1] == ("mirrored by session-01: the first 96 bytes to target "
                                       "target-01 (port vm-164), on chassis host-a itself")
