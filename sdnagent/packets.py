@@ -94,11 +94,15 @@ class Summary:
 
 
 def gre(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, key: int, inner: bytes) -> bytes:
-    """``inner`` in GRE (transparent Ethernet, with a key) over IPv4, as a chassis sends
-    a copy; the source address is whatever the sender writes."""
+    """``inner`` in GRE (transparent Ethernet, with a key) over IPv4 or IPv6, as a chassis
+    sends a copy; the source address is whatever the sender writes."""
     l4 = struct.pack("!HHI", 0x2000, 0x6558, key) + inner
+    src, dst = ipaddress.ip_address(src_ip), ipaddress.ip_address(dst_ip)
+    if src.version == 6:
+        header = struct.pack("!IHBB16s16s", 6 << 28, len(l4), 47, 64, src.packed, dst.packed)
+        return mac(dst_mac) + mac(src_mac) + struct.pack("!H", 0x86DD) + header + l4
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, 47, 0,
-                         ipaddress.IPv4Address(src_ip).packed, ipaddress.IPv4Address(dst_ip).packed)
+                         src.packed, dst.packed)
     header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     return mac(dst_mac) + mac(src_mac) + struct.pack("!H", 0x0800) + header + l4
 

@@ -27,8 +27,10 @@ VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 OVS_BINARIES = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl",
                 "ovs-appctl", "ovsdb-client")
 UNDERLAY_PREFIX = "10.255.0."
+UNDERLAY6_PREFIX = "2001:db8:ff::"  # the same underlay's IPv6 addresses
 # a collector on the underlay that is no hypervisor: what the fabric sends it is captured
 COLLECTOR_IP, COLLECTOR_MAC = f"{UNDERLAY_PREFIX}200", "aa:55:aa:00:00:c8"
+COLLECTOR_IP6 = f"{UNDERLAY6_PREFIX}c8"
 
 
 def missing_ovs() -> Optional[str]:
@@ -160,6 +162,7 @@ class Host(Ovs):
         super().__init__(name, directory, netns, datapath)
         self.index = index
         self.ip = f"{UNDERLAY_PREFIX}{index}"
+        self.ip6 = f"{UNDERLAY6_PREFIX}{index:x}"
         self.mac = f"aa:55:aa:00:00:{index:02x}"
 
     def start(self) -> None:
@@ -176,9 +179,13 @@ class Host(Ovs):
         """What lives in ovs-vswitchd's memory only: the address, route and neighbours."""
         self.appctl("netdev-dummy/ip4addr", "br-ul", f"{self.ip}/24")
         self.appctl("ovs/route/add", f"{self.ip}/24", "br-ul")
+        self.appctl("netdev-dummy/ip6addr", "br-ul", f"{self.ip6}/64")
+        self.appctl("ovs/route/add", f"{self.ip6}/64", "br-ul")
         for peer in self.peers:
             self.appctl("tnl/neigh/set", "br-ul", peer.ip, peer.mac)
+            self.appctl("tnl/neigh/set", "br-ul", peer.ip6, peer.mac)
         self.appctl("tnl/neigh/set", "br-ul", COLLECTOR_IP, COLLECTOR_MAC)
+        self.appctl("tnl/neigh/set", "br-ul", COLLECTOR_IP6, COLLECTOR_MAC)
 
     def restart_vswitchd(self) -> None:
         super().restart_vswitchd()
@@ -256,7 +263,8 @@ class Lab:
 
     def __init__(self, hosts: Sequence[str] = ("host-a", "host-b"),
                  directory: Optional[os.PathLike | str] = None, tapdb: bool = True,
-                 tls: bool = False):
+                 tls: bool = False, ipv6: bool = False):
+        self.ipv6 = ipv6  # agents' tunnels on the underlay's IPv6 addresses
         # unix socket paths must stay short (108 bytes), so not under pytest's tmp_path
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sdn-"))
         self.tapdb = TapdbServer(self.dir / "tapdb") if tapdb else None
@@ -342,6 +350,8 @@ class Lab:
             options = {"tapdb__ssl_key_file": creds.private_key,
                        "tapdb__ssl_cert_file": creds.certificate,
                        "tapdb__ssl_ca_cert_file": creds.ca_cert, **options}
+        if self.ipv6:
+            options = {"tunnel__local_ip": self.hosts[host].ip6, **options}
         return self.hosts[host].start_agent(self.chassis_remote, encap, **options)
 
     def __enter__(self) -> "Lab":

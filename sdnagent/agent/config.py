@@ -46,7 +46,8 @@ OVS_OPTS = [
 
 TUNNEL_OPTS = [
     cfg.IPOpt("local_ip", required=True,
-              help="This chassis's tunnel (underlay) address, published in tapdb."),
+              help="This chassis's tunnel (underlay) address, IPv4 or IPv6, published in "
+                   "tapdb."),
     cfg.StrOpt("encap", default="vxlan", choices=["vxlan", "gre"],
                help="Encapsulation between chassis: vxlan on UDP port 4790, a datapath port "
                     "of its own, so that no other controller's GRE, Geneve or VXLAN (4789) "

@@ -72,7 +72,7 @@ def two_host_example(mlab: MirrorLab, encap: str = "vxlan",
         mlab.vm("host-a", vm)
     start_agents(mlab, encap, only=only, **options)
     tgt = target_port(mlab, "host-b")
-    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP6 if mlab.lab.ipv6 else sandbox.COLLECTOR_IP)
     mlab.wait_source("session-01", "vm-230")
     mlab.wait_source("session-02", "vm-230")
     wait_until(lambda: mlab.status()["targets"][0]["status"].get("state") == "active", 10,
@@ -259,7 +259,7 @@ def test_session_delete_removes_flows_mirrors_and_patch_ports(mlab):
         mlab.vm("host-a", vm)
     start_agents(mlab, hosts=("host-a",))
     target_port(mlab, "host-a")
-    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP6 if mlab.lab.ipv6 else sandbox.COLLECTOR_IP)
     mlab.tapctl("target-add", "t3", "--port", "vm-161", "--enable")  # something unrelated
     mlab.wait_source("session-01", "vm-230")
     wait_until(lambda: len(a_mirrors(mlab)) == 1, 10, "the hook")
@@ -360,7 +360,7 @@ def test_vswitch_source(mlab):
 def test_agents_watch_only_their_sources(mlab):
     """Per-host monitoring: a chassis does not receive other chassis's sources."""
     from sdnagent.tapdb import client
-    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP6 if mlab.lab.ipv6 else sandbox.COLLECTOR_IP)
     api = client.connect(mlab.lab.tapdb.remote)
     try:
         assert api.snapshot().intent.session("session-01").sources  # everything, unwatched
@@ -419,7 +419,7 @@ def test_periodic_resync_repairs_flows_changed_behind_its_back(mlab):
     a.start_agent(mlab.lab.tapdb.remote, resync_interval="1", heartbeat_interval="1")
     wait_until(lambda: "brtap" in a.vsctl("list-br").split(), 15, "brtap")
     target_port(mlab, "host-a")
-    mlab.example(target02_ip=sandbox.COLLECTOR_IP)
+    mlab.example(target02_ip=sandbox.COLLECTOR_IP6 if mlab.lab.ipv6 else sandbox.COLLECTOR_IP)
     mlab.wait_source("session-01", "vm-230")
     wait_until(lambda: any("reg0=0x1" in f for f in mlab.brtap_flows("host-a")), 10, "flows")
     before = sorted(mlab.brtap_flows("host-a"))

@@ -562,6 +562,32 @@ def test_a_vswitch_hook_drops_this_chassiss_own_tunnel_packets():
     assert len(oftable.run(table, other)) == 1
 
 
+def test_a_vswitch_hook_drops_this_chassiss_own_ipv6_tunnel_packets():
+    """The same on an IPv6 underlay: what the chassis tunnels (GRE, ERSPAN, VXLAN to
+    chassis and collectors) from or to its IPv6 address is never mirrored again."""
+    me, peer = "2001:db8:ff::1", "2001:db8:ff::2"
+    inv = inventory(bridges=frozenset({"br-int", "br-ul", "brtap"}), local_ip=me,
+                    integration_bridges=("br-int", "br-ul"),
+                    chassis_ips={"host-a": me, "host-b": peer})
+    intent = vswitch_intent("br-ul")
+    plan = compiler.plan_ports(intent, inv)
+    hook = next(h for h in plan.hooks if h.bridge == "br-ul")
+    ofports = {hook.patch_tap: 10, "tapgre": 50, "tapvxlan": 51}
+    table = compiler.plan_flows(intent, plan, ofports, "gre", inv.local_ip)
+    port = {"in_port": 10, "eth_type": 0x86DD}
+    own = [{**port, "ip_proto": 47, "ipv6_src": me, "ipv6_dst": peer},
+           {**port, "ip_proto": 47, "ipv6_src": peer, "ipv6_dst": me},
+           {**port, "ip_proto": 17, "ipv6_src": me, "ipv6_dst": "2001:db8::50",
+            "udp_src": 5000, "udp_dst": 4789},
+           {**port, "ip_proto": 17, "ipv6_src": peer, "ipv6_dst": me, "udp_src": 5000,
+            "udp_dst": 4790}]
+    for pkt in own:
+        assert oftable.run(table, pkt) == [], pkt
+    other = {**port, "ip_proto": 17, "ipv6_src": "2001:db8:ff::7", "ipv6_dst": me,
+             "udp_src": 5000, "udp_dst": 53}
+    assert len(oftable.run(table, other)) == 1
+
+
 def test_only_what_concerns_the_chassis_is_planned():
     """A session without a source in view, and targets elsewhere, are left out; planning
     the rest gives what planning everything gives."""
