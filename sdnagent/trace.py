@@ -215,7 +215,7 @@ def delivery(intent: model.Intent, session: str, port: str,
     long; its target's kind says, as it says to the agent of the port's chassis.
     ``chassis``: name -> (tunnel IP, encap); ``pkt``: the copy, for a collector group
     (which member its connection goes to)."""
-    from sdnagent.compile.compiler import Inventory, LocalPort
+    from sdnagent.compile.compiler import Inventory
     from sdnagent.compile.delivery import Status
     from sdnagent.targets import collector
     sess = intent.sessions[session]
@@ -226,12 +226,8 @@ def delivery(intent: model.Intent, session: str, port: str,
     if len(here) != 1:
         return (f"nowhere: port {port} is " + ("bound on no chassis" if not here else
                                                f"claimed by chassis {' and '.join(here)}"))
-    src = here[0]
-    tap = model.TAP_BRIDGE
-    inv = Inventory(  # the port's chassis as tapdb sees it; a port target bound there is on brtap
-        chassis=src, encap=chassis.get(src, ("", "gre"))[1], tap_bridge=tap,
-        ports={i: LocalPort(i, tap, i) for i, on in bindings.items() if on == (src,)},
-        chassis_ips={n: ip for n, (ip, _) in chassis.items()}, bindings=bindings)
+    inv = Inventory.as_tapdb_sees(here[0], bindings,
+                                  {n: (ip, encap, None) for n, (ip, encap) in chassis.items()})
     route = target.kind.deliver(target, sess, inv)
     if isinstance(route, Status):
         return f"nowhere: {route.reason}"

@@ -17,7 +17,9 @@ import threading
 import time
 from typing import Any, Optional
 
+from sdnagent import mtu as mtu_bounds
 from sdnagent import tls
+from sdnagent.agent import underlay
 from sdnagent.agent.metrics import Metrics
 from sdnagent.compile import compiler, counters, flows
 from sdnagent.switch.ofswitch import OFError, OFSwitch
@@ -51,6 +53,10 @@ class Agent:
         self._count_key: Optional[tuple] = None
         self._count_changed = self._count_read = 0.0
         self.metrics = Metrics()
+        # the underlay's, learnt again with each heartbeat
+        self.mtu: Optional[int] = self._underlay_mtu()
+        LOG.info("underlay MTU at %s: %s", conf.tunnel.local_ip,
+                 self.mtu if self.mtu is not None else "unknown (set [tunnel] mtu)")
 
     # ------------------------------------------------------------ events
 
@@ -121,10 +127,23 @@ class Agent:
         assert self.tapdb is not None
         if not self.tapdb.idl.is_connected():  # a transaction would wait out its timeout
             raise client.TapdbError(f"tapdb at {self.conf.tapdb.connection} is not connected")
+        mtu = self._underlay_mtu()
+        if mtu != self.mtu:
+            LOG.info("underlay MTU at %s: %s", self.conf.tunnel.local_ip,
+                     mtu if mtu is not None else "unknown (set [tunnel] mtu)")
+            self.mtu = mtu
+            self.mark("underlay MTU")
         self.tapdb.register_chassis(self.chassis, str(self.conf.tunnel.local_ip),
-                                    self.conf.tunnel.encap)
+                                    self.conf.tunnel.encap, mtu)
         self.tapdb.heartbeat(self.chassis, int(time.time()),
                              max(1, round(self.conf.heartbeat_interval)))
+
+    def _underlay_mtu(self) -> Optional[int]:
+        """``[tunnel] mtu``, else the MTU of the interface holding the tunnel address."""
+        if self.conf.tunnel.mtu is not None:
+            return self.conf.tunnel.mtu
+        found = underlay.mtu_of(str(self.conf.tunnel.local_ip))
+        return None if found is None else min(found, mtu_bounds.MTU[1])
 
     def run(self) -> None:
         """Reconcile until stopped."""
@@ -217,7 +236,7 @@ class Agent:
         self._watch(view.snapshot, local)
         intent = compiler.concerning(view.snapshot.intent, self.chassis, frozenset(local["ports"]))
         inputs = (intent, view.chassis_ips, view.rejected, view.bindings, local,
-                  _port_target_ifaces(view.snapshot.intent))
+                  _port_target_ifaces(view.snapshot.intent), self.mtu)
         # the switch's own word after any error, on drift, and when a periodic check finds
         # that it holds another number of flows than we believe
         full = any(r.split(" ")[0] in ("resync", "drift:") for r in reasons)
@@ -238,7 +257,7 @@ class Agent:
                                  integration_bridges=tuple(conf.ovs.integration_bridges),
                                  tap_bridge=conf.ovs.tap_bridge, chassis_ips=view.chassis_ips,
                                  bindings=view.bindings, local_ip=str(conf.tunnel.local_ip),
-                                 rejected_chassis=view.rejected,
+                                 rejected_chassis=view.rejected, mtu=self.mtu,
                                  **{k: v for k, v in local.items() if k != "owned"})
         plan = compiler.plan_ports(intent, inv)
         clock.mark("plan")

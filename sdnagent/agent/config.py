@@ -48,6 +48,11 @@ TUNNEL_OPTS = [
     cfg.IPOpt("local_ip", required=True,
               help="This chassis's tunnel (underlay) address, IPv4 or IPv6, published in "
                    "tapdb."),
+    cfg.IntOpt("mtu", min=68, max=65535,
+               help="The underlay's MTU at this chassis (default: the MTU of the interface "
+                    "that has local_ip). Sessions whose copies can exceed it once "
+                    "encapsulated are marked with a warning naming the largest safe packet "
+                    "length; published in tapdb for tapctl's warnings."),
     cfg.StrOpt("encap", default="vxlan", choices=["vxlan", "gre"],
                help="Encapsulation between chassis: vxlan on UDP port 4790, a datapath port "
                     "of its own, so that no other controller's GRE, Geneve or VXLAN (4789) "

@@ -29,11 +29,13 @@ _HELP = {
     "source_bytes": "Bytes of the copies of this source's frames that brtap took in.",
     "source_unmatched_packets": "Copies from this source that no rule of any session took.",
     "source_rejected_packets": "Copies from this source that a reject rule took.",
+    "member_packets": "Copies this session sent to this member of its collector group.",
+    "member_bytes": "Bytes of the frames this session sent to this group member.",
 }
 
 
 class _Mirrored(Collector):
-    """Per session, rule and source, from the counters last read."""
+    """Per session, rule, source and group member, from the counters last read."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -48,7 +50,8 @@ class _Mirrored(Collector):
             values = self._values
         labels = {"session_packets": ["session"], "session_bytes": ["session"],
                   "rule_packets": ["session", "direction", "rule"],
-                  "rule_bytes": ["session", "direction", "rule"]}
+                  "rule_bytes": ["session", "direction", "rule"],
+                  "member_packets": ["session", "member"], "member_bytes": ["session", "member"]}
         families = {name: CounterMetricFamily(f"sdnagent_{name}", _HELP[name],
                                               labels=labels.get(name, ["session", "source"]))
                     for name in _HELP}
@@ -61,6 +64,8 @@ class _Mirrored(Collector):
                     families[f"rule_{words[3]}"].add_metric([session, words[1], words[2]], value)
                 elif words[0] == "source":
                     families[_SOURCE_KINDS[words[2]]].add_metric([session, words[1]], value)
+                elif words[0] == "member":
+                    families[f"member_{words[2]}"].add_metric([session, words[1]], value)
         yield from families.values()
 
 

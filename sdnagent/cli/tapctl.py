@@ -94,15 +94,16 @@ def summed(counters: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str
 
 
 def chassis_json(rows: list[tuple[str, str, str]], beats: dict[str, liveness.Liveness],
-                 now: float) -> list[dict]:
+                 now: float, mtus: Optional[dict[str, int]] = None) -> list[dict]:
     """Every chassis, with how long ago it was heard from and whether it is alive, silent,
-    or beating from the future (its clock ahead: not believed)."""
+    or beating from the future (its clock ahead: not believed), and its underlay MTU."""
     out = []
     for name, ip, encap in rows:
         beat = beats.get(name)
         why = liveness.silence(name, beats, now)
         future = liveness.ahead(name, beats, now)
         out.append({"name": name, "tunnel_ip": ip, "encap": encap,
+                    "tunnel_mtu": (mtus or {}).get(name),
                     "heartbeat_interval": beat.interval if beat else None,
                     "last_heard": max(0, int(now - beat.heartbeat)) if beat and not future
                     else None,
@@ -131,6 +132,10 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
                         f"bytes; {reporters((counted or {})[sess.name])})" if mine else ""))
         target = intent.targets.get(sess.target)
         lines.append(f"  target {sess.target}: " + (_target_line(target, bound) if target else "missing"))
+        sent = [f"{m}: {total[sess.name].get(f'member {m} packets', 0)}"
+                for m in (target.kind.members(target) if target and sess.name in total else ())]
+        if sent:
+            lines.append(f"    sent to its members: {', '.join(sent)}")
         if sess.filter is None:
             lines.append("  filter: none (mirrors every frame in each source's direction)")
         else:
@@ -463,7 +468,7 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
         every = api.everything()
         now = time.time()
         intent = liveness.apply(every.snapshot.intent, every.bindings, every.beats, now)
-        chassis = chassis_json(every.chassis, every.beats, now)
+        chassis = chassis_json(every.chassis, every.beats, now, every.mtus)
         bound = frozenset(every.bindings)
         if args.format == "json":
             return json.dumps(dict(intent_json(intent, every.counters), chassis=chassis),
@@ -567,6 +572,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         api.close()
     if out:
         print(out)
+    for warning in api.warnings:
+        print(f"tapctl: warning: {warning}", file=sys.stderr)
     for line in not_applied(generation, late, args.timeout, lost):
         print(line, file=sys.stderr)
     return EXIT_NOT_APPLIED if late or lost else 0

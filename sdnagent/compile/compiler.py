@@ -14,10 +14,10 @@ import hashlib
 import ipaddress
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Optional
 
-from sdnagent import model
+from sdnagent import model, mtu
 from sdnagent.compile import hooks, portrange
 from sdnagent.compile.delivery import (  # noqa: F401 (the compiler's words, also used by others)
     ACTIVE, CHASSIS_VXLAN_UDP_PORT, ERSPAN_PORT, SLOTS, TUNNEL_PORT, VXLAN_TARGET_PORT,
@@ -65,6 +65,22 @@ class Inventory:
     rejected_chassis: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> why
     # other owners' tunnel ports on this host: (interface, type, options:dst_port)
     foreign_tunnels: tuple[tuple[str, str, str], ...] = ()
+    mtu: Optional[int] = None  # the underlay's MTU at this chassis, when known
+
+    @classmethod
+    def as_tapdb_sees(cls, chassis: str, bindings: Mapping[str, tuple[str, ...]],
+                      registered: Mapping[str, tuple[str, str, Optional[int]]]
+                      ) -> "Inventory":
+        """``chassis`` as a reader of tapdb sees it (tapctl): ``registered`` maps each
+        chassis to its tunnel address, encap and MTU; a port bound there alone is
+        taken to be on its brtap."""
+        tap = model.TAP_BRIDGE
+        me = registered.get(chassis, ("", "vxlan", None))
+        return cls(chassis=chassis, encap=me[1], tap_bridge=tap,
+                   ports={i: LocalPort(i, tap, i) for i, on in bindings.items()
+                          if on == (chassis,)},
+                   chassis_ips={n: c[0] for n, c in registered.items()}, bindings=bindings,
+                   local_ip=me[0], mtu=me[2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +193,8 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                 wanted.setdefault(w.feed, w)
                 feed_sessions.setdefault(w.feed, []).append(sess.name)
             source_feeds[sess.name, src.key] = tuple(w.feed for w in wants)
-            source_status[sess.name, src.key] = ACTIVE
+            warn = too_big(sess, route, inv)
+            source_status[sess.name, src.key] = Status("active", warn) if warn else ACTIVE
 
     # the hooks, shared by many sources on a bridge (at most a few Mirrors a bridge)
     hook_plan = hooks.assign(
@@ -246,6 +263,51 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                     deliveries, source_status, target_status, local_targets,
                     {t: tuple(sorted(ips)) for t, ips in sorted(senders.items())}, clash or "",
                     hook_plan.feeds)
+
+
+def too_big(sess: model.Session, route: Delivery, inv: Inventory) -> Optional[str]:
+    """A warning when copies of ``sess`` can outgrow this chassis's underlay MTU on
+    one of the route's legs (the one that adds most), else None."""
+    if inv.mtu is None:
+        return None
+    legs = [leg for leg in route.legs if leg.encap]
+    if not legs:
+        return None
+    worst = max(legs, key=lambda leg: mtu.overhead(leg.encap, leg.dst))
+    return mtu.warning(sess.packet_length, worst.encap, worst.dst, inv.mtu, inv.chassis)
+
+
+def mtu_warning(sess: model.Session, target: model.Target,
+                registered: Mapping[str, tuple[str, str, Optional[int]]],
+                bindings: Mapping[str, tuple[str, ...]],
+                senders: Optional[Iterable[str]] = None) -> Optional[str]:
+    """What tapctl says when a session is written whose copies can outgrow the underlay
+    of a chassis that may send them (``senders``, else every registered chassis with a
+    known MTU): the agent's warning, for the chassis where it is worst.  One chassis is
+    judged for each MTU, encapsulation and address family, and the target's own hosts
+    are left out (they deliver locally), so a cloud of 10,000 chassis costs a few."""
+    names = sorted(set(registered if senders is None else senders) & set(registered))
+    hosts = set(target.kind.hosts(target, bindings))
+    judged: dict[tuple, str] = {}
+    for name in names:
+        ip, encap, mtu_here = registered[name]
+        if mtu_here is None or name in hosts:
+            continue
+        try:
+            family = ipaddress.ip_address(ip).version
+        except ValueError:
+            continue
+        judged.setdefault((mtu_here, encap, family), name)
+    found = []
+    for name in judged.values():
+        inv = Inventory.as_tapdb_sees(name, bindings, registered)
+        route = target.kind.deliver(target, sess, inv)
+        if isinstance(route, Delivery):
+            warn = too_big(sess, route, inv)
+            if warn:
+                found.append((max(mtu.overhead(leg.encap, leg.dst) - registered[name][2]
+                                  for leg in route.legs if leg.encap), warn))
+    return max(found)[1] if found else None
 
 
 def tunnel_clash(inv: Inventory) -> Optional[str]:

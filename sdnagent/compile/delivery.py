@@ -73,13 +73,20 @@ class Leg:
     ``direction_field``: a field set to 1 for copies of frames going to a source
     port (egress at its switch port), 0 for the others (ERSPAN type III's D bit).
     ``member``: the group member it reaches (its address), for counters and trace.
-    ``how``: what it is, in words (``tapctl trace``)."""
+    ``how``: what it is, in words (``tapctl trace``).  ``encap``: how it leaves the
+    chassis (a key of :data:`sdnagent.mtu.HEADERS`), "" when it does not."""
 
     port: str
     sets: tuple[tuple[str, Any], ...] = ()
     direction_field: str = ""
     member: str = ""
     how: str = ""
+    encap: str = ""
+
+    @property
+    def dst(self) -> str:
+        """Where a tunnelled leg goes on the underlay."""
+        return next(str(v) for f, v in self.sets if f in ("tun_ipv4_dst", "tun_ipv6_dst"))
 
 
 @dataclasses.dataclass(frozen=True)

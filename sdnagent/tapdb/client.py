@@ -146,20 +146,25 @@ class TapdbApi(ovsdbutil.Backend):
             return frozenset(found)
         return self.read(read)
 
-    def register_chassis(self, name: str, tunnel_ip: str, encap: str) -> None:
-        """Make this chassis's row say where its tunnels end; written only when it differs."""
+    def register_chassis(self, name: str, tunnel_ip: str, encap: str,
+                         mtu: Optional[int] = None) -> None:
+        """Make this chassis's row say where its tunnels end and the underlay's MTU there
+        (when known); written only when it differs."""
+        want = (tunnel_ip, encap, [] if mtu is None else [mtu])
+
         def run(txn: Any) -> None:
             row = _named(self.idl, "Chassis", name)
             if row is None:
                 row = self.insert(txn, "Chassis")
-                row.name, row.tunnel_ip, row.encap = name, tunnel_ip, encap
-            elif (row.tunnel_ip, row.encap) != (tunnel_ip, encap):
-                row.tunnel_ip, row.encap = tunnel_ip, encap
-        def current(idl: Any) -> Optional[tuple[str, str]]:
+                row.name = name
+                row.tunnel_ip, row.encap, row.tunnel_mtu = want
+            elif (row.tunnel_ip, row.encap, list(row.tunnel_mtu)) != want:
+                row.tunnel_ip, row.encap, row.tunnel_mtu = want
+        def current(idl: Any) -> Optional[tuple]:
             row = _named(idl, "Chassis", name)
-            return None if row is None else (row.tunnel_ip, row.encap)
+            return None if row is None else (row.tunnel_ip, row.encap, list(row.tunnel_mtu))
 
-        if self.read(current) == (tunnel_ip, encap):
+        if self.read(current) == want:
             return
         self.run(run, f"register chassis {name}")
 

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from sdnagent import liveness, model, tls
+from sdnagent.compile import compiler
 from sdnagent import targets as target_kinds
 from sdnagent.tapdb import rpc, rows, schema
 
@@ -274,6 +275,7 @@ class IntentDb:
                  timeout: Optional[float] = None):
         self.conn = conn
         self.committed_generation: Optional[int] = None
+        self.warnings: list[str] = []  # what the last change calls for a person to know
         self.timeout = conn.timeout if timeout is None else timeout
         self._monitors = 0
         self._reconnect = reconnect
@@ -410,6 +412,28 @@ class IntentDb:
             return [{"op": "insert", "table": "Mirror_Target", "row": _target_row(t)}], t
         return self.change(judge, f"target-add {name}")
 
+    def _mtu_warning(self, read: Read, sess: model.Session, target: model.Target,
+                     ifaces: Iterable[str] = (), senders: Optional[list[str]] = None) -> None:
+        """Note (``warnings``) when copies of ``sess`` can outgrow the underlay MTU that
+        a chassis which may send them published: the warning its agent will show."""
+        ops = [select("Chassis", columns=["name", "tunnel_ip", "encap", "tunnel_mtu"],
+                      uuid=False)]
+        wanted = sorted({i for i in (target.kind.iface(target), *ifaces) if i})
+        ops += [select("Binding", ["iface_id", "==", i], columns=["iface_id", "chassis"],
+                       uuid=False) for i in wanted]
+        chassis, *binds = read.fetch(*ops)
+        registered = {r.name: (r.tunnel_ip, r.encap, next(iter(r.tunnel_mtu), None))
+                      for r in chassis}
+        bindings: dict[str, tuple[str, ...]] = {}
+        for found in binds:
+            for r in found:
+                bindings[r.iface_id] = tuple(sorted({*bindings.get(r.iface_id, ()), r.chassis}))
+        if senders is None and ifaces:
+            senders = [c for i in ifaces for c in bindings.get(i, ())] or None
+        warn = compiler.mtu_warning(sess, target, registered, bindings, senders)
+        if warn:
+            self.warnings.append(f"session {sess.name}: {warn}")
+
     def member(self, target: str, action: str, ip: str) -> model.Target:
         """Add, remove (``del``), enable or disable one member of a collector group."""
         def judge(read: Read) -> tuple[list[dict], Any]:
@@ -489,6 +513,8 @@ class IntentDb:
             s = model.new_session(
                 intent, name, target=target, priority=priority, filter=filter, vni=chosen,
                 packet_length=packet_length, enabled=enabled)
+            self.warnings.clear()
+            self._mtu_warning(read, s, intent.target(target))
             row = {"name": s.name, "priority": s.priority, "vni": s.vni, "enabled": s.enabled,
                    "packet_length": _opt(s.packet_length), "target": _uuid(targets[0]),
                    "filter": ["set", [_uuid(filters[0][0])] if filter is not None else []]}
@@ -520,6 +546,11 @@ class IntentDb:
             intent = model.Intent.of(map(_target, targets), (), map(_session, sessions.values()))
             src = model.new_source(intent, session, port=port, direction=direction,
                                    vswitch=vswitch)
+            self.warnings.clear()
+            sess = _session(srow)
+            self._mtu_warning(read, sess, _target(srow.target),
+                              [src.iface_id] if src.iface_id else (),
+                              [src.chassis] if src.chassis else None)
             return [{"op": "insert", "table": "Mirror_Source", "row": _source_row(src),
                      "uuid-name": "source"},
                     {"op": "mutate", "table": "Mirror_Session",
@@ -665,7 +696,9 @@ class IntentDb:
                           sorted((r.name, r.tunnel_ip, r.encap) for r in store.rows("Chassis")),
                           {r.name: liveness.Liveness(r.heartbeat, r.heartbeat_interval)
                            for r in private},
-                          {r.name: r.applied_generation for r in private}, counters)
+                          {r.name: r.applied_generation for r in private}, counters,
+                          {r.name: r.tunnel_mtu[0] for r in store.rows("Chassis")
+                           if r.tunnel_mtu})
 
     def snapshot(self) -> rows.Snapshot:
         return self.everything().snapshot
@@ -755,6 +788,7 @@ class Everything(NamedTuple):
     beats: dict[str, liveness.Liveness]
     applied: dict[str, int]  # chassis -> the generation it applied
     counters: dict[str, dict[str, dict[str, int]]]  # session -> chassis -> its counters
+    mtus: dict[str, int] = {}  # chassis -> the underlay MTU it published
 
 
 TABLES = {"target": "Mirror_Target", "filter": "Mirror_Filter", "session": "Mirror_Session"}

@@ -22,7 +22,7 @@ LOCAL_SCHEMA_PATH = SCHEMA_PATH.parent / "tap-local.ovsschema"
 CHASSIS_ROLE = "sdnagent-chassis"
 CHASSIS_PERMISSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # table: (the column that must equal the CN, the columns it may update)
-    "Chassis": ("name", ("tunnel_ip", "encap")),
+    "Chassis": ("name", ("tunnel_ip", "encap", "tunnel_mtu")),
     "Chassis_Private": ("name", ("heartbeat", "heartbeat_interval", "applied_generation")),
     "Binding": ("chassis", ()),
     "Source_Status": ("chassis", ("status",)),

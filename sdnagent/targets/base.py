@@ -127,7 +127,7 @@ def via_chassis(target: "model.Target", chassis: str, inv: "Inventory") -> Union
         return Delivery((Leg(TUNNEL_PORT[inv.encap],
                              ((ip_field(ip), ip), ("tunnel_id", target.tunnel_key)),
                              how=f" on chassis {chassis}: {how} (the target's) from "
-                                 f"{inv.chassis} to {ip}"),))
+                                 f"{inv.chassis} to {ip}", encap=inv.encap),))
     if chassis in inv.rejected_chassis:
         return Status("error", f"target {target.name}: chassis {chassis} is set aside: "
                       f"{inv.rejected_chassis[chassis]}")

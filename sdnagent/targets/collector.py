@@ -144,7 +144,8 @@ def leg(ip: str, encap: str, session: model.Session, erspan: Optional[Erspan] = 
         how = (f"by {erspan.describe()} to {ip}, session ID {session.vni} (the session's VNI)"
                + (", direction bit 1 for frames to the source port, 0 from it"
                   if erspan.version == 2 else ""))
-    return Leg(tunnel(encap).name, tuple(sets), direction_field, member, how)
+    return Leg(tunnel(encap).name, tuple(sets), direction_field, member, how,
+               encap if encap != "erspan" else f"erspan{erspan.version if erspan else 1}")
 
 
 def _rank(member: str, slot: int) -> bytes:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import pytest
 
-from sdnagent import packets, sandbox
+from sdnagent import mtu, packets, sandbox
 from sdnagent.tapdb import client
 from tests.conftest import require_ovs
 from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
@@ -108,6 +108,9 @@ def test_two_session_example_across_hosts(mlab, encap):
         assert to_target01.gre_key == 1
     else:
         assert (to_target01.dport, to_target01.vni) == (4790, 1)
+    # what the encapsulations add, as sdnagent.mtu computes it for its warnings
+    assert to_target01.length - 14 - 96 == mtu.overhead(encap, b.ip)
+    assert to_target02.length - 14 - 96 == mtu.overhead("vxlan", sandbox.COLLECTOR_IP)
     time.sleep(0.3)
     assert mlab.captured(tgt) == [tcp[:96]]
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sdnagent import packets, sandbox
+from sdnagent import mtu, packets, sandbox
 from tests.conftest import require_ovs
 from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
 from tests.functional.test_agent import start_agents
@@ -78,6 +78,7 @@ def test_erspan_type_two(mlab):
         assert (span.ver, span.session_id, span.index) == (1, 300, 77)
         inner = bytes(span.payload)
         assert inner == original[:128]  # truncated to the packet length, then encapsulated
+        assert len(pkt) - 14 - len(inner) == mtu.overhead("erspan1", sandbox.COLLECTOR_IP)
 
 
 def test_erspan_type_three_marks_the_direction(mlab):
@@ -91,6 +92,8 @@ def test_erspan_type_three_marks_the_direction(mlab):
     for span in (from_vm, to_vm):
         assert copies[0][scapy_all.GRE].proto == 0x22EB
         assert (span.ver, span.session_id, span.hw) == (2, 1023, 9)
+    for pkt in copies:
+        assert len(pkt) - 14 - 100 == mtu.overhead("erspan2", sandbox.COLLECTOR_IP)
     # D: 0 for what the VM sent (ingress at its switch port), 1 for what it received
     assert (from_vm.d, to_vm.d) == (0, 1)
 
@@ -142,6 +145,7 @@ def members_of(mlab: MirrorLab, sent: dict[bytes, int], skip: int = 0) -> dict[i
     out: dict[int, set[str]] = {}
     for s in copies:
         assert s.vni == 300
+        assert s.length - 14 - len(s.inner_bytes) == mtu.overhead("vxlan", s.dst)
         out.setdefault(sent[s.inner_bytes], set()).add(s.dst)
     return out
 
@@ -170,6 +174,8 @@ def test_a_collector_group_spreads_connections_and_a_disabled_member_moves_only_
         return {ip: int(n) for ip, n in re.findall(r"^s +t +(\S+) +(\d+) ", stats, re.M)}
     wait_until(lambda: counted() == {ip: 2 * n for ip, n in share.items()}, 15,
                f"member counters {share}")
+    assert ("    sent to its members: " + ", ".join(f"{ip}: {2 * n}" for ip, n in share.items())
+            in mlab.tapctl("show"))
 
     # a member disabled: its connections move, and only they
     gone = MEMBERS[1]
@@ -186,3 +192,34 @@ def test_a_collector_group_spreads_connections_and_a_disabled_member_moves_only_
     skip = len(mlab.collected())
     back = members_of(mlab, send_connections(mlab), skip)
     assert {i: m.pop() for i, m in back.items()} == where
+
+
+def test_a_session_whose_copies_can_outgrow_the_underlay_is_warned_of(mlab):
+    """With [tunnel] mtu = 1500: a session to a VXLAN collector with whole frames, or a
+    packet length over 1464 (1500 - 20 IPv4 - 8 UDP - 8 VXLAN), is marked by the agent
+    and by tapctl when written; 1464 is not."""
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    mlab.lab.start_agent("host-a", tunnel__mtu="1500")
+    wait_until(lambda: any(c.get("tunnel_mtu") == 1500 for c in mlab.status()["chassis"]), 15,
+               "host-a to publish its underlay MTU")
+    mlab.tapctl("target-add", "t", "--vxlan", sandbox.COLLECTOR_IP, "--enable")
+    warning = ("can exceed the underlay MTU 1500 of chassis host-a after VXLAN over IPv4 "
+               "(36 bytes); the largest safe packet length is 1464")
+    for name, length, said in (("whole", None, "whole frames"),
+                               ("long", "1465", "copies of packet length 1465"),
+                               ("fits", "1464", None)):
+        prio = str(1 + len(mlab.status()["sessions"]))
+        proc = mlab.run_tapctl("session-add", name, "--target", "t", "--priority", prio,
+                               "--enable", *(("--packet-length", length) if length else ()))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == (f"tapctl: warning: session {name}: {said} {warning}\n"
+                               if said else ""), proc.stderr
+        proc = mlab.run_tapctl("source-add", name, "--port", "vm-230")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == (f"tapctl: warning: session {name}: {said} {warning}\n"
+                               if said else ""), proc.stderr
+        st = mlab.wait_source(name, "vm-230")
+        assert st.get("reason") == (f"{said} {warning}" if said else None), st
+    show = mlab.tapctl("show")
+    assert f"status active: whole frames {warning} (on host-a)" in show, show

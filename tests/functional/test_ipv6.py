@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sdnagent import packets, sandbox
+from sdnagent import mtu, packets, sandbox
 from sdnagent.tapdb import client
 from tests.conftest import require_ovs
 from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
@@ -59,11 +59,13 @@ def test_two_hosts_on_an_ipv6_underlay(mlab, encap):
     assert (to_b.ethertype, to_b.src, to_b.dst) == (0x86DD, a.ip6, b.ip6)
     assert to_b.inner_bytes == tcp[:96]
     assert (to_b.gre_key if encap == "gre" else to_b.vni) == 1
+    assert to_b.length - 14 - len(to_b.inner_bytes) == mtu.overhead(encap, b.ip6)
     [collected] = wait_until(lambda: [s for s in mlab.collected() if s.vni is not None], 10,
                              "the VXLAN copy at the collector")
     assert (collected.ethertype, collected.src, collected.dst, collected.dport,
             collected.vni) == (0x86DD, a.ip6, sandbox.COLLECTOR_IP6, 4789, 2)
     assert collected.inner_bytes == udp[:96]
+    assert collected.length - 14 - 96 == mtu.overhead("vxlan", sandbox.COLLECTOR_IP6)
     time.sleep(0.3)
     assert mlab.captured(tgt) == [tcp[:96]]
 
@@ -105,6 +107,7 @@ def test_collectors_at_ipv6_addresses(one_host):
         span = pkt[erspan.ERSPAN_II]
         assert (span.session_id, span.index) == (300, 5)
         assert bytes(span.payload) == original[:128]
+        assert len(pkt) - 14 - 128 == mtu.overhead("erspan1", sandbox.COLLECTOR_IP6)
 
     # a group of two IPv6 collectors: each connection, both ways, at one of them
     members = [f"{sandbox.UNDERLAY6_PREFIX}{i:x}" for i in (201, 202)]

@@ -229,3 +229,46 @@ def test_unreachable_tapdb_is_one_line(tmp_path, capsys):
     assert rc == 1
     assert err == (f"tapctl: cannot reach tapdb at unix:{tmp_path}/none.sock: no such socket "
                    "(is sdnagent-tapdb running?)\n")
+
+
+def test_collector_targets_quotas_and_refusals_write_nothing(tapdb, tapctl):
+    configure_example(tapdb)
+    subprocess.run(["ovsdb-client", "transact", tapdb.remote, json.dumps([
+        "Tap", {"op": "insert", "table": "Chassis",
+                "row": {"name": "host-b", "tunnel_ip": "10.255.0.2", "encap": "gre"}}])],
+        check=True, capture_output=True)
+    sixteen = ",".join(f"10.9.0.{i}" for i in range(1, 17))
+    assert tapctl("target-add", "g", "--group", sixteen, "--encap", "gre")[0] == 0
+    assert tapctl("target-add", "e", "--erspan", "10.9.1.1", "--version", "1")[0] == 0
+    for i in range(2, 11):  # target-01 (a vNIC) takes 10 sessions
+        assert tapctl("session-add", f"s{i}", "--target", "target-01", "--priority",
+                      str(10 + i))[0] == 0
+    before = dump(tapdb)
+    for args, message in [
+        (["target-add", "g2", "--group", sixteen + ",10.9.0.17"],
+         "group: 17 members; allowed at most 16"),
+        (["member-add", "g", "10.9.1.9"], "member: group 'g' has 16 members; allowed at most 16"),
+        (["member-add", "g", "10.255.0.2"],
+         "member: 10.255.0.2 is the tunnel address of chassis host-b, whose switch would take "
+         "the copies; give a collector's own address"),
+        (["member-del", "g", "10.9.9.9"], "member: group 'g' has no member 10.9.9.9"),
+        (["member-add", "target-01", "10.9.1.9"],
+         "target: target 'target-01' is a port target; only group targets have members"),
+        (["session-add", "s11", "--target", "target-01", "--priority", "30"],
+         "target: target 'target-01' (port) already has 10 sessions; allowed at most 10 per "
+         "port target"),
+        (["target-add", "e2", "--erspan", "10.9.1.2"],
+         "version: --erspan needs --version 1 (ERSPAN type II) or 2 (type III)"),
+        (["target-add", "v", "--vxlan", "10.9.1.2", "--index", "3"],
+         "index: is for --erspan and --group targets only, not --vxlan"),
+        (["session-add", "s12", "--target", "e", "--priority", "31", "--vni", "1024"],
+         "vni: 1024 cannot be the ERSPAN session ID of target e (10 bits); give a vni of "
+         "0..1023"),
+    ]:
+        assert tapctl(*args) == (1, "", f"tapctl: error: {message}\n"), args
+    assert dump(tapdb) == before
+    # one at a time: disabled, enabled, removed, added back
+    for verb in ("disable", "enable", "del", "add"):
+        rc, out, err = tapctl(f"member-{verb}", "g", "10.9.0.7")
+        assert (rc, err) == (0, ""), err
+    assert out.startswith("target g: group of 16 by gre: 10.9.0.1, 10.9.0.2, ")

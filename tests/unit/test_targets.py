@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from sdnagent import liveness, model, targets, trace
+from sdnagent import liveness, model, mtu, targets, trace
 from sdnagent.cli import tapctl
 from sdnagent.compile import compiler
 from sdnagent.targets.base import Kind, via_chassis
@@ -288,3 +288,44 @@ def test_the_hash_is_symmetric_and_ipv6_aware():
     assert [h(0x0800, a, b, 6, p, q) % 256 for a, b, p, q in (
         ("172.16.0.28", "192.168.0.230", 80, 20027), ("172.16.0.1", "192.168.0.230", 80, 20000),
         ("10.0.0.1", "10.0.0.2", 1, 2), ("10.0.0.1", "10.0.0.2", 0, 0))] == [210, 202, 112, 99]
+
+
+# ---------------------------------------------------------------- MTU
+
+@pytest.mark.parametrize("encap, dst, added", [
+    ("vxlan", "10.0.0.1", 36), ("vxlan", "2001:db8::1", 56), ("gre", "10.0.0.1", 28),
+    ("gre", "2001:db8::1", 48), ("erspan1", "10.0.0.1", 36), ("erspan2", "2001:db8::1", 60)])
+def test_what_each_encapsulation_adds(encap, dst, added):
+    assert mtu.overhead(encap, dst) == added
+
+
+def test_the_agent_and_tapctl_warn_of_copies_that_can_outgrow_the_underlay():
+    t = model.new_target(model.Intent(), "t1", erspan="2001:db8::50", version="2",
+                         enabled=True)
+    words = ("can exceed the underlay MTU 1500 of chassis host-a after ERSPAN type III over "
+             "IPv6 (60 bytes); the largest safe packet length is 1440")
+    for length, said in ((None, "whole frames"), ("1441", "copies of packet length 1441"),
+                         ("1440", None)):
+        intent = one_session(t, vni="5", **({"packet_length": length} if length else {}))
+        plan = compiler.plan_ports(intent, inventory(mtu=1500))
+        status = plan.source_status["s1", "vm-230"]
+        assert status == compiler.Status("active", f"{said} {words}" if said else ""), status
+        # tapctl, from what the chassis published
+        registered = {"host-a": ("10.255.0.1", "vxlan", 1500),
+                      "host-b": ("10.255.0.2", "vxlan", 9000), "host-c": ("10.255.0.3", "gre", None)}
+        warned = compiler.mtu_warning(intent.sessions["s1"], t, registered, {})
+        assert warned == (f"{said} {words}" if said else None)
+    # unknown MTU: nothing said; a local target: nothing to outgrow
+    assert compiler.plan_ports(one_session(t), inventory()).source_status[
+        "s1", "vm-230"] == compiler.ACTIVE
+    local = model.new_target(model.Intent(), "t2", port="vm-164", enabled=True)
+    plan = compiler.plan_ports(one_session(local), inventory(
+        mtu=1500, ports={**inventory().ports,
+                         "vm-164": compiler.LocalPort("vm-164", "brtap", "tgt164", 5)}))
+    assert plan.source_status["s1", "vm-230"] == compiler.ACTIVE
+    # to host-b over the chassis tunnel: VXLAN over IPv4 from host-a (whose MTU is 1500)
+    plan = compiler.plan_ports(one_session(local, packet_length="1465"),
+                               inventory(mtu=1500, encap="vxlan"))
+    assert plan.source_status["s1", "vm-230"].reason.startswith(
+        "copies of packet length 1465 can exceed the underlay MTU 1500 of chassis host-a "
+        "after VXLAN over IPv4 (36 bytes)")
