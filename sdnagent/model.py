@@ -557,7 +557,7 @@ def new_source(intent: Intent, session: str, *, port: Optional[str] = None,
         src = Source("port", parse_choice("direction", direction or "both", DIRECTIONS),
                      iface_id=iface)
         for t in intent.targets.values():
-            if t.type == "port" and t.iface_id == iface:
+            if t.kind.iface(t) == iface:
                 raise IntentError("port", f"iface {iface} is target {t.name!r}; a port cannot be "
                                   "both a source and a target")
     else:

@@ -181,6 +181,14 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             if isinstance(route, Status):
                 source_status[sess.name, src.key] = route
                 continue
+            failed = sorted({leg.port for leg in route.legs if not route.local
+                             and inv.brtap_ofports.get(leg.port) == -1})
+            if failed:  # another owner's flow-based port of that type, most likely
+                why = inv.brtap_errors.get(failed[0], "")
+                source_status[sess.name, src.key] = Status(
+                    "error", f"target {target.name}: port {failed[0]} could not be added to "
+                    f"{inv.tap_bridge} on chassis {inv.chassis}" + (f": {why}" if why else ""))
+                continue
             crowded = [w for w in wants
                        if len(feed_sessions.get(w.feed, ())) >= MAX_SESSIONS_PER_HOOK]
             if crowded:  # tapctl prevents it; another OVSDB client may not have

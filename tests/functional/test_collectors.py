@@ -223,3 +223,41 @@ def test_a_session_whose_copies_can_outgrow_the_underlay_is_warned_of(mlab):
         assert st.get("reason") == (f"{said} {warning}" if said else None), st
     show = mlab.tapctl("show")
     assert f"status active: whole frames {warning} (on host-a)" in show, show
+
+
+def test_an_erspan_port_of_another_owner_is_named_on_the_sources(mlab):
+    """OVS takes one flow-based ERSPAN port a switch: when another owner has one, the
+    sources to an ERSPAN target say so instead of claiming copies leave."""
+    mlab["host-a"].vsctl("add-port", "br-int", "theirs", "--", "set", "Interface", "theirs",
+                         "type=erspan", "options:remote_ip=flow", "options:key=flow",
+                         "options:erspan_ver=flow")
+    for vm in ("vm-161", "vm-230"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab, hosts=("host-a",))
+    mlab.tapctl("target-add", "t", "--erspan", sandbox.COLLECTOR_IP, "--version", "1",
+                "--enable")
+    mlab.tapctl("session-add", "s", "--target", "t", "--priority", "1", "--enable")
+    mlab.tapctl("source-add", "s", "--port", "vm-230")
+    st = mlab.wait_source("s", "vm-230", state="error")
+    assert st["reason"].startswith("target t: port taperspan could not be added to brtap on "
+                                   "chassis host-a"), st
+
+
+def test_a_group_by_gre(mlab):
+    """GRE to each member, keyed with the session's VNI (the chassis tunnel is VXLAN: the
+    agent adds a flow-based GRE port for the collectors)."""
+    one_session(mlab, "--group", ",".join(MEMBERS[:2]), "--encap", "gre", vni="77",
+                length="100")
+    sent = send_connections(mlab, 20)
+
+    def copies() -> list:
+        return [s for s in mlab.collected() if s.gre_key == 77]
+    wait_until(lambda: len(copies()) >= 40, 15, "40 GRE copies")
+    time.sleep(0.3)
+    where: dict[int, set[str]] = {}
+    for s in copies():
+        assert s.length - 14 - len(s.inner_bytes) == mtu.overhead("gre", s.dst)
+        where.setdefault(sent[s.inner_bytes], set()).add(s.dst)  # 94 bytes: not cut
+    assert len(where) == 20 and all(len(w) == 1 for w in where.values())
+    assert {ip for w in where.values() for ip in w} == set(MEMBERS[:2])
+

@@ -329,3 +329,14 @@ def test_the_agent_and_tapctl_warn_of_copies_that_can_outgrow_the_underlay():
     assert plan.source_status["s1", "vm-230"].reason.startswith(
         "copies of packet length 1465 can exceed the underlay MTU 1500 of chassis host-a "
         "after VXLAN over IPv4 (36 bytes)")
+
+
+def test_a_tunnel_port_the_switch_could_not_add_is_said_on_the_sources():
+    t = model.new_target(model.Intent(), "t1", erspan="10.9.0.1", version="1", enabled=True)
+    plan = compiler.plan_ports(one_session(t), inventory(
+        brtap_ofports={"taperspan": -1},
+        brtap_errors={"taperspan": "could not add network device taperspan to ofproto (File "
+                                   "exists)"}))
+    assert plan.source_status["s1", "vm-230"] == compiler.Status(
+        "error", "target t1: port taperspan could not be added to brtap on chassis host-a: "
+        "could not add network device taperspan to ofproto (File exists)")
