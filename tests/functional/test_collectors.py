@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
 
 from sdnagent import mtu, packets, sandbox
 from tests.conftest import require_ovs
-from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
+from tests.functional.mirrorlab import BIN, VMS, MirrorLab, wait_until
 from tests.functional.test_agent import start_agents
 
 scapy_all = pytest.importorskip("scapy.all", reason="scapy is in requirements.txt")
@@ -167,6 +168,21 @@ def test_a_collector_group_spreads_connections_and_a_disabled_member_moves_only_
                            f"tcp,nw_src={far},nw_dst=192.168.0.230,tp_src=80,"
                            f"tp_dst={20000 + i}")
         assert f"to member {where[i]} of target t (group) by VXLAN" in text, (i, text)
+
+    # sdnagent-trace on host-a: the intent's account, then brtap's flows, each named
+    a = mlab["host-a"]
+    far = "172.16.0.10"
+    proc = subprocess.run([str(BIN / "sdnagent-trace"), "--config-file",
+                           str(a.dir / "sdnagent.conf"), "--vswitchd",
+                           str(a.dir / "ovs-vswitchd.ctl"), "--port", "vm-230", "--direction",
+                           "out", f"tcp,nw_src=192.168.0.230,nw_dst={far},tp_src=20009,tp_dst=80"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"to member {where[9]} of target t (group)" in proc.stdout, proc.stdout
+    notes = re.findall(r"^ +\[(.*)\]$", proc.stdout, re.M)
+    assert notes[-2:] == ["target t: a hash slot and the member it belongs to",
+                          f"session s: the copy to member {where[9]} of target t"], notes
+    assert "unknown to sdnagent" not in proc.stdout
 
     # each member's copies counted apart
     def counted() -> dict[str, int]:
