@@ -62,6 +62,11 @@ class NotFound(IntentError):
     """A named object does not exist."""
 
 
+class Conflict(IntentError):
+    """The change collides with what exists: a name or priority taken, an object in use,
+    a port that is already the other end."""
+
+
 # ---------------------------------------------------------------- values
 
 
@@ -361,7 +366,7 @@ def new_target(intent: Intent, name: str, *, enabled: bool = False,
     from sdnagent import targets
     name = parse_name("target", name)
     if name in intent.targets:
-        raise IntentError("target name", f"a target named {name!r} already exists")
+        raise Conflict("target name", f"a target named {name!r} already exists")
     given = [(k, v) for k, v in where.items() if v is not None and k in targets.KINDS]
     extras = {o.dest: o for k in targets.KINDS.values() for o in k.extra}
     unknown = [k for k in where if k not in targets.KINDS and k not in extras]
@@ -401,7 +406,7 @@ def collector_at_chassis(ip: str, tunnel_ips: Mapping[str, str]) -> Optional[str
 def new_filter(intent: Intent, name: str) -> Filter:
     name = parse_name("filter", name)
     if name in intent.filters:
-        raise IntentError("filter name", f"a filter named {name!r} already exists")
+        raise Conflict("filter name", f"a filter named {name!r} already exists")
     return Filter(name)
 
 
@@ -438,7 +443,7 @@ def new_rule(flt: Filter, direction: str, *, priority: str, action: str,
     rules = flt.rules(direction)
     for r in rules:
         if r.priority == prio:
-            raise IntentError("priority", f"filter {flt.name!r} already has an {direction} rule "
+            raise Conflict("priority", f"filter {flt.name!r} already has an {direction} rule "
                               f"with priority {prio}; priorities are unique per filter direction")
     if len(rules) >= MAX_RULES_PER_DIRECTION:
         raise IntentError("rules", f"filter {flt.name!r} already has {len(rules)} {direction} "
@@ -521,11 +526,11 @@ def new_session(intent: Intent, name: str, *, target: str, priority: str,
                 packet_length: Optional[str] = None, enabled: bool = False) -> Session:
     name = parse_name("session", name)
     if name in intent.sessions:
-        raise IntentError("session name", f"a session named {name!r} already exists")
+        raise Conflict("session name", f"a session named {name!r} already exists")
     prio = parse_int("priority", priority, SESSION_PRIORITY)
     for s in intent.sessions.values():
         if s.priority == prio:
-            raise IntentError("priority", f"session {s.name!r} already has priority {prio}; "
+            raise Conflict("priority", f"session {s.name!r} already has priority {prio}; "
                               "session priorities are unique")
     if vni is None:
         vni_value = free_number("vni", (s.vni for s in intent.sessions.values()), (1, VNI[1]))
@@ -558,7 +563,7 @@ def new_source(intent: Intent, session: str, *, port: Optional[str] = None,
                      iface_id=iface)
         for t in intent.targets.values():
             if t.kind.iface(t) == iface:
-                raise IntentError("port", f"iface {iface} is target {t.name!r}; a port cannot be "
+                raise Conflict("port", f"iface {iface} is target {t.name!r}; a port cannot be "
                                   "both a source and a target")
     else:
         if direction is not None:
@@ -576,7 +581,7 @@ def new_source(intent: Intent, session: str, *, port: Optional[str] = None,
                           f"({', '.join(using)}); allowed at most {MAX_SESSIONS_PER_SOURCE}")
     for existing in sess.sources:
         if existing.key == src.key:
-            raise IntentError("source", f"{src.key} is already a source of session {sess.name!r}")
+            raise Conflict("source", f"{src.key} is already a source of session {sess.name!r}")
     if len(sess.sources) >= MAX_SOURCES_PER_SESSION:
         raise IntentError("sources", f"session {sess.name!r} already has {len(sess.sources)} "
                           f"sources; allowed at most {MAX_SOURCES_PER_SESSION}")
@@ -597,7 +602,7 @@ def check_del(intent: Intent, kind: str, name: str) -> Target | Filter | Session
     obj = getattr(intent, kind)(name)
     using = intent.sessions_using(kind, name) if kind != "session" else []
     if using:
-        raise IntentError(kind, f"{kind} {name!r} is used by session(s) {', '.join(using)}; "
+        raise Conflict(kind, f"{kind} {name!r} is used by session(s) {', '.join(using)}; "
                           "delete those sessions first")
     return obj
 

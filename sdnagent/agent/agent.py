@@ -243,16 +243,21 @@ class Agent:
         if (not full and "periodic resync" in reasons and self.of.connected
                 and not self.of.consistent()):
             full = True
+        # with tapdb away, a write would hold the pass for its timeout: the switch is kept
+        # from what the agent knows, and tapdb is told once it is back (that is an event)
+        reachable = self.tapdb.idl.is_connected()
         if inputs == self._applied and not full and not any(
                 r.split(" ")[0] in FORCING for r in reasons):
-            self.tapdb.report_applied(self.chassis, view.generation)
+            if reachable:
+                self.tapdb.report_applied(self.chassis, view.generation)
             self.metrics.passes.labels("unchanged").inc()
             LOG.debug("reconcile (%s): nothing that concerns chassis %s changed; %.1f ms",
                       ", ".join(reasons), self.chassis, (time.monotonic() - started) * 1000)
             return None
         clock.mark("read")
         self._applied = None
-        self._publish_bindings(intent, local)
+        if reachable:
+            self._publish_bindings(intent, local)
         inv = compiler.Inventory(chassis=self.chassis, encap=conf.tunnel.encap,
                                  integration_bridges=tuple(conf.ovs.integration_bridges),
                                  tap_bridge=conf.ovs.tap_bridge, chassis_ips=view.chassis_ips,
@@ -290,8 +295,8 @@ class Agent:
                         _repairs(flows.diff(installed, believed)))
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
         source_status, target_status = self._status(plan, ofports)
-        updated = self.tapdb.write_status(self.chassis, view.snapshot, source_status,
-                                          target_status)
+        updated = (self.tapdb.write_status(self.chassis, view.snapshot, source_status,
+                                           target_status) if reachable else 0)
         clock.mark("status")
         # a pass that changed nothing (a heartbeat, a statistics-free event) stays quiet
         level = logging.INFO if (port_changes or change or updated or waiting) else logging.DEBUG
@@ -311,6 +316,8 @@ class Agent:
         # OVSDB event, which marks work by itself
         if port_changes:
             return "ports changed"
+        if not reachable:  # bindings, statuses and what was applied: still to tell tapdb
+            return None
         self._applied = inputs
         # the flows are committed and a barrier confirmed it: say which intent that was
         self.tapdb.report_applied(self.chassis, view.generation)

@@ -665,7 +665,7 @@ class IntentDb:
         if still and isinstance(result[1], dict) and result[1].get("error") == "timed out":
             if not result[0]["rows"]:
                 return True  # gone meanwhile (an earlier delete whose answer was lost)
-            raise model.IntentError("chassis", f"chassis {name} sent a heartbeat just now; stop "
+            raise model.Conflict("chassis", f"chassis {name} sent a heartbeat just now; stop "
                                     "its agent before deleting it")
         _results(result)
         return True

@@ -90,7 +90,7 @@ class GroupKind(collector.CollectorKind):
         if action == "add":
             ip = collector.address("member", text, tunnel_ips)
             if ip in by_ip:
-                raise model.IntentError("member", f"{ip} is already a member of group "
+                raise model.Conflict("member", f"{ip} is already a member of group "
                                         f"{target.name!r}")
             if len(by_ip) >= MAX_MEMBERS:
                 raise model.IntentError("member", f"group {target.name!r} has {len(by_ip)} "

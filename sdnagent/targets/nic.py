@@ -21,7 +21,7 @@ class NicKind(Kind):
             raise model.IntentError("nic", why)
         for t in intent.targets.values():
             if t.type == self.name and (t.chassis, t.nic) == (chassis, ifname):
-                raise model.IntentError("nic", f"{chassis}:{ifname} is already target "
+                raise model.Conflict("nic", f"{chassis}:{ifname} is already target "
                                         f"{t.name!r}")
         return model.Target(name, self.name, key, chassis=chassis, nic=ifname, enabled=enabled)
 

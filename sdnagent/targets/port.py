@@ -20,10 +20,10 @@ class PortKind(Kind):
         iface = model.parse_iface_id("port", value)
         for t in intent.targets.values():
             if t.type == self.name and t.iface_id == iface:
-                raise model.IntentError("port", f"iface {iface} is already target {t.name!r}")
+                raise model.Conflict("port", f"iface {iface} is already target {t.name!r}")
         using = intent.sessions_of_port(iface)
         if using:
-            raise model.IntentError("port", f"iface {iface} is a source of session "
+            raise model.Conflict("port", f"iface {iface} is a source of session "
                                     f"{using[0]!r}; a port cannot be both a source and a target")
         return model.Target(name, self.name, key, iface_id=iface, enabled=enabled)
 

@@ -16,8 +16,8 @@ def test_the_units_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (package systemd)")
-    assert [u.name for u in UNITS] == ["sdnagent-tapdb-relay.service", "sdnagent-tapdb.service",
-                                       "sdnagent.service"]
+    assert [u.name for u in UNITS] == ["sdnagent-api.service", "sdnagent-tapdb-relay.service",
+                                       "sdnagent-tapdb.service", "sdnagent.service"]
     # as installed from a clone in /opt/sdnagent, here pointing at this clone's venv
     bin_dir = str(Path(sys.executable).parent)
     for unit in UNITS:

@@ -1,0 +1,398 @@
+"""The REST/JSON routes, on FastAPI: each judges and writes through ``tapdb/ops.py``.
+
+Errors are one line naming the field, as tapctl's: 400 for a rule or quota broken
+(and for a request body or query that is not what the OpenAPI document says),
+404 for an object that does not exist, 409 for a change that collides with what
+exists (a name or priority taken, an object in use), 401 without a known token,
+403 for a write by a reader, 503 when tapdb cannot be reached.  Nothing is
+half-applied: every change is one tapdb transaction.
+"""
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from sdnagent import liveness, model, trace
+from sdnagent.api import schemas as S
+from sdnagent.api.audit import AuditLog
+from sdnagent.api.identity import Identity, who
+from sdnagent.cli import tapctl
+from sdnagent.tapdb import ops, rpc
+
+PREFIX = "/v1"
+TARGETS, FILTERS, SESSIONS = (f"{PREFIX}/traffic-mirror-targets",
+                              f"{PREFIX}/traffic-mirror-filters",
+                              f"{PREFIX}/traffic-mirror-sessions")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class Wait:
+    """``?wait=true&timeout=S``: as ``tapctl --wait --timeout S``."""
+
+    def __init__(self, wait: bool = Query(False, description="return once every chassis "
+                                                               "alive when the wait began "
+                                                               "applied the change"),
+                 timeout: float = Query(10.0, gt=0, description="seconds to wait")):
+        self.wait, self.timeout = wait, timeout
+
+
+def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identity],
+               audit: AuditLog) -> FastAPI:
+    """The API over tapdb; ``connect`` opens a service-layer connection (one per worker
+    thread, opened again after tapdb was lost)."""
+    app = FastAPI(title="sdnagent API", version="1",
+                  description="VPC traffic mirroring: targets, filters, sessions, sources.",
+                  docs_url=None, redoc_url=None)
+    local = threading.local()
+
+    def db() -> ops.IntentDb:
+        api = getattr(local, "api", None)
+        if api is None:
+            api = local.api = connect()
+        api.warnings.clear()
+        api.committed_generation = None
+        return api
+
+    def forget() -> None:
+        api = getattr(local, "api", None)
+        local.api = None
+        if api is not None:
+            api.close()
+
+    def caller(request: Request) -> Identity:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        found = who(identities, token.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            raise ApiError(401, "a known bearer token is needed (Authorization: Bearer TOKEN)")
+        request.state.who = found
+        return found
+
+    def writer(request: Request) -> Identity:
+        found = caller(request)
+        if not found.writes:
+            raise ApiError(403, f"identity {found.name} ({found.role}) may not change anything")
+        return found
+
+    # ------------------------------------------------------------ errors and audit
+
+    def fail(request: Request, status: int, message: str, field: Optional[str]) -> JSONResponse:
+        request.state.outcome = message
+        return JSONResponse({"field": field, "message": message}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return fail(request, exc.status, exc.message, exc.field)
+
+    @app.exception_handler(model.IntentError)
+    async def _intent_error(request: Request, exc: model.IntentError) -> JSONResponse:
+        status = 404 if isinstance(exc, model.NotFound) else (
+            409 if isinstance(exc, model.Conflict) else 400)
+        return fail(request, status, str(exc), exc.field)
+
+    @app.exception_handler(ops.TapdbError)
+    @app.exception_handler(rpc.RpcError)
+    async def _tapdb_error(request: Request, exc: Exception) -> JSONResponse:
+        forget()
+        return fail(request, 503, f"tapdb: {exc}", None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(where) or None
+        return fail(request, 400, f"{field or 'request'}: {first.get('msg', 'not allowed')}",
+                    field)
+
+    @app.middleware("http")
+    async def _audit(request: Request, call_next: Callable) -> Any:
+        response = await call_next(request)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            identity = getattr(request.state, "who", None)
+            audit.write(who=identity.name if identity else "-",
+                        role=identity.role if identity else "-", method=request.method,
+                        path=request.url.path, status=response.status_code,
+                        outcome=getattr(request.state, "outcome", "ok"))
+        return response
+
+    # ------------------------------------------------------------ helpers
+
+    def done(api: ops.IntentDb, item: Any, wait: Wait) -> dict:
+        applied = None
+        generation = api.committed_generation
+        if wait.wait and generation:
+            late = api.wait_applied(generation, wait.timeout)
+            applied = S.Applied(generation=generation, complete=not late,
+                                late=[S.Late(chassis=n, at=lag.at, why=lag.silent)
+                                      for n, lag in sorted(late.items())])
+        return {"item": item, "warnings": list(api.warnings), "applied": applied}
+
+    def everything(api: ops.IntentDb) -> tuple[model.Intent, ops.Everything]:
+        every = api.everything()
+        intent = liveness.apply(every.snapshot.intent, every.bindings, every.beats, time.time())
+        return intent, every
+
+    def page(items: list, offset: int, limit: int) -> dict:
+        return {"items": items[offset:offset + limit], "total": len(items), "offset": offset,
+                "limit": limit}
+
+    Offset = Query(0, ge=0)
+    Limit = Query(100, ge=1, le=1000)
+
+    # ------------------------------------------------------------ targets
+
+    @app.get(TARGETS, response_model=S.Page[S.Target], summary="List mirror targets")
+    def list_targets(offset: int = Offset, limit: int = Limit,
+                     _: Identity = Depends(caller)) -> dict:
+        intent, _every = everything(db())
+        return page([S.target_of(t) for _n, t in sorted(intent.targets.items())], offset, limit)
+
+    @app.post(TARGETS, response_model=S.Written[S.Target], status_code=201,
+              summary="Create a mirror target (disabled unless enabled)")
+    def create_target(body: S.TargetIn, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db()
+        where = body.model_dump(exclude={"name", "enabled"})
+        t = api.target_add(body.name, enabled=body.enabled, **where)
+        return done(api, S.target_of(t), wait)
+
+    @app.get(TARGETS + "/{name}", response_model=S.Target, summary="Read a mirror target")
+    def read_target(name: str, _: Identity = Depends(caller)) -> S.Target:
+        intent, _every = everything(db())
+        return S.target_of(intent.target(name))
+
+    @app.patch(TARGETS + "/{name}", response_model=S.Written[S.Target],
+               summary="Enable or disable a mirror target")
+    def patch_target(name: str, body: S.Enabled, wait: Wait = Depends(),
+                     _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.set_enabled("target", name, body.enabled)
+        return done(api, None, wait)
+
+    @app.delete(TARGETS + "/{name}", response_model=S.Written[S.Target],
+                summary="Delete a mirror target no session uses")
+    def delete_target(name: str, wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.delete("target", name)
+        return done(api, None, wait)
+
+    @app.post(TARGETS + "/{name}/members", response_model=S.Written[S.Target],
+              status_code=201, summary="Add a member to a collector group")
+    def add_member(name: str, body: S.MemberIn, wait: Wait = Depends(),
+                   _: Identity = Depends(writer)) -> dict:
+        api = db()
+        return done(api, S.target_of(api.member(name, "add", body.ip)), wait)
+
+    @app.patch(TARGETS + "/{name}/members/{ip}", response_model=S.Written[S.Target],
+               summary="Enable or disable a member of a collector group")
+    def patch_member(name: str, ip: str, body: S.Enabled, wait: Wait = Depends(),
+                     _: Identity = Depends(writer)) -> dict:
+        api = db()
+        verb = "enable" if body.enabled else "disable"
+        return done(api, S.target_of(api.member(name, verb, ip)), wait)
+
+    @app.delete(TARGETS + "/{name}/members/{ip}", response_model=S.Written[S.Target],
+                summary="Remove a member from a collector group")
+    def delete_member(name: str, ip: str, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db()
+        return done(api, S.target_of(api.member(name, "del", ip)), wait)
+
+    # ------------------------------------------------------------ filters
+
+    @app.get(FILTERS, response_model=S.Page[S.Filter], summary="List mirror filters")
+    def list_filters(offset: int = Offset, limit: int = Limit,
+                     _: Identity = Depends(caller)) -> dict:
+        intent, _every = everything(db())
+        return page([S.filter_of(f) for _n, f in sorted(intent.filters.items())], offset, limit)
+
+    @app.post(FILTERS, response_model=S.Written[S.Filter], status_code=201,
+              summary="Create an empty mirror filter")
+    def create_filter(body: S.FilterIn, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db()
+        return done(api, S.filter_of(api.filter_add(body.name)), wait)
+
+    @app.get(FILTERS + "/{name}", response_model=S.Filter, summary="Read a mirror filter")
+    def read_filter(name: str, _: Identity = Depends(caller)) -> S.Filter:
+        intent, _every = everything(db())
+        return S.filter_of(intent.filter(name))
+
+    @app.delete(FILTERS + "/{name}", response_model=S.Written[S.Filter],
+                summary="Delete a mirror filter no session uses")
+    def delete_filter(name: str, wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.delete("filter", name)
+        return done(api, None, wait)
+
+    @app.post(FILTERS + "/{name}/rules", response_model=S.Written[S.Rule], status_code=201,
+              summary="Add a rule to a filter direction")
+    def create_rule(name: str, body: S.RuleIn, wait: Wait = Depends(),
+                    _: Identity = Depends(writer)) -> dict:
+        api = db()
+        fields = body.model_dump(exclude={"direction"})
+        rule = api.rule_add(name, body.direction, **fields)
+        return done(api, S.rule_of(body.direction, rule), wait)
+
+    @app.delete(FILTERS + "/{name}/rules/{direction}/{priority}",
+                response_model=S.Written[S.Rule], summary="Delete a filter rule")
+    def delete_rule(name: str, direction: str, priority: str, wait: Wait = Depends(),
+                    _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.rule_del(name, direction, priority)
+        return done(api, None, wait)
+
+    # ------------------------------------------------------------ sessions
+
+    @app.get(SESSIONS, response_model=S.Page[S.Session], summary="List mirror sessions",
+             description="By priority; filtered by name (a part of it), state (the worst "
+                         "of its sources') and chassis (one of its sources' statuses' "
+                         "writers).")
+    def list_sessions(offset: int = Offset, limit: int = Limit,
+                      name: Optional[str] = None, state: Optional[str] = None,
+                      chassis: Optional[str] = None, _: Identity = Depends(caller)) -> dict:
+        intent, every = everything(db())
+        total = tapctl.summed(every.counters)
+        found = []
+        for s in sorted(intent.sessions.values(), key=lambda s: s.priority):
+            if name and name not in s.name:
+                continue
+            if chassis and not any(dict(src.status).get("chassis") == chassis
+                                   for src in s.sources):
+                continue
+            item = S.session_of(s, total.get(s.name, {}))
+            if state and item.state != state:
+                continue
+            found.append(item)
+        return page(found, offset, limit)
+
+    @app.post(SESSIONS, response_model=S.Written[S.Session], status_code=201,
+              summary="Create a mirror session (disabled unless enabled)")
+    def create_session(body: S.SessionIn, wait: Wait = Depends(),
+                       _: Identity = Depends(writer)) -> dict:
+        api = db()
+        s = api.session_add(body.name, target=body.target, priority=body.priority,
+                            filter=body.filter, vni=body.vni, packet_length=body.packet_length,
+                            enabled=body.enabled)
+        return done(api, S.session_of(s, {}), wait)
+
+    @app.get(SESSIONS + "/{name}", response_model=S.Session, summary="Read a mirror session")
+    def read_session(name: str, _: Identity = Depends(caller)) -> S.Session:
+        intent, every = everything(db())
+        return S.session_of(intent.session(name), tapctl.summed(every.counters).get(name, {}))
+
+    @app.patch(SESSIONS + "/{name}", response_model=S.Written[S.Session],
+               summary="Enable or disable a mirror session")
+    def patch_session(name: str, body: S.Enabled, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.set_enabled("session", name, body.enabled)
+        return done(api, None, wait)
+
+    @app.delete(SESSIONS + "/{name}", response_model=S.Written[S.Session],
+                summary="Delete a mirror session and its sources")
+    def delete_session(name: str, wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.delete("session", name)
+        return done(api, None, wait)
+
+    @app.post(SESSIONS + "/{name}/sources", response_model=S.Written[S.Source],
+              status_code=201, summary="Add a source to a session (enabled)")
+    def create_source(name: str, body: S.SourceIn, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db()
+        src = api.source_add(name, port=body.port, direction=body.direction,
+                             vswitch=body.vswitch)
+        item = S.Source(key=src.key, type=src.type, direction=src.direction,
+                        enabled=src.enabled, status=S.Status(state="pending"))
+        return done(api, item, wait)
+
+    @app.patch(SESSIONS + "/{name}/sources/{key}", response_model=S.Written[S.Source],
+               summary="Enable or disable a session's source")
+    def patch_source(name: str, key: str, body: S.Enabled, wait: Wait = Depends(),
+                     _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.set_enabled("source", name, body.enabled, key=key)
+        return done(api, None, wait)
+
+    @app.delete(SESSIONS + "/{name}/sources/{key}", response_model=S.Written[S.Source],
+                summary="Delete a session's source")
+    def delete_source(name: str, key: str, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db()
+        api.source_del(name, key)
+        return done(api, None, wait)
+
+    @app.get(SESSIONS + "/{name}/stats", response_model=S.Stats,
+             summary="What a session mirrored, added up and by chassis")
+    def session_stats(name: str, _: Identity = Depends(caller)) -> S.Stats:
+        intent, every = everything(db())
+        intent.session(name)
+        by_chassis = every.counters.get(name, {})
+        return S.Stats(session=name, counters=tapctl.summed(every.counters).get(name, {}),
+                       by_chassis=by_chassis)
+
+    # ------------------------------------------------------------ the rest
+
+    @app.post(f"{PREFIX}/traffic-mirror-trace", response_model=S.TraceOut,
+              summary="What the intent does with one packet at a source port")
+    def trace_packet(body: S.TraceIn, _: Identity = Depends(caller)) -> S.TraceOut:
+        every = db().everything()
+        text = trace.describe(every.snapshot.intent, body.port, body.direction, body.packet,
+                              every.bindings, {n: (ip, e) for n, ip, e in every.chassis})
+        return S.TraceOut(lines=text.splitlines())
+
+    @app.get(f"{PREFIX}/chassis", response_model=S.Page[S.Chassis],
+             summary="The hypervisors that registered, and whether they are heard from")
+    def list_chassis(offset: int = Offset, limit: int = Limit,
+                     _: Identity = Depends(caller)) -> dict:
+        every = db().everything()
+        rows = tapctl.chassis_json(every.chassis, every.beats, time.time(), every.mtus)
+        return page([S.Chassis(**{k: v for k, v in r.items() if k in S.Chassis.model_fields})
+                     for r in rows], offset, limit)
+
+    @app.get(f"{PREFIX}/audit", response_model=list[S.AuditRecord],
+             summary="The latest writes asked of the API, accepted or refused (admins)")
+    def read_audit(limit: int = Limit, _: Identity = Depends(writer)) -> list[dict]:
+        return audit.tail(limit)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        return docs_page(app.openapi())
+
+    return app
+
+
+def docs_page(spec: dict) -> str:
+    """A page of every operation with its parameters and bodies, from the OpenAPI
+    document itself (nothing fetched from elsewhere)."""
+    parts = [f"<h1>{html.escape(spec['info']['title'])}</h1>",
+             "<p>The OpenAPI 3 document: <a href='/openapi.json'>/openapi.json</a>. "
+             "Every call takes <code>Authorization: Bearer TOKEN</code>.</p>"]
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            params = ", ".join(f"{p['name']} ({p['in']})" for p in op.get("parameters", []))
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            parts.append(f"<h3>{method.upper()} {html.escape(path)}</h3>"
+                         f"<p>{html.escape(op.get('summary', ''))}</p>"
+                         + (f"<p>parameters: {html.escape(params)}</p>" if params else "")
+                         + (f"<pre>{html.escape(json.dumps(body.get('schema', {})))}</pre>"
+                            if body else ""))
+    schemas = spec.get("components", {}).get("schemas", {})
+    parts.append("<h2>Schemas</h2>" + "".join(
+        f"<h3>{html.escape(n)}</h3><pre>{html.escape(json.dumps(s, indent=1))}</pre>"
+        for n, s in sorted(schemas.items())))
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>sdnagent API</title>"
+            "</head><body>" + "".join(parts) + "</body></html>")

@@ -1,0 +1,246 @@
+"""sdnagent-api against a real tapdb and agents: the two-session example created through
+the API and mirrored on the wire; refusals answered 400, 404 and 409 with tapctl's words
+and nothing written; tokens and roles; the audit trail; the OpenAPI document validated by
+a validator nobody here wrote; the packaged command serving it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import pytest
+
+from sdnagent import sandbox
+from sdnagent.api import identity
+from sdnagent.api.app import create_app
+from sdnagent.api.audit import AuditLog
+from sdnagent.tapdb import ops
+from tests.conftest import require_ovs
+from tests.functional.mirrorlab import BIN, MirrorLab, wait_until
+from tests.functional.test_agent import start_agents, target_port
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+validator = pytest.importorskip("openapi_spec_validator")
+
+
+@pytest.fixture
+def api_lab():
+    require_ovs()
+    lab = sandbox.Lab()
+    try:
+        lab.start()
+        tokens = lab.dir / "api-tokens"
+        admin = identity.add(tokens, "portal", "admin")
+        reader = identity.add(tokens, "soc", "reader")
+        audit = AuditLog(lab.dir / "audit.jsonl")
+        app = create_app(lambda: ops.connect(lab.remote, 10), identity.load(tokens), audit)
+        client = fastapi_testclient.TestClient(app)
+        yield MirrorLab(lab), client, {"Authorization": f"Bearer {admin}"}, \
+            {"Authorization": f"Bearer {reader}"}, lab.dir / "audit.jsonl"
+    finally:
+        for host in lab.hosts.values():
+            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-4000:]}")
+        lab.stop()
+        shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+def example_through_the_api(client, admin) -> None:
+    """etc/examples/two-sessions.sh, as a portal would send it."""
+    wait = {"wait": "true", "timeout": "15"}
+    calls = [
+        ("/v1/traffic-mirror-targets", {"name": "target-01", "port": "vm-164", "enabled": True}),
+        ("/v1/traffic-mirror-targets", {"name": "target-02", "vxlan": sandbox.COLLECTOR_IP,
+                                        "enabled": True}),
+        ("/v1/traffic-mirror-filters", {"name": "filter-01"}),
+        ("/v1/traffic-mirror-filters/filter-01/rules",
+         {"direction": "inbound", "priority": "1", "action": "accept", "protocol": "tcp",
+          "src": "192.168.0.161/32", "dst": "192.168.0.230/32", "dst_port": "1234-1234"}),
+        ("/v1/traffic-mirror-filters", {"name": "filter-02"}),
+        ("/v1/traffic-mirror-filters/filter-02/rules",
+         {"direction": "inbound", "priority": "1", "action": "accept", "protocol": "udp",
+          "src": "192.168.0.161/32", "dst": "192.168.0.230/32", "dst_port": "1235"}),
+        ("/v1/traffic-mirror-sessions", {"name": "session-01", "target": "target-01",
+                                         "filter": "filter-01", "priority": "1", "vni": "1",
+                                         "packet_length": "96", "enabled": True}),
+        ("/v1/traffic-mirror-sessions", {"name": "session-02", "target": "target-02",
+                                         "filter": "filter-02", "priority": "2", "vni": "2",
+                                         "packet_length": "96", "enabled": True}),
+        ("/v1/traffic-mirror-sessions/session-01/sources", {"port": "vm-230",
+                                                            "direction": "in"}),
+        ("/v1/traffic-mirror-sessions/session-02/sources", {"port": "vm-230",
+                                                            "direction": "in"}),
+    ]
+    for path, body in calls:
+        r = client.post(path, json=body, headers=admin, params=wait)
+        assert r.status_code == 201, (path, r.text)
+        assert r.json()["applied"]["complete"] is True, r.text
+
+
+def test_the_two_session_example_through_the_api(api_lab):
+    mlab, client, admin, reader, _ = api_lab
+    for vm in ("vm-161", "vm-230", "vm-99"):
+        mlab.vm("host-a", vm)
+    start_agents(mlab)
+    tgt = target_port(mlab, "host-b")
+    example_through_the_api(client, admin)
+    wait_until(lambda: client.get("/v1/traffic-mirror-sessions", headers=reader).json()[
+        "items"][0]["state"] == "active", 15, "session-01 active")
+    mlab.send("host-a", "vm-161", "vm-230", "tcp", 1235)  # not mirrored
+    udp = mlab.send("host-a", "vm-161", "vm-230", "udp", 1235)
+    tcp = mlab.send("host-a", "vm-161", "vm-230", "tcp", 1234)
+    assert mlab.wait_frames(tgt, 1) == [tcp[:96]]
+    [copy] = wait_until(lambda: [s for s in mlab.collected() if s.vni == 2], 10, "VNI 2")
+    assert copy.inner_bytes == udp[:96]
+
+    page = client.get("/v1/traffic-mirror-sessions", headers=reader,
+                      params={"limit": 1, "offset": 1}).json()
+    assert (page["total"], page["offset"], page["limit"]) == (2, 1, 1)
+    assert [s["name"] for s in page["items"]] == ["session-02"]
+    assert client.get("/v1/traffic-mirror-sessions", headers=reader,
+                      params={"chassis": "host-a", "name": "-01"}).json()["total"] == 1
+    wait_until(lambda: client.get("/v1/traffic-mirror-sessions/session-01/stats",
+                                  headers=reader).json()["counters"].get("packets") == 1, 20,
+               "session-01's counters")
+    t = client.get("/v1/traffic-mirror-targets/target-01", headers=reader).json()
+    assert (t["type"], t["where"], t["status"]["state"]) == ("port", "port vm-164", "active")
+    out = client.post("/v1/traffic-mirror-trace", headers=reader, json={
+        "port": "vm-230", "direction": "in",
+        "packet": "tcp,nw_src=192.168.0.161,nw_dst=192.168.0.230,tp_dst=1234"}).json()
+    assert out["lines"][-1].startswith("mirrored by session-01: the first 96 bytes to target "
+                                       "target-01 (port vm-164) on chassis host-b")
+    chassis = client.get("/v1/chassis", headers=reader).json()["items"]
+    assert [(c["name"], c["state"]) for c in chassis] == [("host-a", "alive"),
+                                                          ("host-b", "alive")]
+    # disabled from the API: the copies stop
+    r = client.patch("/v1/traffic-mirror-sessions/session-01", headers=admin,
+                     json={"enabled": False}, params={"wait": "true"})
+    assert r.status_code == 200 and r.json()["applied"]["complete"], r.text
+    assert client.get("/v1/traffic-mirror-sessions/session-01", headers=reader).json()[
+        "sources"][0]["status"] == {"state": "disabled", "reason": "the session is disabled",
+                                    "chassis": "host-a"}
+
+
+def dump(mlab: MirrorLab) -> str:
+    return mlab.tapctl("show")
+
+
+@pytest.mark.parametrize("method, path, body, status, message", [
+    ("post", "/v1/traffic-mirror-sessions", {"name": "s3", "target": "target-01",
+                                             "priority": "3", "vni": "16777216"},
+     400, "vni: 16777216 is out of range; allowed 0..16777215"),
+    ("post", "/v1/traffic-mirror-sessions", {"name": "s3", "target": "target-01",
+                                             "priority": "2"},
+     409, "priority: session 'session-02' already has priority 2; session priorities are "
+          "unique"),
+    ("post", "/v1/traffic-mirror-targets", {"name": "target-01", "vxlan": "10.0.0.1"},
+     409, "target name: a target named 'target-01' already exists"),
+    ("post", "/v1/traffic-mirror-targets", {"name": "t3", "vxlan": "10.0.0"},
+     400, "vxlan: '10.0.0' is not an IP address; use an IPv4 or IPv6 unicast address"),
+    ("post", "/v1/traffic-mirror-targets", {"name": "t3", "vxlan": "10.0.0.1", "colour": "red"},
+     400, "colour: Extra inputs are not permitted"),
+    ("post", "/v1/traffic-mirror-filters/filter-01/rules",
+     {"direction": "inbound", "priority": "5", "action": "accept", "protocol": "icmp",
+      "dst_port": "80"}, 400, "dst-port: port ranges need protocol tcp or udp, not icmp"),
+    ("post", "/v1/traffic-mirror-filters/filter-01/rules",
+     {"direction": "sideways", "priority": "5", "action": "accept"},
+     400, "direction: Input should be 'inbound' or 'outbound'"),
+    ("delete", "/v1/traffic-mirror-filters/filter-01", None,
+     409, "filter: filter 'filter-01' is used by session(s) session-01; delete those sessions "
+          "first"),
+    ("delete", "/v1/traffic-mirror-sessions/nope", None, 404, "session: no session named 'nope'"),
+    ("patch", "/v1/traffic-mirror-targets/nope", {"enabled": True},
+     404, "target: no target named 'nope'"),
+    ("post", "/v1/traffic-mirror-sessions/session-01/sources", {"port": "vm-164"},
+     409, "port: iface vm-164 is target 'target-01'; a port cannot be both a source and a "
+          "target"),
+    ("post", "/v1/traffic-mirror-sessions", {"name": "s3", "target": "target-01",
+                                             "priority": "3", "wait": "x"},
+     400, "wait: Extra inputs are not permitted"),
+])
+def test_every_refusal_is_one_line_and_writes_nothing(api_lab, method, path, body, status,
+                                                      message):
+    mlab, client, admin, _, audit = api_lab
+    example_through_the_api(client, admin)
+    before = dump(mlab)
+    r = getattr(client, method)(path, headers=admin, **({"json": body} if body else {}))
+    assert (r.status_code, r.json()["message"]) == (status, message), r.text
+    assert dump(mlab) == before
+    last = json.loads(audit.read_text().splitlines()[-1])
+    assert (last["who"], last["method"], last["path"], last["status"], last["outcome"]) == (
+        "portal", method.upper(), path, status, message)
+
+
+def test_tokens_roles_and_the_audit_trail(api_lab):
+    mlab, client, admin, reader, audit = api_lab
+    assert client.get("/v1/traffic-mirror-targets").status_code == 401
+    bad = {"Authorization": "Bearer not-a-token"}
+    r = client.post("/v1/traffic-mirror-filters", json={"name": "f"}, headers=bad)
+    assert (r.status_code, r.json()["message"]) == (
+        401, "a known bearer token is needed (Authorization: Bearer TOKEN)")
+    r = client.post("/v1/traffic-mirror-filters", json={"name": "f"}, headers=reader)
+    assert (r.status_code, r.json()["message"]) == (
+        403, "identity soc (reader) may not change anything")
+    assert client.get("/v1/traffic-mirror-filters", headers=reader).json()["total"] == 0
+    assert client.post("/v1/traffic-mirror-filters", json={"name": "f"},
+                       headers=admin).status_code == 201
+    assert client.get("/v1/audit", headers=reader).status_code == 403
+    records = client.get("/v1/audit", headers=admin).json()
+    assert [(r["who"], r["status"]) for r in records] == [("-", 401), ("soc", 403),
+                                                         ("portal", 201)]
+    assert all(r["path"] == "/v1/traffic-mirror-filters" for r in records)
+    # the file is what an operator ships: one JSON object a line, reads not recorded
+    assert len(audit.read_text().splitlines()) == 3
+    # a token's hash is all the tokens file holds
+    text = (mlab.lab.dir / "api-tokens").read_text()
+    assert admin["Authorization"].split()[1] not in text
+
+
+def test_the_openapi_document_is_valid(api_lab):
+    _, client, _, _, _ = api_lab
+    spec = client.get("/openapi.json").json()
+    validator.validate(spec)
+    paths = set(spec["paths"])
+    assert {"/v1/traffic-mirror-targets", "/v1/traffic-mirror-filters/{name}/rules",
+            "/v1/traffic-mirror-sessions/{name}/sources", "/v1/traffic-mirror-trace",
+            "/v1/chassis", "/v1/audit"} <= paths
+    page = client.get("/docs")
+    assert page.status_code == 200 and "POST /v1/traffic-mirror-sessions" in page.text
+
+
+def test_the_packaged_command_serves_it(tapdb, tmp_path):
+    """sdnagent-api serve on loopback, as its unit runs it; stopped by its PID."""
+    import httpx
+    tokens = tmp_path / "tokens"
+    made = subprocess.run([str(BIN / "sdnagent-api"), "token-add", "ops", "--role", "admin",
+                           "--tokens", str(tokens)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    port = sandbox.free_port()
+    proc = subprocess.Popen([str(BIN / "sdnagent-api"), "serve", "--db", tapdb.remote,
+                             "--listen", f"127.0.0.1:{port}", "--tokens", str(tokens),
+                             "--audit-log", str(tmp_path / "audit.jsonl")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, 15, "sdnagent-api to answer")
+        r = httpx.post(f"{url}/v1/traffic-mirror-filters", json={"name": "f1"},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 201, r.text
+        [record] = [json.loads(line) for line in
+                    (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert (record["who"], record["status"], record["outcome"]) == ("ops", 201, "ok")
+        again = subprocess.run([str(BIN / "sdnagent-api"), "token-add", "ops", "--role",
+                                "admin", "--tokens", str(tokens)], capture_output=True,
+                               text=True)
+        assert (again.returncode, again.stderr) == (
+            1, "sdnagent-api: name: an identity named 'ops' already exists\n")
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
