@@ -40,6 +40,9 @@ PORT_PROTOCOLS = (6, 17)
 
 # Port and bridge names the agent owns on every host: its tunnel ports, the hook
 # patch ports (tpi/tpt and 10 hex digits) and the tap bridge (default name).
+# every target, filter and session belongs to a project; tapctl's, unless told otherwise
+DEFAULT_PROJECT = "default"
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AGENT_PORTS = ("tapgre", "tapvxc", "tapvxlan", "taperspan")
 HOOK_PORT_RE = re.compile(r"^tp[it][0-9a-f]{10}$")
 TAP_BRIDGE = "brtap"
@@ -60,6 +63,10 @@ class IntentError(ValueError):
 
 class NotFound(IntentError):
     """A named object does not exist."""
+
+
+class Denied(IntentError):
+    """The caller may not do this (a project's member, with the cloud's objects)."""
 
 
 class Conflict(IntentError):
@@ -105,6 +112,7 @@ class Filter:
     name: str
     inbound: tuple[Rule, ...] = ()  # ascending priority: evaluation order
     outbound: tuple[Rule, ...] = ()
+    project: str = DEFAULT_PROJECT
 
     def rules(self, direction: str) -> tuple[Rule, ...]:
         assert direction in RULE_DIRECTIONS, direction
@@ -135,6 +143,7 @@ class Target:
     enabled: bool = False
     status: tuple[tuple[str, str], ...] = ()
     options: tuple[tuple[str, str], ...] = ()  # what else its kind keeps, sorted
+    project: str = DEFAULT_PROJECT
 
     def where(self) -> str:
         """Where it is, as people read it (its kind says)."""
@@ -176,6 +185,7 @@ class Session:
     packet_length: Optional[int] = None
     enabled: bool = False
     sources: tuple[Source, ...] = ()
+    project: str = DEFAULT_PROJECT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +246,13 @@ def parse_int(field: str, text: object, bounds: tuple[int, int]) -> int:
     if not lo <= value <= hi:
         raise IntentError(field, f"{value} is out of range; allowed {lo}..{hi}")
     return value
+
+
+def parse_project(text: str) -> str:
+    if not _PROJECT_RE.match(text or ""):
+        raise IntentError("project", f"{text!r} is not allowed; use up to 64 letters, digits "
+                          "and _.- (starting with a letter or digit)")
+    return text
 
 
 def parse_name(kind: str, text: str) -> str:

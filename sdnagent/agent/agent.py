@@ -145,8 +145,20 @@ class Agent:
         found = underlay.mtu_of(str(self.conf.tunnel.local_ip))
         return None if found is None else min(found, mtu_bounds.MTU[1])
 
+    def _beat(self) -> None:
+        """Heartbeats, on a thread of their own: a tapdb that is slow to answer, or gone
+        before the connection knows it, holds them for its timeout, never the passes
+        that keep the switch."""
+        while not self.stopping.wait(self.conf.heartbeat_interval):
+            try:
+                self._heartbeat()
+            except Exception as exc:
+                self.metrics.errors.labels("heartbeat").inc()
+                LOG.warning("heartbeat failed: %s", exc)
+
     def run(self) -> None:
         """Reconcile until stopped."""
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
         backoff = 0.0
         next_resync = time.monotonic() + self.conf.resync_interval
         next_beat = time.monotonic() + self.conf.heartbeat_interval
@@ -160,11 +172,6 @@ class Agent:
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + self.conf.heartbeat_interval
-                try:
-                    self._heartbeat()
-                except Exception as exc:
-                    self.metrics.errors.labels("heartbeat").inc()
-                    LOG.warning("heartbeat failed: %s", exc)
                 self._connections()
             if now >= next_stats:
                 next_stats = now + stats_every

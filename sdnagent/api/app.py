@@ -9,6 +9,7 @@ half-applied: every change is one tapdb transaction.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import threading
@@ -57,12 +58,23 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
                   docs_url=None, redoc_url=None)
     local = threading.local()
 
-    def db() -> ops.IntentDb:
+    def db(request: Request) -> ops.IntentDb:
+        """The service layer for this request: in the caller's project (an admin's: the
+        ``project`` query parameter, else the default one), confined to it unless the
+        caller is an admin."""
         api = getattr(local, "api", None)
         if api is None:
             api = local.api = connect()
         api.warnings.clear()
         api.committed_generation = None
+        identity: Identity = request.state.who
+        if identity.admin:
+            api.project = model.parse_project(request.query_params.get(
+                "project", model.DEFAULT_PROJECT))
+            api.confined = False
+        else:
+            api.project = identity.project or model.DEFAULT_PROJECT
+            api.confined = True
         return api
 
     def forget() -> None:
@@ -86,6 +98,27 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
             raise ApiError(403, f"identity {found.name} ({found.role}) may not change anything")
         return found
 
+    def admin(request: Request) -> Identity:
+        found = caller(request)
+        if not found.admin:
+            raise ApiError(403, f"identity {found.name} ({found.role}) may not do this; an "
+                                "admin may")
+        return found
+
+    def seen(request: Request, obj: Any, kind: str, name: str) -> Any:
+        """``obj`` when the caller may see its project, else not found (the same answer
+        as for a name that does not exist)."""
+        if not request.state.who.sees(obj.project):
+            raise model.NotFound(kind, f"no {kind} named {name!r}")
+        return obj
+
+    def visible(request: Request, objects: Any) -> list:
+        """What the caller may see of ``objects`` (an admin may ask for one project)."""
+        identity: Identity = request.state.who
+        wanted = request.query_params.get("project") if identity.admin else None
+        return [o for o in objects if identity.sees(o.project)
+                and (wanted is None or o.project == wanted)]
+
     # ------------------------------------------------------------ errors and audit
 
     def fail(request: Request, status: int, message: str, field: Optional[str]) -> JSONResponse:
@@ -98,8 +131,9 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
 
     @app.exception_handler(model.IntentError)
     async def _intent_error(request: Request, exc: model.IntentError) -> JSONResponse:
-        status = 404 if isinstance(exc, model.NotFound) else (
-            409 if isinstance(exc, model.Conflict) else 400)
+        status = (404 if isinstance(exc, model.NotFound) else
+                  409 if isinstance(exc, model.Conflict) else
+                  403 if isinstance(exc, model.Denied) else 400)
         return fail(request, status, str(exc), exc.field)
 
     @app.exception_handler(ops.TapdbError)
@@ -154,103 +188,108 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     # ------------------------------------------------------------ targets
 
     @app.get(TARGETS, response_model=S.Page[S.Target], summary="List mirror targets")
-    def list_targets(offset: int = Offset, limit: int = Limit,
+    def list_targets(request: Request, offset: int = Offset, limit: int = Limit,
                      _: Identity = Depends(caller)) -> dict:
-        intent, _every = everything(db())
-        return page([S.target_of(t) for _n, t in sorted(intent.targets.items())], offset, limit)
+        intent, _every = everything(db(request))
+        found = visible(request, (t for _n, t in sorted(intent.targets.items())))
+        return page([S.target_of(t) for t in found], offset, limit)
 
     @app.post(TARGETS, response_model=S.Written[S.Target], status_code=201,
               summary="Create a mirror target (disabled unless enabled)")
-    def create_target(body: S.TargetIn, wait: Wait = Depends(),
+    def create_target(request: Request, body: S.TargetIn, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         where = body.model_dump(exclude={"name", "enabled"})
         t = api.target_add(body.name, enabled=body.enabled, **where)
         return done(api, S.target_of(t), wait)
 
     @app.get(TARGETS + "/{name}", response_model=S.Target, summary="Read a mirror target")
-    def read_target(name: str, _: Identity = Depends(caller)) -> S.Target:
-        intent, _every = everything(db())
-        return S.target_of(intent.target(name))
+    def read_target(request: Request, name: str, _: Identity = Depends(caller)) -> S.Target:
+        intent, _every = everything(db(request))
+        return S.target_of(seen(request, intent.target(name), "target", name))
 
     @app.patch(TARGETS + "/{name}", response_model=S.Written[S.Target],
                summary="Enable or disable a mirror target")
-    def patch_target(name: str, body: S.Enabled, wait: Wait = Depends(),
+    def patch_target(request: Request, name: str, body: S.Enabled, wait: Wait = Depends(),
                      _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         api.set_enabled("target", name, body.enabled)
         return done(api, None, wait)
 
     @app.delete(TARGETS + "/{name}", response_model=S.Written[S.Target],
                 summary="Delete a mirror target no session uses")
-    def delete_target(name: str, wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
-        api = db()
+    def delete_target(request: Request, name: str, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db(request)
         api.delete("target", name)
         return done(api, None, wait)
 
     @app.post(TARGETS + "/{name}/members", response_model=S.Written[S.Target],
               status_code=201, summary="Add a member to a collector group")
-    def add_member(name: str, body: S.MemberIn, wait: Wait = Depends(),
+    def add_member(request: Request, name: str, body: S.MemberIn, wait: Wait = Depends(),
                    _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         return done(api, S.target_of(api.member(name, "add", body.ip)), wait)
 
     @app.patch(TARGETS + "/{name}/members/{ip}", response_model=S.Written[S.Target],
                summary="Enable or disable a member of a collector group")
-    def patch_member(name: str, ip: str, body: S.Enabled, wait: Wait = Depends(),
-                     _: Identity = Depends(writer)) -> dict:
-        api = db()
+    def patch_member(request: Request, name: str, ip: str, body: S.Enabled,
+                     wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
+        api = db(request)
         verb = "enable" if body.enabled else "disable"
         return done(api, S.target_of(api.member(name, verb, ip)), wait)
 
     @app.delete(TARGETS + "/{name}/members/{ip}", response_model=S.Written[S.Target],
                 summary="Remove a member from a collector group")
-    def delete_member(name: str, ip: str, wait: Wait = Depends(),
+    def delete_member(request: Request, name: str, ip: str, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         return done(api, S.target_of(api.member(name, "del", ip)), wait)
 
     # ------------------------------------------------------------ filters
 
     @app.get(FILTERS, response_model=S.Page[S.Filter], summary="List mirror filters")
-    def list_filters(offset: int = Offset, limit: int = Limit,
+    def list_filters(request: Request, offset: int = Offset, limit: int = Limit,
                      _: Identity = Depends(caller)) -> dict:
-        intent, _every = everything(db())
-        return page([S.filter_of(f) for _n, f in sorted(intent.filters.items())], offset, limit)
+        intent, _every = everything(db(request))
+        found = visible(request, (f for _n, f in sorted(intent.filters.items())))
+        return page([S.filter_of(f) for f in found], offset, limit)
 
     @app.post(FILTERS, response_model=S.Written[S.Filter], status_code=201,
               summary="Create an empty mirror filter")
-    def create_filter(body: S.FilterIn, wait: Wait = Depends(),
+    def create_filter(request: Request, body: S.FilterIn, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
-        api = db()
-        return done(api, S.filter_of(api.filter_add(body.name)), wait)
+        api = db(request)
+        flt = api.filter_add(body.name)
+        return done(api, S.filter_of(dataclasses.replace(flt, project=api.project)), wait)
 
     @app.get(FILTERS + "/{name}", response_model=S.Filter, summary="Read a mirror filter")
-    def read_filter(name: str, _: Identity = Depends(caller)) -> S.Filter:
-        intent, _every = everything(db())
-        return S.filter_of(intent.filter(name))
+    def read_filter(request: Request, name: str, _: Identity = Depends(caller)) -> S.Filter:
+        intent, _every = everything(db(request))
+        return S.filter_of(seen(request, intent.filter(name), "filter", name))
 
     @app.delete(FILTERS + "/{name}", response_model=S.Written[S.Filter],
                 summary="Delete a mirror filter no session uses")
-    def delete_filter(name: str, wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
-        api = db()
+    def delete_filter(request: Request, name: str, wait: Wait = Depends(),
+                      _: Identity = Depends(writer)) -> dict:
+        api = db(request)
         api.delete("filter", name)
         return done(api, None, wait)
 
     @app.post(FILTERS + "/{name}/rules", response_model=S.Written[S.Rule], status_code=201,
               summary="Add a rule to a filter direction")
-    def create_rule(name: str, body: S.RuleIn, wait: Wait = Depends(),
+    def create_rule(request: Request, name: str, body: S.RuleIn, wait: Wait = Depends(),
                     _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         fields = body.model_dump(exclude={"direction"})
         rule = api.rule_add(name, body.direction, **fields)
         return done(api, S.rule_of(body.direction, rule), wait)
 
     @app.delete(FILTERS + "/{name}/rules/{direction}/{priority}",
                 response_model=S.Written[S.Rule], summary="Delete a filter rule")
-    def delete_rule(name: str, direction: str, priority: str, wait: Wait = Depends(),
-                    _: Identity = Depends(writer)) -> dict:
-        api = db()
+    def delete_rule(request: Request, name: str, direction: str, priority: str,
+                    wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
+        api = db(request)
         api.rule_del(name, direction, priority)
         return done(api, None, wait)
 
@@ -260,13 +299,13 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
              description="By priority; filtered by name (a part of it), state (the worst "
                          "of its sources') and chassis (one of its sources' statuses' "
                          "writers).")
-    def list_sessions(offset: int = Offset, limit: int = Limit,
+    def list_sessions(request: Request, offset: int = Offset, limit: int = Limit,
                       name: Optional[str] = None, state: Optional[str] = None,
                       chassis: Optional[str] = None, _: Identity = Depends(caller)) -> dict:
-        intent, every = everything(db())
+        intent, every = everything(db(request))
         total = tapctl.summed(every.counters)
         found = []
-        for s in sorted(intent.sessions.values(), key=lambda s: s.priority):
+        for s in visible(request, sorted(intent.sessions.values(), key=lambda s: s.priority)):
             if name and name not in s.name:
                 continue
             if chassis and not any(dict(src.status).get("chassis") == chassis
@@ -280,39 +319,41 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
 
     @app.post(SESSIONS, response_model=S.Written[S.Session], status_code=201,
               summary="Create a mirror session (disabled unless enabled)")
-    def create_session(body: S.SessionIn, wait: Wait = Depends(),
+    def create_session(request: Request, body: S.SessionIn, wait: Wait = Depends(),
                        _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         s = api.session_add(body.name, target=body.target, priority=body.priority,
                             filter=body.filter, vni=body.vni, packet_length=body.packet_length,
                             enabled=body.enabled)
         return done(api, S.session_of(s, {}), wait)
 
     @app.get(SESSIONS + "/{name}", response_model=S.Session, summary="Read a mirror session")
-    def read_session(name: str, _: Identity = Depends(caller)) -> S.Session:
-        intent, every = everything(db())
-        return S.session_of(intent.session(name), tapctl.summed(every.counters).get(name, {}))
+    def read_session(request: Request, name: str, _: Identity = Depends(caller)) -> S.Session:
+        intent, every = everything(db(request))
+        sess = seen(request, intent.session(name), "session", name)
+        return S.session_of(sess, tapctl.summed(every.counters).get(name, {}))
 
     @app.patch(SESSIONS + "/{name}", response_model=S.Written[S.Session],
                summary="Enable or disable a mirror session")
-    def patch_session(name: str, body: S.Enabled, wait: Wait = Depends(),
+    def patch_session(request: Request, name: str, body: S.Enabled, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         api.set_enabled("session", name, body.enabled)
         return done(api, None, wait)
 
     @app.delete(SESSIONS + "/{name}", response_model=S.Written[S.Session],
                 summary="Delete a mirror session and its sources")
-    def delete_session(name: str, wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
-        api = db()
+    def delete_session(request: Request, name: str, wait: Wait = Depends(),
+                       _: Identity = Depends(writer)) -> dict:
+        api = db(request)
         api.delete("session", name)
         return done(api, None, wait)
 
     @app.post(SESSIONS + "/{name}/sources", response_model=S.Written[S.Source],
               status_code=201, summary="Add a source to a session (enabled)")
-    def create_source(name: str, body: S.SourceIn, wait: Wait = Depends(),
+    def create_source(request: Request, name: str, body: S.SourceIn, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         src = api.source_add(name, port=body.port, direction=body.direction,
                              vswitch=body.vswitch)
         item = S.Source(key=src.key, type=src.type, direction=src.direction,
@@ -321,51 +362,87 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
 
     @app.patch(SESSIONS + "/{name}/sources/{key}", response_model=S.Written[S.Source],
                summary="Enable or disable a session's source")
-    def patch_source(name: str, key: str, body: S.Enabled, wait: Wait = Depends(),
-                     _: Identity = Depends(writer)) -> dict:
-        api = db()
+    def patch_source(request: Request, name: str, key: str, body: S.Enabled,
+                     wait: Wait = Depends(), _: Identity = Depends(writer)) -> dict:
+        api = db(request)
         api.set_enabled("source", name, body.enabled, key=key)
         return done(api, None, wait)
 
     @app.delete(SESSIONS + "/{name}/sources/{key}", response_model=S.Written[S.Source],
                 summary="Delete a session's source")
-    def delete_source(name: str, key: str, wait: Wait = Depends(),
+    def delete_source(request: Request, name: str, key: str, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
-        api = db()
+        api = db(request)
         api.source_del(name, key)
         return done(api, None, wait)
 
     @app.get(SESSIONS + "/{name}/stats", response_model=S.Stats,
              summary="What a session mirrored, added up and by chassis")
-    def session_stats(name: str, _: Identity = Depends(caller)) -> S.Stats:
-        intent, every = everything(db())
-        intent.session(name)
-        by_chassis = every.counters.get(name, {})
+    def session_stats(request: Request, name: str, _: Identity = Depends(caller)) -> S.Stats:
+        intent, every = everything(db(request))
+        seen(request, intent.session(name), "session", name)
         return S.Stats(session=name, counters=tapctl.summed(every.counters).get(name, {}),
-                       by_chassis=by_chassis)
+                       by_chassis=every.counters.get(name, {}))
+
+    # ------------------------------------------------------------ ports of projects
+
+    @app.get(f"{PREFIX}/port-registrations", response_model=S.Page[S.Registration],
+             summary="The ports registered to projects (a member's: its project's)")
+    def list_registrations(request: Request, offset: int = Offset, limit: int = Limit,
+                           _: Identity = Depends(caller)) -> dict:
+        found = [S.Registration(iface_id=i, project=p)
+                 for i, p in sorted(db(request).registrations().items())]
+        return page(visible(request, found), offset, limit)
+
+    @app.post(f"{PREFIX}/port-registrations", response_model=S.Written[S.Registration],
+              status_code=201, summary="Register a port to a project (admins: the cloud's "
+                                       "integration)")
+    def register_port(request: Request, body: S.Registration, wait: Wait = Depends(),
+                      _: Identity = Depends(admin)) -> dict:
+        api = db(request)
+        api.register_port(body.iface_id, body.project)
+        return done(api, body, wait)
+
+    @app.delete(f"{PREFIX}/port-registrations/{{iface_id}}",
+                response_model=S.Written[S.Registration], summary="Unregister a port")
+    def unregister_port(request: Request, iface_id: str, wait: Wait = Depends(),
+                        _: Identity = Depends(admin)) -> dict:
+        api = db(request)
+        api.unregister_port(iface_id)
+        return done(api, None, wait)
 
     # ------------------------------------------------------------ the rest
 
     @app.post(f"{PREFIX}/traffic-mirror-trace", response_model=S.TraceOut,
-              summary="What the intent does with one packet at a source port")
-    def trace_packet(body: S.TraceIn, _: Identity = Depends(caller)) -> S.TraceOut:
-        every = db().everything()
-        text = trace.describe(every.snapshot.intent, body.port, body.direction, body.packet,
+              summary="What the intent does with one packet at a source port (a member's: "
+                      "a port of its project, its project's sessions)")
+    def trace_packet(request: Request, body: S.TraceIn,
+                     identity: Identity = Depends(caller)) -> S.TraceOut:
+        api = db(request)
+        every = api.everything()
+        intent = every.snapshot.intent
+        if identity.project is not None:
+            if api.registrations().get(body.port) != identity.project:
+                raise model.NotFound("port", f"iface {body.port} is not a port of project "
+                                             f"{identity.project!r}")
+            intent = model.Intent.of(*(visible(request, objs.values()) for objs in (
+                intent.targets, intent.filters, intent.sessions)))
+        text = trace.describe(intent, body.port, body.direction, body.packet,
                               every.bindings, {n: (ip, e) for n, ip, e in every.chassis})
         return S.TraceOut(lines=text.splitlines())
 
     @app.get(f"{PREFIX}/chassis", response_model=S.Page[S.Chassis],
              summary="The hypervisors that registered, and whether they are heard from")
-    def list_chassis(offset: int = Offset, limit: int = Limit,
+    def list_chassis(request: Request, offset: int = Offset, limit: int = Limit,
                      _: Identity = Depends(caller)) -> dict:
-        every = db().everything()
+        every = db(request).everything()
         rows = tapctl.chassis_json(every.chassis, every.beats, time.time(), every.mtus)
         return page([S.Chassis(**{k: v for k, v in r.items() if k in S.Chassis.model_fields})
                      for r in rows], offset, limit)
 
     @app.get(f"{PREFIX}/audit", response_model=list[S.AuditRecord],
              summary="The latest writes asked of the API, accepted or refused (admins)")
-    def read_audit(limit: int = Limit, _: Identity = Depends(writer)) -> list[dict]:
+    def read_audit(limit: int = Limit, _: Identity = Depends(admin)) -> list[dict]:
         return audit.tail(limit)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)

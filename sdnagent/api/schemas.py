@@ -40,6 +40,7 @@ class TargetIn(_In):
 
 class Target(BaseModel):
     name: str
+    project: str
     type: str
     where: str = Field(description="where it is, in words")
     tunnel_key: int
@@ -91,6 +92,7 @@ class FilterIn(_In):
 
 class Filter(BaseModel):
     name: str
+    project: str
     rules: list[Rule]
 
 
@@ -122,6 +124,7 @@ class SessionIn(_In):
 
 class Session(BaseModel):
     name: str
+    project: str
     priority: int
     vni: int
     target: str
@@ -132,6 +135,14 @@ class Session(BaseModel):
                                    "disabled, active; none without a source")
     sources: list[Source]
     counters: dict[str, int] = Field({}, description="added up over the chassis")
+
+
+class Registration(_In):
+    """A port (by iface-id) registered to a project: its members may mirror it and send
+    copies to it."""
+
+    iface_id: str
+    project: str
 
 
 class Late(BaseModel):
@@ -216,7 +227,7 @@ def status_of(pairs: tuple[tuple[str, str], ...]) -> Optional[Status]:
 def target_of(t: model.Target) -> Target:
     kind = t.kind
     members = {m: dict(t.options).get(f"member:{m}", "") for m in kind.members(t)}
-    return Target(name=t.name, type=t.type, where=t.where(), tunnel_key=t.tunnel_key,
+    return Target(name=t.name, project=t.project, type=t.type, where=t.where(), tunnel_key=t.tunnel_key,
                   enabled=t.enabled, iface_id=t.iface_id, chassis=t.chassis, nic=t.nic,
                   remote_ip=t.remote_ip, options=dict(t.options), members=members,
                   status=(status_of(t.status) or Status(state="pending"))
@@ -232,7 +243,7 @@ def rule_of(direction: str, r: model.Rule) -> Rule:
 
 
 def filter_of(f: model.Filter) -> Filter:
-    return Filter(name=f.name, rules=[rule_of(d, r) for d in model.RULE_DIRECTIONS
+    return Filter(name=f.name, project=f.project, rules=[rule_of(d, r) for d in model.RULE_DIRECTIONS
                                       for r in f.rules(d)])
 
 
@@ -245,6 +256,6 @@ def session_of(s: model.Session, counters: dict[str, int]) -> Session:
                for src in s.sources]
     states = {src.status.state for src in sources}
     state = next((st for st in SEVERITY if st in states), "none")
-    return Session(name=s.name, priority=s.priority, vni=s.vni, target=s.target,
+    return Session(name=s.name, project=s.project, priority=s.priority, vni=s.vni, target=s.target,
                    filter=s.filter, packet_length=s.packet_length, enabled=s.enabled,
                    state=state, sources=sources, counters=counters)

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("token-add", help="add an identity; prints its token once")
     t.add_argument("name")
     t.add_argument("--role", required=True, metavar="|".join(identity.ROLES))
+    t.add_argument("--project", help="a member's project (a reader's: the only one it reads)")
     t.add_argument("--tokens", default=DEFAULT_TOKENS, help="the tokens file (default "
                                                              "%(default)s)")
     return p
@@ -47,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "token-add":
         try:
-            print(identity.add(Path(args.tokens), args.name, args.role))
+            print(identity.add(Path(args.tokens), args.name, args.role, args.project))
         except identity.IdentityError as exc:
             print(f"sdnagent-api: {exc}", file=sys.stderr)
             return 1

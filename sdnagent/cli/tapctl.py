@@ -126,7 +126,8 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
         length = f"packet length {sess.packet_length}" if sess.packet_length else "whole frames"
         mine = total.get(sess.name)
-        lines.append(f"session {sess.name}: priority {sess.priority}, vni {sess.vni}, {length}, "
+        of = "" if sess.project == model.DEFAULT_PROJECT else f" (project {sess.project})"
+        lines.append(f"session {sess.name}{of}: priority {sess.priority}, vni {sess.vni}, {length}, "
                      f"{_onoff(sess.enabled)}"
                      + (f"; mirrored {mine.get('packets', 0)} packets ({mine.get('bytes', 0)} "
                         f"bytes; {reporters((counted or {})[sess.name])})" if mine else ""))
@@ -180,10 +181,12 @@ def intent_json(intent: model.Intent,
     return {
         "targets": [dict(_fields(t), status=dict(t.status), options=dict(t.options))
                     for t in sorted(intent.targets.values(), key=lambda t: t.name)],
-        "filters": [{"name": f.name, "inbound": [_rule_json(r) for r in f.inbound],
+        "filters": [{"name": f.name, "project": f.project,
+                     "inbound": [_rule_json(r) for r in f.inbound],
                      "outbound": [_rule_json(r) for r in f.outbound]}
                     for f in sorted(intent.filters.values(), key=lambda f: f.name)],
-        "sessions": [dict(name=s.name, priority=s.priority, vni=s.vni, packet_length=s.packet_length,
+        "sessions": [dict(name=s.name, project=s.project, priority=s.priority, vni=s.vni,
+                          packet_length=s.packet_length,
                           enabled=s.enabled, filter=s.filter, target=s.target,
                           sources=[dict(_fields(src), status=dict(src.status))
                                    for src in s.sources],
@@ -300,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tapdb connection, comma-separated for a cluster's members: tapctl "
                         "uses the leader and, when it is lost, finds the next one (default: "
                         f"$TAPDB, else {DEFAULT_DB})")
+    p.add_argument("--project", default=model.DEFAULT_PROJECT,
+                   help="the project new targets, filters and sessions belong to; a session "
+                        "takes a target and filter of its own project (default %(default)s)")
     p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                    help="seconds to wait for tapdb (with several members, for one that "
                         "leads: a leader being elected is waited out, also in the middle of "
@@ -389,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, alias in (("target", "tap-service"), ("filter", None), ("session", None)):
         c = cmd(f"{kind}-del", f"delete a {kind}", [f"{alias}-del"] if alias else [])
         c.add_argument("name")
+
+    c = cmd("port-register", "register a port to a project: its members may mirror it and "
+                             "send copies to it (the cloud's integration does this)")
+    c.add_argument("iface_id", metavar="IFACE_ID")
+    c.add_argument("project_name", metavar="PROJECT")
+    c = cmd("port-unregister", "unregister a port from its project")
+    c.add_argument("iface_id", metavar="IFACE_ID")
 
     c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings, statuses and "
                            "counters)")
@@ -494,6 +507,12 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
     if cmd == "chassis-del":
         api.chassis_del(args.name, time.time(), force=args.force)
         return ""
+    if cmd == "port-register":
+        api.register_port(args.iface_id, args.project_name)
+        return ""
+    if cmd == "port-unregister":
+        api.unregister_port(args.iface_id)
+        return ""
     if cmd == "target-add":
         extras = {o.dest for k in targets.KINDS.values() for o in k.extra}
         t = api.target_add(args.name, enabled=args.enable,
@@ -552,6 +571,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lost: Optional[str] = None  # why the wait for the chassis could not go on
     late: dict[str, ops.Late] = {}
     try:
+        api.project = model.parse_project(args.project)
         out = run(args, api)
         generation = api.committed_generation
         if args.wait and generation:

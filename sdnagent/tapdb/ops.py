@@ -12,6 +12,7 @@ command costs the same at 10 or 10,000 sessions.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import secrets
 import time
@@ -129,7 +130,8 @@ def _opt(value: Any) -> list:
 
 
 def _target_row(t: model.Target) -> dict:
-    return {"name": t.name, "type": t.type, "tunnel_key": t.tunnel_key, "enabled": t.enabled,
+    return {"name": t.name, "project": t.project, "type": t.type, "tunnel_key": t.tunnel_key,
+            "enabled": t.enabled,
             "iface_id": _opt(t.iface_id), "chassis": _opt(t.chassis), "nic": _opt(t.nic),
             "remote_ip": _opt(t.remote_ip), "options": ["map", [list(kv) for kv in t.options]]}
 
@@ -152,11 +154,12 @@ def _source_row(s: model.Source) -> dict:
 class Read:
     """What one verb read: its rows, and the generation they belong to."""
 
-    def __init__(self, conn: rpc.Connection):
+    def __init__(self, conn: rpc.Connection, confined: Optional[str] = None):
         self.conn = conn
         self.store = Store()
         self.generation = 0
         self.last_change: Optional[str] = None
+        self.confined = confined  # the project a caller may see, when it may see one only
 
     def fetch(self, *ops: dict) -> list[list[Row]]:
         """Run selects (the first read also takes the generation); rows per select."""
@@ -173,7 +176,13 @@ class Read:
 
     def one(self, table: str, name: str, kind: str) -> Row:
         [found] = self.fetch(named(table, name))
-        if not found:
+        return self.visible(found, kind, name)
+
+    def visible(self, found: list[Row], kind: str, name: str) -> Row:
+        """The row of that name, unless there is none or the caller may not see its
+        project (the same answer: another project's objects are not there for it)."""
+        if not found or (self.confined is not None
+                         and rows.project_of(found[0]) != self.confined):
             raise model.NotFound(kind, f"no {kind} named {name!r}")
         return found[0]
 
@@ -276,6 +285,10 @@ class IntentDb:
         self.conn = conn
         self.committed_generation: Optional[int] = None
         self.warnings: list[str] = []  # what the last change calls for a person to know
+        # what new objects belong to; ``confined``: the caller sees and uses that project's
+        # objects only, and mirrors only the ports registered to it (the API's members)
+        self.project = model.DEFAULT_PROJECT
+        self.confined = False
         self.timeout = conn.timeout if timeout is None else timeout
         self._monitors = 0
         self._reconnect = reconnect
@@ -321,7 +334,7 @@ class IntentDb:
         token = new_token()
         for _ in range(TRIES):
             try:
-                read = Read(self.conn)
+                read = Read(self.conn, self.project if self.confined else None)
                 ops, result = judge(read)
             except rpc.RpcRefused:
                 raise
@@ -392,6 +405,7 @@ class IntentDb:
         """A target of the kind named by the one ``where`` given (``vxlan="10.0.0.1"``);
         reading what that kind's rules consult."""
         def judge(read: Read) -> tuple[list[dict], Any]:
+            self._may_add(read, where)  # first: what others have is not its business
             [found] = read.fetch(select("Mirror_Target"))
             sessions: list[Row] = []
             tunnel_ips: dict[str, str] = {}
@@ -409,6 +423,7 @@ class IntentDb:
                     tunnel_ips = {c.name: c.tunnel_ip for c in chassis}
             intent = model.Intent.of(map(_target, found), (), map(_session, sessions))
             t = model.new_target(intent, name, enabled=enabled, tunnel_ips=tunnel_ips, **where)
+            t = dataclasses.replace(t, project=self.project)
             return [{"op": "insert", "table": "Mirror_Target", "row": _target_row(t)}], t
         return self.change(judge, f"target-add {name}")
 
@@ -434,6 +449,59 @@ class IntentDb:
         if warn:
             self.warnings.append(f"session {sess.name}: {warn}")
 
+    def _registered(self, read: Read, iface: str, field: str) -> None:
+        """Denied unless ``iface`` is registered to this caller's project."""
+        [found] = read.fetch(select("Port_Registration", ["iface_id", "==", iface],
+                                    columns=["project"], uuid=False))
+        if not found or found[0].project != self.project:
+            raise model.Denied(field, f"iface {iface} is not registered to project "
+                               f"{self.project!r}; an admin registers a project's ports")
+
+    def _may_add(self, read: Read, where: dict[str, Optional[str]]) -> None:
+        """A confined caller's new target: a port of its project, or a collector."""
+        if not self.confined:
+            return
+        for kind_name, value in where.items():
+            kind = target_kinds.KINDS.get(kind_name)
+            if kind is None or value is None:
+                continue
+            if kind.on_brtap:
+                raise model.Denied(kind_name, f"a {kind_name} target is the cloud's: only an "
+                                   "admin may add one")
+            if kind.names_iface:  # a VM's port: it must be one of the project's
+                self._registered(read, value, kind_name)
+
+    def register_port(self, iface: str, project: str) -> None:
+        """Register a port (by iface-id) to a project, whose members may then mirror it
+        and send copies to it; the cloud's integration does this, as an admin."""
+        iface = model.parse_iface_id("iface_id", iface)
+        project = model.parse_project(project)
+
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            [found] = read.fetch(select("Port_Registration", ["iface_id", "==", iface]))
+            if found and found[0].project == project:
+                return [], None
+            if found:
+                return [{"op": "update", "table": "Port_Registration", "where": _this(found[0]),
+                         "row": {"project": project}}], None
+            return [{"op": "insert", "table": "Port_Registration",
+                     "row": {"iface_id": iface, "project": project}}], None
+        self.change(judge, f"port-register {iface} {project}")
+
+    def unregister_port(self, iface: str) -> None:
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            [found] = read.fetch(select("Port_Registration", ["iface_id", "==", iface]))
+            if not found:
+                raise model.NotFound("iface_id", f"iface {iface} is not registered")
+            return [{"op": "delete", "table": "Port_Registration", "where": _this(found[0])}], None
+        self.change(judge, f"port-unregister {iface}")
+
+    def registrations(self) -> dict[str, str]:
+        """Every registered port's project, by iface-id."""
+        [found] = _results(self._retrying(lambda: self.conn.transact(
+            select("Port_Registration", columns=["iface_id", "project"], uuid=False))))
+        return {r["iface_id"]: r["project"] for r in found.get("rows", [])}
+
     def member(self, target: str, action: str, ip: str) -> model.Target:
         """Add, remove (``del``), enable or disable one member of a collector group."""
         def judge(read: Read) -> tuple[list[dict], Any]:
@@ -458,7 +526,8 @@ class IntentDb:
             [found] = read.fetch(named("Mirror_Filter", name))
             intent = model.Intent.of((), [model.Filter(r.name) for r in found])
             flt = model.new_filter(intent, name)
-            return [{"op": "insert", "table": "Mirror_Filter", "row": {"name": flt.name}}], flt
+            return [{"op": "insert", "table": "Mirror_Filter",
+                     "row": {"name": flt.name, "project": self.project}}], flt
         return self.change(judge, f"filter-add {name}")
 
     def rule_add(self, filter_name: str, direction: str, **fields: Optional[str]) -> model.Rule:
@@ -497,6 +566,16 @@ class IntentDb:
             if filter is not None:
                 ops.append(named("Mirror_Filter", filter))
             by_name, targets, by_priority, *filters = read.fetch(*ops)
+            for rows_, kind, wanted in ((targets, "target", target),
+                                        *((filters[0], "filter", filter) for _ in filters)):
+                row = read.visible(rows_, kind, wanted or "")
+                if rows.project_of(row) != self.project:
+                    raise model.IntentError(kind, f"{kind} {wanted!r} is in project "
+                                            f"{rows.project_of(row)!r}, not {self.project!r}")
+            theirs = [r for r in by_priority if rows.project_of(r) != self.project]
+            if self.confined and theirs:  # not named: it is another project's
+                raise model.Conflict("priority", f"priority {prio} is taken (session "
+                                     "priorities are unique across projects)")
             chosen = vni
             if chosen is None:  # the lowest unused: every VNI is needed
                 [vnis] = read.fetch(select("Mirror_Session", columns=["vni"], uuid=False))
@@ -515,8 +594,10 @@ class IntentDb:
                 packet_length=packet_length, enabled=enabled)
             self.warnings.clear()
             self._mtu_warning(read, s, intent.target(target))
-            row = {"name": s.name, "priority": s.priority, "vni": s.vni, "enabled": s.enabled,
-                   "packet_length": _opt(s.packet_length), "target": _uuid(targets[0]),
+            s = dataclasses.replace(s, project=self.project)
+            row = {"name": s.name, "project": s.project, "priority": s.priority, "vni": s.vni,
+                   "enabled": s.enabled, "packet_length": _opt(s.packet_length),
+                   "target": _uuid(targets[0]),
                    "filter": ["set", [_uuid(filters[0][0])] if filter is not None else []]}
             return [{"op": "insert", "table": "Mirror_Session", "row": row}], s
         return self.change(judge, f"session-add {name}")
@@ -526,6 +607,12 @@ class IntentDb:
         def judge(read: Read) -> tuple[list[dict], Any]:
             srow = read.one("Mirror_Session", session, "session")
             _session_refs(read, [srow])
+            if self.confined:
+                if vswitch is not None:
+                    raise model.Denied("vswitch", "a whole bridge is the cloud's: only an admin "
+                                       "may mirror a vswitch")
+                if port is not None:
+                    self._registered(read, port, "port")
             same: list[Row] = []
             targets: list[Row] = []
             if port is not None:

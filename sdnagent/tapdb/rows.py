@@ -81,10 +81,16 @@ class Snapshot:
 Read = tuple[Any, dict, frozenset]
 
 
+def project_of(row: Any) -> str:
+    """A row's project (rows of schemas before 1.7.0 are the default project's)."""
+    return getattr(row, "project", "") or model.DEFAULT_PROJECT
+
+
 def read_target(row: Any, shown: Optional[Statuses] = None) -> Read:
     t = model.Target(row.name, row.type, row.tunnel_key, opt(row, "iface_id"),
                      opt(row, "chassis"), opt(row, "nic"), opt(row, "remote_ip"),
-                     row.enabled, status_of(row, shown), tuple(sorted(row.options.items())))
+                     row.enabled, status_of(row, shown), tuple(sorted(row.options.items())),
+                     project_of(row))
     return t, {("target", row.name): row}, frozenset({row.uuid})
 
 
@@ -100,8 +106,8 @@ def read_filter(row: Any, shown: Optional[Statuses] = None) -> Read:
             deps.add(rrow.uuid)
             rules.append(rule)
         by_dir[direction] = tuple(sorted(rules, key=lambda r: r.priority))
-    return (model.Filter(row.name, by_dir["inbound"], by_dir["outbound"]), rows,
-            frozenset(deps))
+    return (model.Filter(row.name, by_dir["inbound"], by_dir["outbound"], project_of(row)),
+            rows, frozenset(deps))
 
 
 def read_session(row: Any, shown: Optional[Statuses] = None) -> Read:
@@ -120,7 +126,8 @@ def read_session(row: Any, shown: Optional[Statuses] = None) -> Read:
         deps.add(flt.uuid)
     sess = model.Session(row.name, row.priority, row.vni, row.target.name,
                          flt.name if flt is not None else None, opt(row, "packet_length"),
-                         row.enabled, tuple(sorted(sources, key=lambda s: (s.type, s.key))))
+                         row.enabled, tuple(sorted(sources, key=lambda s: (s.type, s.key))),
+                         project_of(row))
     return sess, rows, frozenset(deps)
 
 

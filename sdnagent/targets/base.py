@@ -38,6 +38,7 @@ class Kind:
     reads_sources = False  # new() judges it against the sources of the same iface
     reads_tunnel_ips = False  # new() judges it against the chassis's tunnel addresses
     on_brtap = False  # the agent puts a port of the host (a NIC) on brtap for it
+    names_iface = False  # its option names a VM's port (which a project must have)
 
     def new(self, intent: "model.Intent", name: str, key: int, value: str, enabled: bool,
             tunnel_ips: Mapping[str, str], extra: Mapping[str, Optional[str]]

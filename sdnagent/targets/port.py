@@ -14,6 +14,7 @@ class PortKind(Kind):
     metavar = "IFACE_ID"
     help = "a VM vNIC, by its iface-id"
     reads_sources = True
+    names_iface = True
 
     def new(self, intent, name, key, value, enabled, tunnel_ips, extra):
         from sdnagent import model

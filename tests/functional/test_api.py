@@ -244,3 +244,108 @@ def test_the_packaged_command_serves_it(tapdb, tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_a_project_sees_and_uses_only_its_own(tapdb, tmp_path):
+    """Project blue's member builds a session on blue's ports; red's member can neither
+    list, read, change, mirror nor target any of it, nor register ports: each attempt
+    answered 403 or 404, and audited."""
+    tokens = tmp_path / "tokens"
+    tok = {name: {"Authorization": "Bearer " + identity.add(tokens, name, role, project)}
+           for name, role, project in (("ops", "admin", None), ("alice", "member", "blue"),
+                                       ("bob", "member", "red"),
+                                       ("red-soc", "reader", "red"))}
+    audit_path = tmp_path / "audit.jsonl"
+    app = create_app(lambda: ops.connect(tapdb.remote, 10), identity.load(tokens),
+                     AuditLog(audit_path))
+    client = fastapi_testclient.TestClient(app)
+    for iface, project in (("vm-230", "blue"), ("vm-164", "blue"), ("vm-161", "red")):
+        r = client.post("/v1/port-registrations", headers=tok["ops"],
+                        json={"iface_id": iface, "project": project})
+        assert r.status_code == 201, r.text
+    alice, bob = tok["alice"], tok["bob"]
+    for path, body in (("/v1/traffic-mirror-targets", {"name": "t-blue", "port": "vm-164"}),
+                       ("/v1/traffic-mirror-filters", {"name": "f-blue"}),
+                       ("/v1/traffic-mirror-sessions", {"name": "s-blue", "target": "t-blue",
+                                                        "filter": "f-blue", "priority": "5"}),
+                       ("/v1/traffic-mirror-sessions/s-blue/sources", {"port": "vm-230"}),
+                       ("/v1/traffic-mirror-targets", {"name": "t-red",
+                                                       "vxlan": "192.0.2.9"})):
+        who = bob if body.get("name", "").endswith("red") else alice
+        r = client.post(path, json=body, headers=who)
+        assert r.status_code == 201, (path, r.text)
+    assert [t["project"] for t in client.get("/v1/traffic-mirror-targets",
+                                             headers=tok["ops"]).json()["items"]] == ["blue",
+                                                                                      "red"]
+
+    refused = [
+        ("get", "/v1/traffic-mirror-targets/t-blue", None, 404,
+         "target: no target named 't-blue'"),
+        ("get", "/v1/traffic-mirror-sessions/s-blue", None, 404,
+         "session: no session named 's-blue'"),
+        ("get", "/v1/traffic-mirror-sessions/s-blue/stats", None, 404,
+         "session: no session named 's-blue'"),
+        ("get", "/v1/traffic-mirror-filters/f-blue", None, 404,
+         "filter: no filter named 'f-blue'"),
+        ("patch", "/v1/traffic-mirror-sessions/s-blue", {"enabled": True}, 404,
+         "session: no session named 's-blue'"),
+        ("delete", "/v1/traffic-mirror-targets/t-blue", None, 404,
+         "target: no target named 't-blue'"),
+        ("post", "/v1/traffic-mirror-filters/f-blue/rules",
+         {"direction": "inbound", "priority": "1", "action": "accept"}, 404,
+         "filter: no filter named 'f-blue'"),
+        ("post", "/v1/traffic-mirror-sessions/s-blue/sources", {"port": "vm-161"}, 404,
+         "session: no session named 's-blue'"),
+        ("delete", "/v1/traffic-mirror-sessions/s-blue/sources/vm-230", None, 404,
+         "session: no session named 's-blue'"),
+        ("post", "/v1/traffic-mirror-sessions", {"name": "s-red", "target": "t-blue",
+                                                 "priority": "6"}, 404,
+         "target: no target named 't-blue'"),
+        ("post", "/v1/traffic-mirror-targets", {"name": "t-steal", "port": "vm-230"}, 403,
+         "port: iface vm-230 is not registered to project 'red'; an admin registers a "
+         "project's ports"),
+        ("post", "/v1/traffic-mirror-targets", {"name": "t-nic", "nic": "hv-1:eth9"}, 403,
+         "nic: a nic target is the cloud's: only an admin may add one"),
+        ("post", "/v1/traffic-mirror-sessions", {"name": "s-red", "target": "t-red",
+                                                 "priority": "5"}, 409,
+         "priority: priority 5 is taken (session priorities are unique across projects)"),
+        ("post", "/v1/port-registrations", {"iface_id": "vm-230", "project": "red"}, 403,
+         "identity bob (member) may not do this; an admin may"),
+        ("get", "/v1/audit", None, 403, "identity bob (member) may not do this; an admin may"),
+        ("post", "/v1/traffic-mirror-trace",
+         {"port": "vm-230", "direction": "in", "packet": "tcp"}, 404,
+         "port: iface vm-230 is not a port of project 'red'"),
+    ]
+    for method, path, body, status, message in refused:
+        r = getattr(client, method)(path, headers=bob, **({"json": body} if body else {}))
+        assert (r.status_code, r.json()["message"]) == (status, message), (path, r.text)
+    # its own session: only its own ports, never a vswitch
+    assert client.post("/v1/traffic-mirror-sessions", headers=bob, json={
+        "name": "s-red", "target": "t-red", "priority": "6"}).status_code == 201
+    for body, message in (({"port": "vm-230"}, "port: iface vm-230 is not registered to "
+                           "project 'red'; an admin registers a project's ports"),
+                          ({"vswitch": "hv-1:br-int"}, "vswitch: a whole bridge is the "
+                           "cloud's: only an admin may mirror a vswitch")):
+        r = client.post("/v1/traffic-mirror-sessions/s-red/sources", headers=bob, json=body)
+        assert (r.status_code, r.json()["message"]) == (403, message)
+    assert client.post("/v1/traffic-mirror-sessions/s-red/sources", headers=bob,
+                       json={"port": "vm-161"}).status_code == 201
+    # lists: each sees its own; an admin all, or one project
+    for who, want in (("bob", ["s-red"]), ("red-soc", ["s-red"]), ("alice", ["s-blue"]),
+                      ("ops", ["s-blue", "s-red"])):
+        got = client.get("/v1/traffic-mirror-sessions", headers=tok[who]).json()["items"]
+        assert [s["name"] for s in got] == want, who
+    assert [s["name"] for s in client.get("/v1/traffic-mirror-sessions", headers=tok["ops"],
+                                          params={"project": "blue"}).json()["items"]] == [
+        "s-blue"]
+    assert [r["iface_id"] for r in client.get("/v1/port-registrations",
+                                              headers=bob).json()["items"]] == ["vm-161"]
+    assert client.post("/v1/traffic-mirror-filters", headers=tok["red-soc"],
+                       json={"name": "f"}).status_code == 403
+    # every refused write is in the audit trail, with who asked
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    bobs = [(r["method"], r["path"], r["status"]) for r in records if r["who"] == "bob"
+            and r["status"] >= 400]
+    for method, path, _, status, _ in refused:
+        if method != "get":
+            assert (method.upper(), path, status) in bobs, (method, path)

@@ -59,22 +59,25 @@ def test_two_session_example_show_and_list(tapdb):
     rule = {"priority": 1, "action": "accept", "protocol": "tcp", "ethertype": "ipv4",
             "src": "192.168.0.161/32", "dst": "192.168.0.230/32", "src_port": None,
             "dst_port": {"min": 1234, "max": 1234}}
-    assert data["filters"][0] == {"name": "filter-01", "inbound": [rule], "outbound": []}
+    assert data["filters"][0] == {"name": "filter-01", "project": "default", "inbound": [rule],
+                                  "outbound": []}
     assert data["filters"][1]["inbound"][0]["protocol"] == "udp"
     assert data["filters"][1]["inbound"][0]["dst_port"] == {"min": 1235, "max": 1235}
     assert [t["name"] for t in data["targets"]] == ["target-01", "target-02"]
     assert data["targets"][0] == {"name": "target-01", "type": "port", "tunnel_key": 1,
                                   "iface_id": "vm-164", "chassis": None, "nic": None,
                                   "remote_ip": None, "enabled": True, "status": {},
-                                  "options": {}}
+                                  "options": {}, "project": "default"}
     assert data["targets"][1]["remote_ip"] == "192.168.1.165"
     source = {"type": "port", "direction": "in", "iface_id": "vm-230", "chassis": None,
               "bridge": None, "vlan": None, "enabled": True, "status": {}}
     nothing_counted = {"counters": {}, "counters_by_chassis": {}}  # no agent has reported
     assert data["sessions"] == [
-        {"name": "session-01", "priority": 1, "vni": 1, "packet_length": 96, "enabled": True,
+        {"name": "session-01", "project": "default", "priority": 1, "vni": 1,
+         "packet_length": 96, "enabled": True,
          "filter": "filter-01", "target": "target-01", "sources": [source], **nothing_counted},
-        {"name": "session-02", "priority": 2, "vni": 2, "packet_length": 96, "enabled": True,
+        {"name": "session-02", "project": "default", "priority": 2, "vni": 2,
+         "packet_length": 96, "enabled": True,
          "filter": "filter-02", "target": "target-02", "sources": [source], **nothing_counted},
     ]
     table = subprocess.run(["tapctl", "list"], env=env, check=True, capture_output=True,
