@@ -42,6 +42,10 @@ PORT_PROTOCOLS = (6, 17)
 # patch ports (tpi/tpt and 10 hex digits) and the tap bridge (default name).
 # every target, filter and session belongs to a project; tapctl's, unless told otherwise
 DEFAULT_PROJECT = "default"
+# a project's quotas unless an admin set others (Project.quotas), and the region's cap
+PROJECT_QUOTAS = {"sessions": 1000, "targets": 200, "filters": 200}
+REGION_SESSIONS = 20000
+MAX_SESSIONS_PER_FILTER = 1000
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AGENT_PORTS = ("tapgre", "tapvxc", "tapvxlan", "taperspan")
 HOOK_PORT_RE = re.compile(r"^tp[it][0-9a-f]{10}$")

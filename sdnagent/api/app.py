@@ -411,6 +411,25 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
         api.unregister_port(iface_id)
         return done(api, None, wait)
 
+    @app.get(f"{PREFIX}/projects/{{name}}", response_model=S.Project,
+             summary="A project's quotas and what it has (admins; members and readers: "
+                     "their own)")
+    def read_project(request: Request, name: str,
+                     identity: Identity = Depends(caller)) -> S.Project:
+        if not identity.sees(name):
+            raise model.NotFound("project", f"no project named {name!r}")
+        quotas, usage = db(request).project_usage(name)
+        return S.Project(name=name, quotas=quotas, usage=usage)
+
+    @app.put(f"{PREFIX}/projects/{{name}}/quotas", response_model=S.Written[S.Project],
+             summary="Set a project's quotas (admins)")
+    def set_quotas(request: Request, name: str, body: S.QuotasIn, wait: Wait = Depends(),
+                   _: Identity = Depends(admin)) -> dict:
+        api = db(request)
+        api.set_quotas(name, body.model_dump())
+        quotas, usage = api.project_usage(name)
+        return done(api, S.Project(name=name, quotas=quotas, usage=usage), wait)
+
     # ------------------------------------------------------------ the rest
 
     @app.post(f"{PREFIX}/traffic-mirror-trace", response_model=S.TraceOut,

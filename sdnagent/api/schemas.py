@@ -145,6 +145,18 @@ class Registration(_In):
     project: str
 
 
+class QuotasIn(_In):
+    sessions: Optional[str] = None
+    targets: Optional[str] = None
+    filters: Optional[str] = None
+
+
+class Project(BaseModel):
+    name: str
+    quotas: dict[str, int] = Field(description="what it may have of each")
+    usage: dict[str, int] = Field(description="what it has")
+
+
 class Late(BaseModel):
     chassis: str
     at: int = Field(description="the generation it has applied")

@@ -403,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("port-unregister", "unregister a port from its project")
     c.add_argument("iface_id", metavar="IFACE_ID")
 
+    c = cmd("project-quota", "show a project's quotas and usage, or set them")
+    c.add_argument("project_name", metavar="PROJECT")
+    for kind in model.PROJECT_QUOTAS:
+        c.add_argument(f"--{kind}", metavar="N", help=f"at most N {kind} (default "
+                                                        f"{model.PROJECT_QUOTAS[kind]})")
+
     c = cmd("chassis-del", "forget a chassis that is gone for good (its bindings, statuses and "
                            "counters)")
     c.add_argument("name")
@@ -507,6 +513,12 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
     if cmd == "chassis-del":
         api.chassis_del(args.name, time.time(), force=args.force)
         return ""
+    if cmd == "project-quota":
+        given = {k: getattr(args, k) for k in model.PROJECT_QUOTAS}
+        if any(v is not None for v in given.values()):
+            api.set_quotas(args.project_name, given)
+        quotas, usage = api.project_usage(args.project_name)
+        return "\n".join(f"{k}: {usage[k]} of {quotas[k]}" for k in model.PROJECT_QUOTAS)
     if cmd == "port-register":
         api.register_port(args.iface_id, args.project_name)
         return ""

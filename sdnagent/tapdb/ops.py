@@ -406,6 +406,7 @@ class IntentDb:
         reading what that kind's rules consult."""
         def judge(read: Read) -> tuple[list[dict], Any]:
             self._may_add(read, where)  # first: what others have is not its business
+            self._within_quota(read, "targets")
             [found] = read.fetch(select("Mirror_Target"))
             sessions: list[Row] = []
             tunnel_ips: dict[str, str] = {}
@@ -448,6 +449,59 @@ class IntentDb:
         warn = compiler.mtu_warning(sess, target, registered, bindings, senders)
         if warn:
             self.warnings.append(f"session {sess.name}: {warn}")
+
+    def _within_quota(self, read: Read, kind: str) -> None:
+        """IntentError when this caller's project already has as many ``kind`` (sessions,
+        targets, filters) as its quota allows (an admin's setting, else the default)."""
+        table = TABLES[kind.rstrip("s")]
+        mine = [self.project] + ([""] if self.project == model.DEFAULT_PROJECT else [])
+        found = read.fetch(select("Project", ["name", "==", self.project], columns=["quotas"],
+                                  uuid=False),
+                           *(select(table, ["project", "==", p], columns=["name"], uuid=False)
+                             for p in mine))
+        quotas = {**model.PROJECT_QUOTAS, **(found[0][0].quotas if found[0] else {})}
+        have = sum(len(rows_) for rows_ in found[1:])
+        if have >= quotas[kind]:
+            raise model.IntentError("project", f"project {self.project!r} already has {have} "
+                                    f"{kind}; its quota allows at most {quotas[kind]}")
+
+    def set_quotas(self, project: str, quotas: dict[str, Optional[str]]) -> dict[str, int]:
+        """Set a project's quotas (those given); returns them all, defaults included."""
+        project = model.parse_project(project)
+        given = {k: model.parse_int(k, v, (0, model.REGION_SESSIONS))
+                 for k, v in quotas.items() if v is not None}
+        unknown = sorted(set(given) - set(model.PROJECT_QUOTAS))
+        if unknown:
+            raise model.IntentError(unknown[0], "is not a quota; give sessions, targets or "
+                                    "filters")
+
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            [found] = read.fetch(select("Project", ["name", "==", project]))
+            now = {**(found[0].quotas if found else {}), **given}
+            row = {"name": project, "quotas": ["map", sorted(now.items())]}
+            op = ({"op": "update", "table": "Project", "where": _this(found[0]), "row": row}
+                  if found else {"op": "insert", "table": "Project", "row": row})
+            return [op], {**model.PROJECT_QUOTAS, **now}
+        return self.change(judge, f"project-quota {project}")
+
+    def project_usage(self, project: str) -> tuple[dict[str, int], dict[str, int]]:
+        """A project's quotas (defaults included) and what it has of each."""
+        project = model.parse_project(project)
+        mine = [project] + ([""] if project == model.DEFAULT_PROJECT else [])
+        tables = [("sessions", "Mirror_Session"), ("targets", "Mirror_Target"),
+                  ("filters", "Mirror_Filter")]
+        ops_ = [select("Project", ["name", "==", project], columns=["quotas"], uuid=False)]
+        ops_ += [select(t, ["project", "==", p], columns=["name"], uuid=False)
+                 for _, t in tables for p in mine]
+        found = _results(self._retrying(lambda: self.conn.transact(*ops_)))
+        rows_ = [r.get("rows", []) for r in found]
+        quotas = dict(model.PROJECT_QUOTAS)
+        if rows_[0]:
+            quotas.update(dict(rows_[0][0]["quotas"][1]))
+        usage = {}
+        for i, (kind, _) in enumerate(tables):
+            usage[kind] = sum(len(rows_[1 + i * len(mine) + j]) for j in range(len(mine)))
+        return quotas, usage
 
     def _registered(self, read: Read, iface: str, field: str) -> None:
         """Denied unless ``iface`` is registered to this caller's project."""
@@ -523,6 +577,7 @@ class IntentDb:
 
     def filter_add(self, name: str) -> model.Filter:
         def judge(read: Read) -> tuple[list[dict], Any]:
+            self._within_quota(read, "filters")
             [found] = read.fetch(named("Mirror_Filter", name))
             intent = model.Intent.of((), [model.Filter(r.name) for r in found])
             flt = model.new_filter(intent, name)
@@ -572,6 +627,19 @@ class IntentDb:
                 if rows.project_of(row) != self.project:
                     raise model.IntentError(kind, f"{kind} {wanted!r} is in project "
                                             f"{rows.project_of(row)!r}, not {self.project!r}")
+            self._within_quota(read, "sessions")
+            [everyone] = read.fetch(select("Mirror_Session", columns=["name"], uuid=False))
+            if len(everyone) >= model.REGION_SESSIONS:
+                raise model.IntentError("sessions", f"the region already has {len(everyone)} "
+                                        f"sessions; allowed at most {model.REGION_SESSIONS}")
+            if filters:
+                [sharing] = read.fetch(select("Mirror_Session",
+                                              ["filter", "==", ["set", [_uuid(filters[0][0])]]],
+                                              columns=["name"], uuid=False))
+                if len(sharing) >= model.MAX_SESSIONS_PER_FILTER:
+                    raise model.IntentError("filter", f"filter {filter!r} is already used by "
+                                            f"{len(sharing)} sessions; allowed at most "
+                                            f"{model.MAX_SESSIONS_PER_FILTER}")
             theirs = [r for r in by_priority if rows.project_of(r) != self.project]
             if self.confined and theirs:  # not named: it is another project's
                 raise model.Conflict("priority", f"priority {prio} is taken (session "

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import pytest
 
-from sdnagent import sandbox
+from sdnagent import model, sandbox
 from sdnagent.api import identity
 from sdnagent.api.app import create_app
 from sdnagent.api.audit import AuditLog
@@ -349,3 +349,53 @@ def test_a_project_sees_and_uses_only_its_own(tapdb, tmp_path):
     for method, path, _, status, _ in refused:
         if method != "get":
             assert (method.upper(), path, status) in bobs, (method, path)
+
+
+def test_project_quotas_the_region_cap_and_sessions_per_filter(tapdb, tmp_path, monkeypatch):
+    tokens = tmp_path / "tokens"
+    ops_ = {"Authorization": "Bearer " + identity.add(tokens, "ops", "admin")}
+    blue = {"Authorization": "Bearer " + identity.add(tokens, "alice", "member", "blue")}
+    audit_path = tmp_path / "audit.jsonl"
+    client = fastapi_testclient.TestClient(create_app(
+        lambda: ops.connect(tapdb.remote, 10), identity.load(tokens), AuditLog(audit_path)))
+    r = client.put("/v1/projects/blue/quotas", headers=ops_,
+                   json={"sessions": "1", "targets": "1", "filters": "1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["item"]["quotas"] == {"sessions": 1, "targets": 1, "filters": 1}
+    assert client.put("/v1/projects/blue/quotas", headers=blue,
+                      json={"sessions": "9"}).status_code == 403
+    for path, body in (("/v1/traffic-mirror-targets", {"name": "t1", "vxlan": "192.0.2.1"}),
+                       ("/v1/traffic-mirror-filters", {"name": "f1"}),
+                       ("/v1/traffic-mirror-sessions", {"name": "s1", "target": "t1",
+                                                        "priority": "1"})):
+        assert client.post(path, headers=blue, json=body).status_code == 201, path
+    for path, body, kind in (
+            ("/v1/traffic-mirror-targets", {"name": "t2", "vxlan": "192.0.2.2"}, "targets"),
+            ("/v1/traffic-mirror-filters", {"name": "f2"}, "filters"),
+            ("/v1/traffic-mirror-sessions", {"name": "s2", "target": "t1", "priority": "2"},
+             "sessions")):
+        before = client.get("/v1/projects/blue", headers=blue).json()
+        r = client.post(path, headers=blue, json=body)
+        assert (r.status_code, r.json()["message"]) == (
+            400, f"project: project 'blue' already has 1 {kind}; its quota allows at most 1")
+        assert client.get("/v1/projects/blue", headers=blue).json() == before
+    assert before["usage"] == {"sessions": 1, "targets": 1, "filters": 1}
+    assert client.get("/v1/projects/red", headers=blue).status_code == 404
+    # the region's cap, and sessions per filter (here lowered to keep the test short)
+    monkeypatch.setattr(model, "REGION_SESSIONS", 2)
+    monkeypatch.setattr(model, "MAX_SESSIONS_PER_FILTER", 1)
+    assert client.post("/v1/traffic-mirror-targets", headers=ops_,
+                       json={"name": "t9", "vxlan": "192.0.2.9"}).status_code == 201
+    assert client.post("/v1/traffic-mirror-filters", headers=ops_,
+                       json={"name": "f9"}).status_code == 201
+    assert client.post("/v1/traffic-mirror-sessions", headers=ops_, json={
+        "name": "s9", "target": "t9", "filter": "f9", "priority": "9"}).status_code == 201
+    r = client.post("/v1/traffic-mirror-sessions", headers=ops_, json={
+        "name": "s10", "target": "t9", "priority": "10"})
+    assert (r.status_code, r.json()["message"]) == (
+        400, "sessions: the region already has 2 sessions; allowed at most 2")
+    monkeypatch.setattr(model, "REGION_SESSIONS", 20000)
+    r = client.post("/v1/traffic-mirror-sessions", headers=ops_, json={
+        "name": "s10", "target": "t9", "filter": "f9", "priority": "10"})
+    assert (r.status_code, r.json()["message"]) == (
+        400, "filter: filter 'f9' is already used by 1 sessions; allowed at most 1")
