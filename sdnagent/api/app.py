@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from sdnagent import liveness, model, trace
 from sdnagent.api import schemas as S
@@ -150,9 +151,20 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
         return fail(request, 400, f"{field or 'request'}: {first.get('msg', 'not allowed')}",
                     field)
 
+    registry = CollectorRegistry()
+    requests = Counter("sdnagent_api_requests", "Requests answered, by method, route and "
+                       "status.", ["method", "route", "status"], registry=registry)
+    seconds = Histogram("sdnagent_api_request_seconds", "Time to answer a request, by method "
+                        "and route.", ["method", "route"], registry=registry,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
     @app.middleware("http")
     async def _audit(request: Request, call_next: Callable) -> Any:
+        started = time.perf_counter()
         response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "other")
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        seconds.labels(request.method, route).observe(time.perf_counter() - started)
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             identity = getattr(request.state, "who", None)
             audit.write(who=identity.name if identity else "-",
@@ -463,6 +475,10 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
              summary="The latest writes asked of the API, accepted or refused (admins)")
     def read_audit(limit: int = Limit, _: Identity = Depends(admin)) -> list[dict]:
         return audit.tail(limit)
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def metrics(_: Identity = Depends(caller)) -> str:
+        return generate_latest(registry).decode()
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def docs() -> str:

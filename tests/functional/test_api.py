@@ -208,6 +208,24 @@ def test_the_openapi_document_is_valid(api_lab):
     assert page.status_code == 200 and "POST /v1/traffic-mirror-sessions" in page.text
 
 
+def test_requests_and_their_latency_are_metrics(api_lab):
+    _, client, admin, reader, _ = api_lab
+    assert client.get("/metrics").status_code == 401
+    client.get("/v1/traffic-mirror-targets", headers=reader)
+    client.post("/v1/traffic-mirror-filters", headers=admin, json={"name": "f"})
+    client.post("/v1/traffic-mirror-filters", headers=admin, json={"name": "f"})
+    text = client.get("/metrics", headers=reader).text
+    for line in ('sdnagent_api_requests_total{method="GET",route="/v1/traffic-mirror-targets",'
+                 'status="200"} 1.0',
+                 'sdnagent_api_requests_total{method="POST",route="/v1/traffic-mirror-filters",'
+                 'status="201"} 1.0',
+                 'sdnagent_api_requests_total{method="POST",route="/v1/traffic-mirror-filters",'
+                 'status="409"} 1.0',
+                 'sdnagent_api_request_seconds_count{method="POST",'
+                 'route="/v1/traffic-mirror-filters"} 2.0'):
+        assert line in text, text
+
+
 def test_the_packaged_command_serves_it(tapdb, tmp_path):
     """sdnagent-api serve on loopback, as its unit runs it; stopped by its PID."""
     import httpx
