@@ -25,6 +25,7 @@ from benchlib import Row, build, ms, parser, require_ovs, table, transact, trans
 from sdnagent.api import identity  # noqa: E402
 from sdnagent.api.app import create_app  # noqa: E402
 from sdnagent.api.audit import AuditLog  # noqa: E402
+from sdnagent.api.replica import Replica  # noqa: E402
 from sdnagent.tapdb import ops, server  # noqa: E402
 
 TAPCTL = str(Path(sys.executable).parent / "tapctl")
@@ -41,9 +42,10 @@ def run(sessions: int, repeat: int = 5) -> list[Row]:
         n = len(intent.sessions)
         tokens = Path(directory) / "tokens"
         token = identity.add(tokens, "bench", "admin")
+        replica = Replica(srv.remote, 30)
         client = TestClient(create_app(lambda: ops.connect(srv.remote, 30),
                                        identity.load(tokens),
-                                       AuditLog(Path(directory) / "audit.jsonl")))
+                                       AuditLog(Path(directory) / "audit.jsonl"), replica))
         auth = {"Authorization": f"Bearer {token}"}
         assert client.post("/v1/traffic-mirror-targets", headers=auth, json={
             "name": "bench-target", "vxlan": "10.1.1.1"}).status_code == 201
@@ -83,6 +85,7 @@ def run(sessions: int, repeat: int = 5) -> list[Row]:
             rows.append(Row(f"API {what} with {n:,} sessions, vs tapctl show", ms(took),
                             ms(base), took / base, "≤ 150 ms" if "page of 100 s" in what
                             else ""))
+        replica.close()
         return rows
     finally:
         srv.stop()

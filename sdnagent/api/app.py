@@ -21,10 +21,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sdnagent import liveness, model, trace
+from sdnagent import model, trace
 from sdnagent.api import schemas as S
 from sdnagent.api.audit import AuditLog
 from sdnagent.api.identity import Identity, who
+from sdnagent.api.replica import Replica, View
 from sdnagent.cli import tapctl
 from sdnagent.tapdb import ops, rpc
 
@@ -51,9 +52,10 @@ class Wait:
 
 
 def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identity],
-               audit: AuditLog) -> FastAPI:
+               audit: AuditLog, replica: Replica) -> FastAPI:
     """The API over tapdb; ``connect`` opens a service-layer connection (one per worker
-    thread, opened again after tapdb was lost)."""
+    thread, opened again after tapdb was lost); ``replica`` is what reads are served
+    from."""
     app = FastAPI(title="sdnagent API", version="1",
                   description="VPC traffic mirroring: targets, filters, sessions, sources.",
                   docs_url=None, redoc_url=None)
@@ -178,6 +180,7 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     def done(api: ops.IntentDb, item: Any, wait: Wait) -> dict:
         applied = None
         generation = api.committed_generation
+        replica.caught_up(generation)  # a read after this answer sees the change
         if wait.wait and generation:
             late = api.wait_applied(generation, wait.timeout)
             applied = S.Applied(generation=generation, complete=not late,
@@ -185,14 +188,12 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
                                       for n, lag in sorted(late.items())])
         return {"item": item, "warnings": list(api.warnings), "applied": applied}
 
-    def everything(api: ops.IntentDb) -> tuple[model.Intent, ops.Everything]:
-        every = api.everything()
-        intent = liveness.apply(every.snapshot.intent, every.bindings, every.beats, time.time())
-        return intent, every
-
-    def page(items: list, offset: int, limit: int) -> dict:
-        return {"items": items[offset:offset + limit], "total": len(items), "offset": offset,
-                "limit": limit}
+    def page(items: list, offset: int, limit: int,
+             shown: Callable[[list], list] = lambda page: page) -> dict:
+        """The page of ``items`` from ``offset``; ``shown`` makes the items of that page
+        alone what is answered (statuses and counters cost per item shown)."""
+        return {"items": shown(items[offset:offset + limit]), "total": len(items),
+                "offset": offset, "limit": limit}
 
     Offset = Query(0, ge=0)
     Limit = Query(100, ge=1, le=1000)
@@ -202,9 +203,11 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     @app.get(TARGETS, response_model=S.Page[S.Target], summary="List mirror targets")
     def list_targets(request: Request, offset: int = Offset, limit: int = Limit,
                      _: Identity = Depends(caller)) -> dict:
-        intent, _every = everything(db(request))
-        found = visible(request, (t for _n, t in sorted(intent.targets.items())))
-        return page([S.target_of(t) for t in found], offset, limit)
+        def answer(view: View) -> dict:
+            found = visible(request, (t for _n, t in sorted(view.intent.targets.items())))
+            return page(found, offset, limit,
+                        lambda some: [S.target_of(t) for t in view.shown(some, "target")])
+        return replica.read(answer)
 
     @app.post(TARGETS, response_model=S.Written[S.Target], status_code=201,
               summary="Create a mirror target (disabled unless enabled)")
@@ -217,8 +220,11 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
 
     @app.get(TARGETS + "/{name}", response_model=S.Target, summary="Read a mirror target")
     def read_target(request: Request, name: str, _: Identity = Depends(caller)) -> S.Target:
-        intent, _every = everything(db(request))
-        return S.target_of(seen(request, intent.target(name), "target", name))
+        def answer(view: View) -> S.Target:
+            [t] = view.shown([seen(request, view.intent.target(name), "target", name)],
+                             "target")
+            return S.target_of(t)
+        return replica.read(answer)
 
     @app.patch(TARGETS + "/{name}", response_model=S.Written[S.Target],
                summary="Enable or disable a mirror target")
@@ -263,9 +269,10 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     @app.get(FILTERS, response_model=S.Page[S.Filter], summary="List mirror filters")
     def list_filters(request: Request, offset: int = Offset, limit: int = Limit,
                      _: Identity = Depends(caller)) -> dict:
-        intent, _every = everything(db(request))
-        found = visible(request, (f for _n, f in sorted(intent.filters.items())))
-        return page([S.filter_of(f) for f in found], offset, limit)
+        def answer(view: View) -> dict:
+            found = visible(request, (f for _n, f in sorted(view.intent.filters.items())))
+            return page([S.filter_of(f) for f in found], offset, limit)
+        return replica.read(answer)
 
     @app.post(FILTERS, response_model=S.Written[S.Filter], status_code=201,
               summary="Create an empty mirror filter")
@@ -277,8 +284,8 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
 
     @app.get(FILTERS + "/{name}", response_model=S.Filter, summary="Read a mirror filter")
     def read_filter(request: Request, name: str, _: Identity = Depends(caller)) -> S.Filter:
-        intent, _every = everything(db(request))
-        return S.filter_of(seen(request, intent.filter(name), "filter", name))
+        return replica.read(lambda view: S.filter_of(
+            seen(request, view.intent.filter(name), "filter", name)))
 
     @app.delete(FILTERS + "/{name}", response_model=S.Written[S.Filter],
                 summary="Delete a mirror filter no session uses")
@@ -314,20 +321,27 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     def list_sessions(request: Request, offset: int = Offset, limit: int = Limit,
                       name: Optional[str] = None, state: Optional[str] = None,
                       chassis: Optional[str] = None, _: Identity = Depends(caller)) -> dict:
-        intent, every = everything(db(request))
-        total = tapctl.summed(every.counters)
-        found = []
-        for s in visible(request, sorted(intent.sessions.values(), key=lambda s: s.priority)):
-            if name and name not in s.name:
-                continue
-            if chassis and not any(dict(src.status).get("chassis") == chassis
-                                   for src in s.sources):
-                continue
-            item = S.session_of(s, total.get(s.name, {}))
-            if state and item.state != state:
-                continue
-            found.append(item)
-        return page(found, offset, limit)
+        def item(view: View, s: model.Session) -> S.Session:
+            return S.session_of(s, tapctl.summed({s.name: view.counters(s.name)}).get(
+                s.name, {}))
+
+        def answer(view: View) -> dict:
+            found = [s for s in visible(request, sorted(view.intent.sessions.values(),
+                                                        key=lambda s: s.priority))
+                     if not name or name in s.name]
+            if not chassis and not state:  # statuses for the page alone
+                return page(found, offset, limit,
+                            lambda some: [item(view, s) for s in view.shown(some, "session")])
+            kept = []
+            for s in view.shown(found, "session"):
+                if chassis and not any(dict(src.status).get("chassis") == chassis
+                                       for src in s.sources):
+                    continue
+                if state and S.session_of(s, {}).state != state:
+                    continue
+                kept.append(s)
+            return page(kept, offset, limit, lambda some: [item(view, s) for s in some])
+        return replica.read(answer)
 
     @app.post(SESSIONS, response_model=S.Written[S.Session], status_code=201,
               summary="Create a mirror session (disabled unless enabled)")
@@ -341,9 +355,11 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
 
     @app.get(SESSIONS + "/{name}", response_model=S.Session, summary="Read a mirror session")
     def read_session(request: Request, name: str, _: Identity = Depends(caller)) -> S.Session:
-        intent, every = everything(db(request))
-        sess = seen(request, intent.session(name), "session", name)
-        return S.session_of(sess, tapctl.summed(every.counters).get(name, {}))
+        def answer(view: View) -> S.Session:
+            [sess] = view.shown([seen(request, view.intent.session(name), "session", name)],
+                                "session")
+            return S.session_of(sess, tapctl.summed({name: view.counters(name)}).get(name, {}))
+        return replica.read(answer)
 
     @app.patch(SESSIONS + "/{name}", response_model=S.Written[S.Session],
                summary="Enable or disable a mirror session")
@@ -391,10 +407,12 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     @app.get(SESSIONS + "/{name}/stats", response_model=S.Stats,
              summary="What a session mirrored, added up and by chassis")
     def session_stats(request: Request, name: str, _: Identity = Depends(caller)) -> S.Stats:
-        intent, every = everything(db(request))
-        seen(request, intent.session(name), "session", name)
-        return S.Stats(session=name, counters=tapctl.summed(every.counters).get(name, {}),
-                       by_chassis=every.counters.get(name, {}))
+        def answer(view: View) -> S.Stats:
+            seen(request, view.intent.session(name), "session", name)
+            by_chassis = view.counters(name)
+            return S.Stats(session=name, counters=tapctl.summed({name: by_chassis}).get(
+                name, {}), by_chassis=by_chassis)
+        return replica.read(answer)
 
     # ------------------------------------------------------------ ports of projects
 

@@ -61,7 +61,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from sdnagent.api.app import create_app
     from sdnagent.api.audit import AuditLog
-    from sdnagent.tapdb import ops
+    from sdnagent.api.replica import Replica
+    from sdnagent.tapdb import client, ops
     try:
         creds = tls.of(args.private_key, args.certificate, args.ca_cert,
                        "--private-key, --certificate, --ca-cert")
@@ -77,7 +78,13 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError, tls.TlsFileError, identity.IdentityError) as exc:
         print(f"sdnagent-api: {exc}", file=sys.stderr)
         return 2
-    app = create_app(lambda: ops.connect(args.db, args.timeout, creds), identities, audit)
+    try:
+        replica = Replica(args.db, args.timeout, creds)
+    except client.TapdbError as exc:
+        print(f"sdnagent-api: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(lambda: ops.connect(args.db, args.timeout, creds), identities, audit,
+                     replica)
     uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="info",
                 ssl_keyfile=args.tls_key, ssl_certfile=args.tls_cert)
     return 0

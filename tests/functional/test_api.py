@@ -15,6 +15,7 @@ from sdnagent import model, sandbox
 from sdnagent.api import identity
 from sdnagent.api.app import create_app
 from sdnagent.api.audit import AuditLog
+from sdnagent.api.replica import Replica
 from sdnagent.tapdb import ops
 from tests.conftest import require_ovs
 from tests.functional.mirrorlab import BIN, MirrorLab, wait_until
@@ -22,6 +23,21 @@ from tests.functional.test_agent import start_agents, target_port
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 validator = pytest.importorskip("openapi_spec_validator")
+
+
+REPLICAS: list[Replica] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_replicas():
+    yield
+    while REPLICAS:
+        REPLICAS.pop().close()
+
+
+def replica_of(tapdb) -> Replica:
+    REPLICAS.append(Replica(tapdb.remote, 10))
+    return REPLICAS[-1]
 
 
 @pytest.fixture
@@ -34,7 +50,8 @@ def api_lab():
         admin = identity.add(tokens, "portal", "admin")
         reader = identity.add(tokens, "soc", "reader")
         audit = AuditLog(lab.dir / "audit.jsonl")
-        app = create_app(lambda: ops.connect(lab.remote, 10), identity.load(tokens), audit)
+        app = create_app(lambda: ops.connect(lab.remote, 10), identity.load(tokens), audit,
+                         replica_of(lab.tapdb))
         client = fastapi_testclient.TestClient(app)
         yield MirrorLab(lab), client, {"Authorization": f"Bearer {admin}"}, \
             {"Authorization": f"Bearer {reader}"}, lab.dir / "audit.jsonl"
@@ -275,7 +292,7 @@ def test_a_project_sees_and_uses_only_its_own(tapdb, tmp_path):
                                        ("red-soc", "reader", "red"))}
     audit_path = tmp_path / "audit.jsonl"
     app = create_app(lambda: ops.connect(tapdb.remote, 10), identity.load(tokens),
-                     AuditLog(audit_path))
+                     AuditLog(audit_path), replica_of(tapdb))
     client = fastapi_testclient.TestClient(app)
     for iface, project in (("vm-230", "blue"), ("vm-164", "blue"), ("vm-161", "red")):
         r = client.post("/v1/port-registrations", headers=tok["ops"],
@@ -375,7 +392,8 @@ def test_project_quotas_the_region_cap_and_sessions_per_filter(tapdb, tmp_path, 
     blue = {"Authorization": "Bearer " + identity.add(tokens, "alice", "member", "blue")}
     audit_path = tmp_path / "audit.jsonl"
     client = fastapi_testclient.TestClient(create_app(
-        lambda: ops.connect(tapdb.remote, 10), identity.load(tokens), AuditLog(audit_path)))
+        lambda: ops.connect(tapdb.remote, 10), identity.load(tokens), AuditLog(audit_path),
+        replica_of(tapdb)))
     r = client.put("/v1/projects/blue/quotas", headers=ops_,
                    json={"sessions": "1", "targets": "1", "filters": "1"})
     assert r.status_code == 200, r.text
