@@ -14,6 +14,7 @@ import html
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -30,6 +31,7 @@ from sdnagent.cli import tapctl
 from sdnagent.tapdb import ops, rpc
 
 PREFIX = "/v1"
+CONSOLE = Path(__file__).with_name("console.html")
 TARGETS, FILTERS, SESSIONS = (f"{PREFIX}/traffic-mirror-targets",
                               f"{PREFIX}/traffic-mirror-filters",
                               f"{PREFIX}/traffic-mirror-sessions")
@@ -497,6 +499,11 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     def metrics(_: Identity = Depends(caller)) -> str:
         return generate_latest(registry).decode()
+
+    @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
+    def console() -> str:
+        """The console: one page that asks for a token and speaks the API with it."""
+        return CONSOLE.read_text(encoding="utf-8")
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def docs() -> str:
