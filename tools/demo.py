@@ -8,12 +8,14 @@ Then a third session sends vm-99's connections to a collector group, each connec
 (both directions) to one of its three members.
 tapdb is reached over TLS: tapctl on the member's listener with a certificate of the
 lab's tapdb CA, the agents on a relay beside it with certificates of its chassis CA
-(``--plain``: everything over the member's unix socket instead).
+(``--plain``: everything over the member's unix socket instead).  sdnagent-api serves
+the console on loopback throughout (``--keep``: and after the end, until Ctrl-C).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,12 +54,55 @@ def main() -> int:
         print(f"demo: {why}", file=sys.stderr)
         return 1
     lab = sandbox.Lab(tls="--plain" not in sys.argv[1:])
+    api = None
     try:
         lab.start()
-        return run(lab)
+        api, url, token = start_api(lab)
+        print(f"== the console: {url} (token: {token})")
+        rc = run(lab)
+        if "--keep" in sys.argv[1:]:
+            print(f"\n== kept running: the console at {url} (token: {token}); the lab in "
+                  f"{lab.dir}. Ctrl-C stops everything.", flush=True)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+        return rc
     finally:
+        if api is not None:
+            api.terminate()
+            api.wait(10)
         lab.stop()
         shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+def start_api(lab: sandbox.Lab) -> tuple[subprocess.Popen, str, str]:
+    """sdnagent-api on loopback over the lab's tapdb (an operator's certificate in a TLS
+    lab), with an admin token for the console."""
+    from sdnagent.api import identity
+    token = identity.add(lab.dir / "api-tokens", "demo", "admin")
+    env = lab.client_env()
+    creds = ([] if "TAPDB_PRIVATE_KEY" not in env else
+             ["--private-key", env["TAPDB_PRIVATE_KEY"], "--certificate",
+              env["TAPDB_CERTIFICATE"], "--ca-cert", env["TAPDB_CA_CERT"]])
+    port = sandbox.free_port()
+    proc = subprocess.Popen([str(BIN / "sdnagent-api"), "serve", "--db", lab.remote, *creds,
+                             "--listen", f"127.0.0.1:{port}", "--tokens",
+                             str(lab.dir / "api-tokens"), "--audit-log",
+                             str(lab.dir / "api-audit.jsonl")],
+                            stdout=subprocess.DEVNULL, stderr=open(lab.dir / "api.log", "ab"))
+    url = f"http://127.0.0.1:{port}"
+    wait(lambda: _answers(f"{url}/openapi.json"), 20, "sdnagent-api")
+    return proc, f"{url}/console", token
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def run(lab: sandbox.Lab) -> int:
