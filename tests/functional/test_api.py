@@ -95,12 +95,23 @@ def example_through_the_api(client, admin) -> None:
 
 
 def test_the_two_session_example_through_the_api(api_lab):
+    """Built by a member of project blue, on the ports the cloud registered to blue."""
     mlab, client, admin, reader, _ = api_lab
     for vm in ("vm-161", "vm-230", "vm-99"):
         mlab.vm("host-a", vm)
     start_agents(mlab)
     tgt = target_port(mlab, "host-b")
-    example_through_the_api(client, admin)
+    for iface in ("vm-230", "vm-164"):
+        assert client.post("/v1/port-registrations", headers=admin, json={
+            "iface_id": iface, "project": "blue"}).status_code == 201
+    tokens = mlab.lab.dir / "api-tokens"
+    member = {"Authorization": "Bearer " + identity.add(tokens, "alice", "member", "blue")}
+    app = create_app(lambda: ops.connect(mlab.lab.remote, 10), identity.load(tokens),
+                     AuditLog(mlab.lab.dir / "audit-2.jsonl"), replica_of(mlab.lab.tapdb))
+    client = fastapi_testclient.TestClient(app)
+    example_through_the_api(client, member)
+    assert {s["project"] for s in client.get("/v1/traffic-mirror-sessions",
+                                             headers=admin).json()["items"]} == {"blue"}
     wait_until(lambda: client.get("/v1/traffic-mirror-sessions", headers=reader).json()[
         "items"][0]["state"] == "active", 15, "session-01 active")
     mlab.send("host-a", "vm-161", "vm-230", "tcp", 1235)  # not mirrored
@@ -130,7 +141,7 @@ def test_the_two_session_example_through_the_api(api_lab):
     assert [(c["name"], c["state"]) for c in chassis] == [("host-a", "alive"),
                                                           ("host-b", "alive")]
     # disabled from the API: the copies stop
-    r = client.patch("/v1/traffic-mirror-sessions/session-01", headers=admin,
+    r = client.patch("/v1/traffic-mirror-sessions/session-01", headers=member,
                      json={"enabled": False}, params={"wait": "true"})
     assert r.status_code == 200 and r.json()["applied"]["complete"], r.text
     assert client.get("/v1/traffic-mirror-sessions/session-01", headers=reader).json()[
@@ -435,3 +446,42 @@ def test_project_quotas_the_region_cap_and_sessions_per_filter(tapdb, tmp_path, 
         "name": "s10", "target": "t9", "filter": "f9", "priority": "10"})
     assert (r.status_code, r.json()["message"]) == (
         400, "filter: filter 'f9' is already used by 1 sessions; allowed at most 1")
+
+
+def test_the_api_listener_speaks_tls(tapdb, tmp_path):
+    """sdnagent-api serve --tls-key/--tls-cert: a client that trusts the CA gets in, a
+    plain HTTP client does not."""
+    import httpx
+    from sdnagent import pki
+    import ssl
+    creds = pki.issue(tmp_path / "pki", "127.0.0.1", "tapdb")
+    # the lab's certificates name their host in the CN only (OVS checks no more): the
+    # chain is verified here, the name not
+    trust = ssl.create_default_context(cafile=creds.ca_cert)
+    trust.check_hostname = False
+    tokens = tmp_path / "tokens"
+    token = identity.add(tokens, "ops", "admin")
+    port = sandbox.free_port()
+    proc = subprocess.Popen([str(BIN / "sdnagent-api"), "serve", "--db", tapdb.remote,
+                             "--listen", f"127.0.0.1:{port}", "--tokens", str(tokens),
+                             "--audit-log", str(tmp_path / "audit.jsonl"),
+                             "--tls-key", creds.private_key, "--tls-cert", creds.certificate],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"https://127.0.0.1:{port}/openapi.json", verify=trust,
+                                 timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, 15, "sdnagent-api over TLS")
+        r = httpx.get(f"https://127.0.0.1:{port}/v1/traffic-mirror-targets", verify=trust,
+                      headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        with pytest.raises(httpx.HTTPError):  # a client that does not trust the CA
+            httpx.get(f"https://127.0.0.1:{port}/openapi.json", timeout=2)
+        assert r.status_code == 200 and r.json()["total"] == 0
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
