@@ -32,6 +32,7 @@ from sdnagent.tapdb import ops, rpc
 
 PREFIX = "/v1"
 CONSOLE = Path(__file__).with_name("console.html")
+AUDIT_BODY = 4096  # a request body longer than this is recorded by its length
 TARGETS, FILTERS, SESSIONS = (f"{PREFIX}/traffic-mirror-targets",
                               f"{PREFIX}/traffic-mirror-filters",
                               f"{PREFIX}/traffic-mirror-sessions")
@@ -165,6 +166,15 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     @app.middleware("http")
     async def _audit(request: Request, call_next: Callable) -> Any:
         started = time.perf_counter()
+        asked: Any = None
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            raw = await request.body()  # kept by the request: the route reads it again
+            try:
+                asked = json.loads(raw) if raw else None
+            except ValueError:
+                asked = raw[:256].decode("utf-8", "replace")
+            if len(raw) > AUDIT_BODY:
+                asked = f"({len(raw)} bytes, not kept)"
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "other")
         requests.labels(request.method, route, str(response.status_code)).inc()
@@ -173,7 +183,8 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
             identity = getattr(request.state, "who", None)
             audit.write(who=identity.name if identity else "-",
                         role=identity.role if identity else "-", method=request.method,
-                        path=request.url.path, status=response.status_code,
+                        path=request.url.path, query=str(request.url.query) or None,
+                        request=asked, status=response.status_code,
                         outcome=getattr(request.state, "outcome", "ok"))
         return response
 

@@ -3,7 +3,7 @@ document is derived from them).  Values are strings where tapctl takes strings, 
 the service layer judges them once, with tapctl's words."""
 from __future__ import annotations
 
-from typing import Generic, Literal, Optional, TypeVar
+from typing import Any, Generic, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -219,6 +219,8 @@ class AuditRecord(BaseModel):
     role: str
     method: str
     path: str
+    query: Optional[str] = None
+    request: Any = Field(None, description="the body asked for (JSON), as sent")
     status: int
     outcome: str
 

@@ -195,8 +195,8 @@ def test_every_refusal_is_one_line_and_writes_nothing(api_lab, method, path, bod
     assert (r.status_code, r.json()["message"]) == (status, message), r.text
     assert dump(mlab) == before
     last = json.loads(audit.read_text().splitlines()[-1])
-    assert (last["who"], last["method"], last["path"], last["status"], last["outcome"]) == (
-        "portal", method.upper(), path, status, message)
+    assert (last["who"], last["method"], last["path"], last["status"], last["outcome"],
+            last["request"]) == ("portal", method.upper(), path, status, message, body)
 
 
 def test_tokens_roles_and_the_audit_trail(api_lab):
