@@ -485,3 +485,43 @@ def test_the_api_listener_speaks_tls(tapdb, tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_the_per_object_quotas_through_the_api(tapdb, tmp_path):
+    """The seeds' quotas, answered 400 with tapctl's words, nothing written."""
+    tokens = tmp_path / "tokens"
+    admin = {"Authorization": "Bearer " + identity.add(tokens, "ops", "admin")}
+    client = fastapi_testclient.TestClient(create_app(
+        lambda: ops.connect(tapdb.remote, 10), identity.load(tokens),
+        AuditLog(tmp_path / "audit.jsonl"), replica_of(tapdb)))
+
+    def ok(path: str, body: dict) -> None:
+        r = client.post(path, headers=admin, json=body)
+        assert r.status_code == 201, (path, body, r.text)
+    ok("/v1/traffic-mirror-targets", {"name": "t", "port": "vm-164"})
+    ok("/v1/traffic-mirror-filters", {"name": "f"})
+    for prio in range(1, 11):
+        ok("/v1/traffic-mirror-filters/f/rules", {"direction": "inbound",
+                                                  "priority": str(prio), "action": "accept"})
+    for i in range(1, 11):
+        ok("/v1/traffic-mirror-sessions", {"name": f"s{i}", "target": "t", "priority": str(i)})
+    for i in range(1, 11):
+        ok("/v1/traffic-mirror-sessions/s1/sources", {"port": f"vm-{i}"})
+    for s in ("s2", "s3"):
+        ok(f"/v1/traffic-mirror-sessions/{s}/sources", {"port": "vm-1"})
+    before = client.get("/v1/traffic-mirror-sessions", headers=admin).json()
+    for path, body, message in [
+        ("/v1/traffic-mirror-filters/f/rules",
+         {"direction": "inbound", "priority": "11", "action": "accept"},
+         "rules: filter 'f' already has 10 inbound rules; allowed at most 10 per direction"),
+        ("/v1/traffic-mirror-sessions", {"name": "s11", "target": "t", "priority": "11"},
+         "target: target 't' (port) already has 10 sessions; allowed at most 10 per port "
+         "target"),
+        ("/v1/traffic-mirror-sessions/s1/sources", {"port": "vm-99"},
+         "sources: session 's1' already has 10 sources; allowed at most 10"),
+        ("/v1/traffic-mirror-sessions/s4/sources", {"port": "vm-1"},
+         "port: iface vm-1 is already a source of 3 sessions (s1, s2, s3); allowed at most 3"),
+    ]:
+        r = client.post(path, headers=admin, json=body)
+        assert (r.status_code, r.json()["message"]) == (400, message), r.text
+    assert client.get("/v1/traffic-mirror-sessions", headers=admin).json() == before
