@@ -12,6 +12,7 @@ from ovs import jsonrpc, stream
 from ovsdbapp import api as ovsdbapp_api
 from ovsdbapp.backend import ovs_idl
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 
 
 class FetchError(RuntimeError):
@@ -120,9 +121,18 @@ class Backend(ovs_idl.Backend, ovsdbapp_api.API):
     def close(self) -> None:
         self._conn.stop(timeout=5)
 
-    def run(self, func: Callable[[Any], Any], description: str) -> Any:
-        """Run ``func(txn)`` in one transaction; errors raise."""
-        return FuncCommand(self, func, description).execute(check_error=True, log_errors=False)
+    def run(self, func: Callable[[Any], Any], description: str,
+            timeout: Optional[float] = None) -> Any:
+        """Run ``func(txn)`` in one transaction; errors raise.  ``timeout``: the seconds
+        it may take, when less than the connection's."""
+        return FuncCommand(self, func, description).execute(check_error=True, log_errors=False,
+                                                            timeout=timeout)
+
+    def create_transaction(self, check_error: bool = False, log_errors: bool = True,
+                           timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        return ovs_transaction.Transaction(self, self.ovsdb_connection,
+                                           timeout or self.ovsdb_connection.timeout,
+                                           check_error, log_errors)
 
     def wake(self) -> None:
         """Make the connection thread run the IDL now (to send a changed condition).

@@ -133,10 +133,13 @@ class Agent:
                      mtu if mtu is not None else "unknown (set [tunnel] mtu)")
             self.mtu = mtu
             self.mark("underlay MTU")
+        # a heartbeat that cannot land soon is given up and sent again at the next beat:
+        # one stuck on a connection being replaced must not make the chassis look silent
+        within = max(1.0, min(self.conf.heartbeat_interval, self.conf.tapdb.timeout))
         self.tapdb.register_chassis(self.chassis, str(self.conf.tunnel.local_ip),
-                                    self.conf.tunnel.encap, mtu)
+                                    self.conf.tunnel.encap, mtu, timeout=within)
         self.tapdb.heartbeat(self.chassis, int(time.time()),
-                             max(1, round(self.conf.heartbeat_interval)))
+                             max(1, round(self.conf.heartbeat_interval)), timeout=within)
 
     def _underlay_mtu(self) -> Optional[int]:
         """``[tunnel] mtu``, else the MTU of the interface holding the tunnel address."""

@@ -147,7 +147,7 @@ class TapdbApi(ovsdbutil.Backend):
         return self.read(read)
 
     def register_chassis(self, name: str, tunnel_ip: str, encap: str,
-                         mtu: Optional[int] = None) -> None:
+                         mtu: Optional[int] = None, timeout: Optional[float] = None) -> None:
         """Make this chassis's row say where its tunnels end and the underlay's MTU there
         (when known); written only when it differs."""
         want = (tunnel_ip, encap, [] if mtu is None else [mtu])
@@ -166,9 +166,10 @@ class TapdbApi(ovsdbutil.Backend):
 
         if self.read(current) == want:
             return
-        self.run(run, f"register chassis {name}")
+        self.run(run, f"register chassis {name}", timeout)
 
-    def heartbeat(self, name: str, now: int, interval: int) -> None:
+    def heartbeat(self, name: str, now: int, interval: int,
+                  timeout: Optional[float] = None) -> None:
         """Say that ``name`` is alive, in a table that agents monitor only for their own row."""
         def run(txn: Any) -> None:
             row = _named(self.idl, "Chassis_Private", name)
@@ -179,7 +180,7 @@ class TapdbApi(ovsdbutil.Backend):
             elif row.heartbeat_interval != interval:
                 row.heartbeat_interval = interval
             row.heartbeat = now
-        self.run(run, f"heartbeat of {name}")
+        self.run(run, f"heartbeat of {name}", timeout)
 
     def report_applied(self, name: str, generation: int) -> bool:
         """Say that chassis ``name`` has applied the intent of ``generation`` (its row in
