@@ -62,15 +62,16 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     app = FastAPI(title="sdnagent API", version="1",
                   description="VPC traffic mirroring: targets, filters, sessions, sources.",
                   docs_url=None, redoc_url=None)
-    local = threading.local()
+    connections: dict[int, ops.IntentDb] = {}  # one per worker thread, by thread id
 
     def db(request: Request) -> ops.IntentDb:
         """The service layer for this request: in the caller's project (an admin's: the
         ``project`` query parameter, else the default one), confined to it unless the
         caller is an admin."""
-        api = getattr(local, "api", None)
+        thread = request.state.thread = threading.get_ident()
+        api = connections.get(thread)
         if api is None:
-            api = local.api = connect()
+            api = connections[thread] = connect()
         api.warnings.clear()
         api.committed_generation = None
         identity: Identity = request.state.who
@@ -83,9 +84,10 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
             api.confined = True
         return api
 
-    def forget() -> None:
-        api = getattr(local, "api", None)
-        local.api = None
+    def forget(request: Request) -> None:
+        """Drop the connection of the thread that served ``request`` (tapdb was lost: the
+        next request there connects again)."""
+        api = connections.pop(getattr(request.state, "thread", -1), None)
         if api is not None:
             api.close()
 
@@ -145,7 +147,7 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
     @app.exception_handler(ops.TapdbError)
     @app.exception_handler(rpc.RpcError)
     async def _tapdb_error(request: Request, exc: Exception) -> JSONResponse:
-        forget()
+        forget(request)
         return fail(request, 503, f"tapdb: {exc}", None)
 
     @app.exception_handler(RequestValidationError)

@@ -525,3 +525,24 @@ def test_the_per_object_quotas_through_the_api(tapdb, tmp_path):
         r = client.post(path, headers=admin, json=body)
         assert (r.status_code, r.json()["message"]) == (400, message), r.text
     assert client.get("/v1/traffic-mirror-sessions", headers=admin).json() == before
+
+
+def test_tapdb_lost_and_back(tapdb, tmp_path):
+    """tapdb restarted under the API: a write while it is away is a 503, and the next
+    one after it is back goes through (the lost connection is dropped)."""
+    tokens = tmp_path / "tokens"
+    admin = {"Authorization": "Bearer " + identity.add(tokens, "ops", "admin")}
+    client = fastapi_testclient.TestClient(create_app(
+        lambda: ops.connect(tapdb.remote, 5), identity.load(tokens),
+        AuditLog(tmp_path / "audit.jsonl"), replica_of(tapdb)))
+    assert client.post("/v1/traffic-mirror-filters", headers=admin,
+                       json={"name": "f1"}).status_code == 201
+    tapdb.stop()
+    try:
+        r = client.post("/v1/traffic-mirror-filters", headers=admin, json={"name": "f2"})
+        assert r.status_code == 503 and r.json()["message"].startswith("tapdb: "), r.text
+    finally:
+        tapdb.start()
+    wait_until(lambda: client.post("/v1/traffic-mirror-filters", headers=admin,
+                                   json={"name": "f3"}).status_code == 201, 15,
+               "a write after tapdb is back")
