@@ -401,8 +401,8 @@ def new_target(intent: Intent, name: str, *, enabled: bool = False,
     for dest, text in where.items():
         if dest in extras and text is not None and dest not in theirs:
             takers = [k.option for k in targets.KINDS.values() if extras[dest] in k.extra]
-            raise IntentError(extras[dest].flag.lstrip("-"), f"is for {' and '.join(takers)} "
-                              f"targets only, not {kind.option}")
+            raise IntentError(extras[dest].flag.lstrip("-"), f"{extras[dest].flag} is for "
+                              f"{' and '.join(takers)} targets only, not {kind.option}")
     key = free_number("tunnel key", (t.tunnel_key for t in intent.targets.values()),
                       TUNNEL_KEY)
     return kind.new(intent, name, key, value, enabled, tunnel_ips,

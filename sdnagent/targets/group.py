@@ -75,7 +75,8 @@ class GroupKind(collector.CollectorKind):
                                           extra.get("hardware_id"), "--encap erspan")
         for flag in ("version", "index", "hardware_id"):
             if extra.get(flag) is not None:
-                raise model.IntentError(flag.replace("_", "-"), "is for ERSPAN only (--encap "
+                option = flag.replace("_", "-")
+                raise model.IntentError(option, f"--{option} is for ERSPAN only (--encap "
                                         "erspan)")
         return None
 

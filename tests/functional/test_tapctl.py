@@ -263,7 +263,7 @@ def test_collector_targets_quotas_and_refusals_write_nothing(tapdb, tapctl):
         (["target-add", "e2", "--erspan", "10.9.1.2"],
          "version: --erspan needs --version 1 (ERSPAN type II) or 2 (type III)"),
         (["target-add", "v", "--vxlan", "10.9.1.2", "--index", "3"],
-         "index: is for --erspan and --group targets only, not --vxlan"),
+         "index: --index is for --erspan and --group targets only, not --vxlan"),
         (["session-add", "s12", "--target", "e", "--priority", "31", "--vni", "1024"],
          "vni: 1024 cannot be the ERSPAN session ID of target e (10 bits); give a vni of "
          "0..1023"),

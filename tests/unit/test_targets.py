@@ -134,7 +134,7 @@ def test_an_erspan_target_sets_its_header_fields_and_the_direction_bit(extra, wh
     ({"version": "1", "hardware_id": "1"}, "hardware-id: a hardware ID is for ERSPAN type III "
                                            "(--version 2) only"),
     ({"version": "2", "hardware_id": "64"}, "hardware-id: 64 is out of range; allowed 0..63"),
-    ({"version": "1", "encap": "gre"}, "encap: is for --group targets only, not --erspan"),
+    ({"version": "1", "encap": "gre"}, "encap: --encap is for --group targets only, not --erspan"),
 ])
 def test_erspan_options_are_judged_in_one_line(extra, error):
     with pytest.raises(model.IntentError) as info:
@@ -273,7 +273,7 @@ def test_a_group_by_erspan_type_three_marks_the_direction_per_member():
     assert (dict(a)["tun_erspan_dir"], dict(b)["tun_erspan_dir"]) == (1, 0)
     with pytest.raises(model.IntentError) as info:
         group(encap="gre", version="1")
-    assert str(info.value) == "version: is for ERSPAN only (--encap erspan)"
+    assert str(info.value) == "version: --version is for ERSPAN only (--encap erspan)"
 
 
 def test_the_hash_is_symmetric_and_ipv6_aware():
