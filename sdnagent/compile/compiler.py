@@ -184,10 +184,9 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
             failed = sorted({leg.port for leg in route.legs if not route.local
                              and inv.brtap_ofports.get(leg.port) == -1})
             if failed:  # another owner's flow-based port of that type, most likely
-                why = inv.brtap_errors.get(failed[0], "")
                 source_status[sess.name, src.key] = Status(
-                    "error", f"target {target.name}: port {failed[0]} could not be added to "
-                    f"{inv.tap_bridge} on chassis {inv.chassis}" + (f": {why}" if why else ""))
+                    "error", f"target {target.name}: " + _not_added(f"port {failed[0]}",
+                                                                    failed[0], inv))
                 continue
             crowded = [w for w in wants
                        if len(feed_sessions.get(w.feed, ())) >= MAX_SESSIONS_PER_HOOK]
@@ -239,10 +238,7 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
         if t.kind.on_brtap:
             nics.append(here)
         if t.kind.on_brtap and inv.brtap_ofports.get(here) == -1:
-            why = inv.brtap_errors.get(here, "")
-            target_status[t.name] = Status("error", f"{t.type} {here} could not be added to "
-                                           f"{inv.tap_bridge} on chassis {inv.chassis}"
-                                           + (f": {why}" if why else ""))
+            target_status[t.name] = Status("error", _not_added(f"{t.type} {here}", here, inv))
         elif clash and t.enabled:
             target_status[t.name] = Status("error", f"target {t.name}: {clash}")
         else:
@@ -273,16 +269,27 @@ def plan_ports(intent: model.Intent, inv: Inventory) -> PortPlan:
                     hook_plan.feeds)
 
 
+def _not_added(what: str, port: str, inv: Inventory) -> str:
+    """Why a port the agent put on brtap has no number: what the switch said of it."""
+    why = inv.brtap_errors.get(port, "")
+    return (f"{what} could not be added to {inv.tap_bridge} on chassis {inv.chassis}"
+            + (f": {why}" if why else ""))
+
+
+def _most_added(route: Delivery) -> Optional[tuple[int, Leg]]:
+    """The tunnelled leg of ``route`` whose encapsulation adds the most, with what it
+    adds; None when nothing is tunnelled."""
+    return max(((mtu.overhead(leg.encap, leg.dst), leg) for leg in route.legs if leg.encap),
+               key=lambda found: found[0], default=None)
+
+
 def too_big(sess: model.Session, route: Delivery, inv: Inventory) -> Optional[str]:
     """A warning when copies of ``sess`` can outgrow this chassis's underlay MTU on
     one of the route's legs (the one that adds most), else None."""
-    if inv.mtu is None:
+    worst = _most_added(route)
+    if inv.mtu is None or worst is None:
         return None
-    legs = [leg for leg in route.legs if leg.encap]
-    if not legs:
-        return None
-    worst = max(legs, key=lambda leg: mtu.overhead(leg.encap, leg.dst))
-    return mtu.warning(sess.packet_length, worst.encap, worst.dst, inv.mtu, inv.chassis)
+    return mtu.warning(sess.packet_length, worst[1].encap, worst[1].dst, inv.mtu, inv.chassis)
 
 
 def mtu_warning(sess: model.Session, target: model.Target,
@@ -312,9 +319,9 @@ def mtu_warning(sess: model.Session, target: model.Target,
         route = target.kind.deliver(target, sess, inv)
         if isinstance(route, Delivery):
             warn = too_big(sess, route, inv)
-            if warn:
-                found.append((max(mtu.overhead(leg.encap, leg.dst) - registered[name][2]
-                                  for leg in route.legs if leg.encap), warn))
+            if warn:  # too_big found a tunnelled leg
+                added, _ = _most_added(route)  # type: ignore[misc]
+                found.append((added - registered[name][2], warn))
     return max(found)[1] if found else None
 
 
@@ -562,7 +569,8 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
             if out:
                 groups[f"forward {sname}"] = out
             continue
-        groups[f"balance {target.name}"] = _balance_flows(target, d)
+        if f"balance {target.name}" not in groups:  # one for all the sessions to it
+            groups[f"balance {target.name}"] = _balance_flows(target, d)
         multipath = ("multipath", "symmetric_l3l4+udp", 0, "modulo_n", SLOTS - 1, 0, 8, "reg4")
         groups[f"forward {sname}"] = (flow(
             "forward", 100, {"reg0": sess.priority},
