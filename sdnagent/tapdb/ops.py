@@ -456,14 +456,9 @@ class IntentDb:
         Quotas hold a project's members; admins (and tapctl) act for the cloud."""
         if not self.confined:
             return
-        table = TABLES[kind.rstrip("s")]
-        mine = [self.project] + ([""] if self.project == model.DEFAULT_PROJECT else [])
-        found = read.fetch(select("Project", ["name", "==", self.project], columns=["quotas"],
-                                  uuid=False),
-                           *(select(table, ["project", "==", p], columns=["name"], uuid=False)
-                             for p in mine))
-        quotas = {**model.PROJECT_QUOTAS, **(found[0][0].quotas if found[0] else {})}
-        have = sum(len(rows_) for rows_ in found[1:])
+        quotas, usage = _usage(self.project, (kind,), read.fetch(
+            *_usage_selects(self.project, (kind,))))
+        have = usage[kind]
         if have >= quotas[kind]:
             raise model.IntentError("project", f"project {self.project!r} already has {have} "
                                     f"{kind}; its quota allows at most {quotas[kind]}")
@@ -490,21 +485,10 @@ class IntentDb:
     def project_usage(self, project: str) -> tuple[dict[str, int], dict[str, int]]:
         """A project's quotas (defaults included) and what it has of each."""
         project = model.parse_project(project)
-        mine = [project] + ([""] if project == model.DEFAULT_PROJECT else [])
-        tables = [("sessions", "Mirror_Session"), ("targets", "Mirror_Target"),
-                  ("filters", "Mirror_Filter")]
-        ops_ = [select("Project", ["name", "==", project], columns=["quotas"], uuid=False)]
-        ops_ += [select(t, ["project", "==", p], columns=["name"], uuid=False)
-                 for _, t in tables for p in mine]
-        found = _results(self._retrying(lambda: self.conn.transact(*ops_)))
-        rows_ = [r.get("rows", []) for r in found]
-        quotas = dict(model.PROJECT_QUOTAS)
-        if rows_[0]:
-            quotas.update(dict(rows_[0][0]["quotas"][1]))
-        usage = {}
-        for i, (kind, _) in enumerate(tables):
-            usage[kind] = sum(len(rows_[1 + i * len(mine) + j]) for j in range(len(mine)))
-        return quotas, usage
+        kinds = tuple(model.PROJECT_QUOTAS)
+        self._begin()
+        return self._retrying(lambda: _usage(project, kinds, Read(self.conn).fetch(
+            *_usage_selects(project, kinds))))
 
     def _registered(self, read: Read, iface: str, field: str) -> None:
         """Denied unless ``iface`` is registered to this caller's project."""
@@ -937,6 +921,30 @@ class Late(NamedTuple):
     counting (it fell silent during the wait), None when time ran out."""
     at: int
     silent: Optional[str] = None
+
+
+def _stored_as(project: str) -> list[str]:
+    """How a project's rows name it: the default project's rows from before projects
+    (schema 1.6.0) name none."""
+    return [project] + ([""] if project == model.DEFAULT_PROJECT else [])
+
+
+def _usage_selects(project: str, kinds: Iterable[str]) -> list[dict]:
+    """The selects :func:`_usage` judges: the project's quotas row, then the names of
+    its objects of each kind."""
+    return [select("Project", ["name", "==", project], columns=["quotas"], uuid=False)] + [
+        select(TABLES[kind.rstrip("s")], ["project", "==", p], columns=["name"], uuid=False)
+        for kind in kinds for p in _stored_as(project)]
+
+
+def _usage(project: str, kinds: Iterable[str], found: list[list[Row]]
+           ) -> tuple[dict[str, int], dict[str, int]]:
+    """A project's quotas (defaults included) and what it has of each of ``kinds``, from
+    what :func:`_usage_selects` read."""
+    quotas = {**model.PROJECT_QUOTAS, **(found[0][0].quotas if found[0] else {})}
+    per = len(_stored_as(project))
+    return quotas, {kind: sum(len(rows_) for rows_ in found[1 + i * per:1 + (i + 1) * per])
+                    for i, kind in enumerate(kinds)}
 
 
 class Everything(NamedTuple):
