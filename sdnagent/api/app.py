@@ -482,27 +482,32 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
                       "a port of its project, its project's sessions)")
     def trace_packet(request: Request, body: S.TraceIn,
                      identity: Identity = Depends(caller)) -> S.TraceOut:
-        api = db(request)
-        every = api.everything()
-        intent = every.snapshot.intent
-        if identity.project is not None:
-            if api.registrations().get(body.port) != identity.project:
-                raise model.NotFound("port", f"iface {body.port} is not a port of project "
-                                             f"{identity.project!r}")
-            intent = model.Intent.of(*(visible(request, objs.values()) for objs in (
-                intent.targets, intent.filters, intent.sessions)))
-        text = trace.describe(intent, body.port, body.direction, body.packet,
-                              every.bindings, {n: (ip, e) for n, ip, e in every.chassis})
-        return S.TraceOut(lines=text.splitlines())
+        registered = (db(request).registrations().get(body.port)
+                      if identity.project is not None else None)
+        if identity.project is not None and registered != identity.project:
+            raise model.NotFound("port", f"iface {body.port} is not a port of project "
+                                         f"{identity.project!r}")
+
+        def answer(view: View) -> S.TraceOut:
+            intent = view.intent
+            if identity.project is not None:
+                intent = model.Intent.of(*(visible(request, objs.values()) for objs in (
+                    intent.targets, intent.filters, intent.sessions)))
+            text = trace.describe(intent, body.port, body.direction, body.packet,
+                                  view.bindings, {n: (ip, e) for n, ip, e in view.chassis()})
+            return S.TraceOut(lines=text.splitlines())
+        return replica.read(answer)
 
     @app.get(f"{PREFIX}/chassis", response_model=S.Page[S.Chassis],
              summary="The hypervisors that registered, and whether they are heard from")
     def list_chassis(request: Request, offset: int = Offset, limit: int = Limit,
                      _: Identity = Depends(caller)) -> dict:
-        every = db(request).everything()
-        rows = tapctl.chassis_json(every.chassis, every.beats, time.time(), every.mtus)
-        return page([S.Chassis(**{k: v for k, v in r.items() if k in S.Chassis.model_fields})
-                     for r in rows], offset, limit)
+        def answer(view: View) -> dict:
+            rows = tapctl.chassis_json(view.chassis(), view.beats, view.now, view.mtus())
+            return page([S.Chassis(**{k: v for k, v in r.items()
+                                      if k in S.Chassis.model_fields}) for r in rows],
+                        offset, limit)
+        return replica.read(answer)
 
     @app.get(f"{PREFIX}/audit", response_model=list[S.AuditRecord],
              summary="The latest writes asked of the API, accepted or refused (admins)")

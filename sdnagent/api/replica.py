@@ -47,6 +47,15 @@ class View:
         return rows.statuses(found, "source" if found[0]._table.name == "Source_Status"
                              else "target").get(row.uuid, ())
 
+    def chassis(self) -> list[tuple[str, str, str]]:
+        """Every Chassis row as written: (name, tunnel_ip, encap)."""
+        return client.read_chassis(self.idl)
+
+    def mtus(self) -> dict[str, int]:
+        """The underlay MTU each chassis published."""
+        return {r.name: r.tunnel_mtu[0] for r in self.idl.tables["Chassis"].rows.values()
+                if r.tunnel_mtu}
+
     def counters(self, session: str) -> dict[str, dict[str, int]]:
         """What each chassis reported of ``session``."""
         if self._stats is None:
