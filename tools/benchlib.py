@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ovs import jsonrpc, stream
 
@@ -135,6 +139,33 @@ def transaction(intent: model.Intent, sources: bool = True) -> list:
                             "filter": ["named-uuid", f"f_{s.filter}"],
                             "sources": ["set", srcs]}})
     return ops
+
+
+@contextlib.contextmanager
+def loaded_tapdb(sessions: int) -> Iterator[tuple[str, model.Intent, Path]]:
+    """A private tapdb holding about ``sessions`` sessions (each with a filter of 2 rules,
+    a source port, one of 3 targets), loaded in one transaction: its remote, the
+    intent, its directory.  Stopped and removed after."""
+    from sdnagent.tapdb import server
+    intent, _ = build(-(-sessions // 3), rules_per_filter=2)
+    directory = tempfile.mkdtemp(prefix="sdn-bench-")
+    srv = server.TapdbServer(directory)
+    try:
+        srv.start()
+        transact(srv.remote, transaction(intent))
+        yield srv.remote, intent, Path(directory)
+    finally:
+        srv.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def command_seconds(env: dict, *argv: str) -> float:
+    """How long a command takes, start to exit (it must succeed)."""
+    started = time.perf_counter()
+    proc = subprocess.run(list(argv), env=env, capture_output=True, text=True)
+    took = time.perf_counter() - started
+    assert proc.returncode == 0, (argv, proc.stderr)
+    return took
 
 
 def transact(remote: str, ops: list) -> None:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from sdnagent import packets, sandbox
 from sdnagent.sandbox import Host, Lab
@@ -33,6 +34,23 @@ def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or pred}")
         time.sleep(0.05)
+
+
+def running(log_tail: int = 6000, **options: Any) -> Iterator["MirrorLab"]:
+    """A started :class:`~sdnagent.sandbox.Lab` (``options``: its own) as a MirrorLab,
+    for a fixture to yield from; at the end the agents' logs are printed (pytest shows
+    them when the test failed) and everything is stopped and removed."""
+    from tests.conftest import require_ovs
+    require_ovs()
+    lab = Lab(**options)
+    try:
+        lab.start()
+        yield MirrorLab(lab)
+    finally:
+        for host in lab.hosts.values():
+            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-log_tail:]}")
+        lab.stop()
+        shutil.rmtree(lab.dir, ignore_errors=True)
 
 
 class MirrorLab:

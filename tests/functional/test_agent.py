@@ -7,7 +7,6 @@ last one has arrived, the earlier ones would have too.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from typing import Optional
 
@@ -15,22 +14,12 @@ import pytest
 
 from sdnagent import mtu, packets, sandbox
 from sdnagent.tapdb import client
-from tests.conftest import require_ovs
-from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
+from tests.functional.mirrorlab import VMS, MirrorLab, running, wait_until
 
 
 @pytest.fixture
 def mlab():
-    require_ovs()
-    lab = sandbox.Lab()
-    try:
-        lab.start()
-        yield MirrorLab(lab)
-    finally:
-        for host in lab.hosts.values():  # shown by pytest when the test failed
-            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
-        lab.stop()
-        shutil.rmtree(lab.dir, ignore_errors=True)
+    yield from running()
 
 
 def start_agents(mlab: MirrorLab, encap: str = "vxlan", hosts=("host-a", "host-b"),

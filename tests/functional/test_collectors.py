@@ -6,15 +6,13 @@ OVS's hash picks."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 
 import pytest
 
 from sdnagent import mtu, packets, sandbox
-from tests.conftest import require_ovs
-from tests.functional.mirrorlab import BIN, VMS, MirrorLab, wait_until
+from tests.functional.mirrorlab import BIN, VMS, MirrorLab, running, wait_until
 from tests.functional.test_agent import start_agents
 
 scapy_all = pytest.importorskip("scapy.all", reason="scapy is in requirements.txt")
@@ -25,20 +23,12 @@ MEMBERS = [f"{sandbox.UNDERLAY_PREFIX}{i}" for i in (201, 202, 203)]
 
 @pytest.fixture
 def mlab():
-    require_ovs()
-    lab = sandbox.Lab(hosts=("host-a",))
-    try:
-        lab.start()
+    for lab in running(hosts=("host-a",)):
         # every collector address is the lab's collector port on the fabric: the copies
         # are told apart by their outer destination
         for ip in MEMBERS:
             lab["host-a"].appctl("tnl/neigh/set", "br-ul", ip, sandbox.COLLECTOR_MAC)
-        yield MirrorLab(lab)
-    finally:
-        for host in lab.hosts.values():
-            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
-        lab.stop()
-        shutil.rmtree(lab.dir, ignore_errors=True)
+        yield lab
 
 
 def one_session(mlab: MirrorLab, *target: str, vni: str = "300", length: str = "128") -> None:

@@ -6,15 +6,13 @@ the chassis expected to send them."""
 from __future__ import annotations
 
 import re
-import shutil
 import time
 
 import pytest
 
 from sdnagent import mtu, packets, sandbox
 from sdnagent.tapdb import client
-from tests.conftest import require_ovs
-from tests.functional.mirrorlab import VMS, MirrorLab, wait_until
+from tests.functional.mirrorlab import VMS, running, wait_until
 from tests.functional.test_agent import two_host_example
 from tests.functional.test_collectors import connection, one_session, sent_both_ways
 
@@ -22,27 +20,14 @@ scapy_all = pytest.importorskip("scapy.all", reason="scapy is in requirements.tx
 erspan = pytest.importorskip("scapy.contrib.erspan")
 
 
-def ipv6_lab(hosts: tuple[str, ...]):
-    require_ovs()
-    lab = sandbox.Lab(hosts=hosts, ipv6=True)
-    try:
-        lab.start()
-        yield MirrorLab(lab)
-    finally:
-        for host in lab.hosts.values():
-            print(f"---- sdnagent log of {host.name}\n{host.agent_log()[-6000:]}")
-        lab.stop()
-        shutil.rmtree(lab.dir, ignore_errors=True)
-
-
 @pytest.fixture
 def mlab():
-    yield from ipv6_lab(("host-a", "host-b"))
+    yield from running(hosts=("host-a", "host-b"), ipv6=True)
 
 
 @pytest.fixture
 def one_host():
-    yield from ipv6_lab(("host-a",))
+    yield from running(hosts=("host-a",), ipv6=True)
 
 
 @pytest.mark.parametrize("encap", ["gre", "vxlan"])
