@@ -190,6 +190,18 @@ class Session:
     enabled: bool = False
     sources: tuple[Source, ...] = ()
     project: str = DEFAULT_PROJECT
+    # the controls (sdnagent.controls): caps per chassis, sampling one connection in
+    # ``sample``, and the end (ms since the epoch, 0: none) with why the session stopped
+    max_pps: Optional[int] = None
+    max_kbps: Optional[int] = None
+    sample: Optional[int] = None
+    ends_at: int = 0
+    stop_reason: Optional[str] = None
+
+    @property
+    def controlled(self) -> bool:
+        """Whether its copies pass a sample or a cap on their way to the target."""
+        return bool(self.sample or self.max_pps or self.max_kbps)
 
 
 @dataclasses.dataclass(frozen=True)

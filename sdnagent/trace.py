@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Optional
 
-from sdnagent import model
+from sdnagent import controls, model
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 _SHORTHANDS = {  # ovs-ofctl's protocol keywords: (eth_type, ip_proto)
@@ -265,14 +265,38 @@ def describe(intent: model.Intent, port: str, direction: str, packet: str,
     lines.append("sessions, in priority order:")
     for s in trace.steps:
         lines.append(f"  {s.session} (priority {s.priority}): {s.outcome}: {s.why}")
-    if trace.mirrored_by is not None:
-        lines.append(f"mirrored by {trace.mirrored_by}: "
-                     + delivery(intent, trace.mirrored_by, port, bindings, chassis, pkt))
+    sess = intent.sessions[trace.mirrored_by] if trace.mirrored_by else None
+    share = sample_share(sess, pkt) if sess is not None and sess.sample else 0
+    if sess is not None and share:
+        lines.append(f"not mirrored: {sess.name} accepts it, but it samples 1 connection in "
+                     f"{sess.sample} (share 0) and this connection hashes to share {share}")
+    elif sess is not None:
+        lines.append(f"mirrored by {sess.name}: "
+                     + delivery(intent, sess.name, port, bindings, chassis, pkt))
+        if share is None:
+            lines.append(f"  if its connection is sampled: {sess.name} samples 1 in "
+                         f"{sess.sample}, chosen for what is not IP by the frame's MAC "
+                         "addresses and VLAN, which a trace is not given")
+        held = controls.describe(sess)
+        if held:
+            lines.append(f"  {sess.name} is " + "; ".join(held) + (
+                ": copies over a cap are dropped" if sess.max_pps or sess.max_kbps else ""))
     elif trace.decided_by is not None:
         lines.append(f"not mirrored: {trace.decided_by} rejects it (no later session is tried)")
     else:
         lines.append("not mirrored: no rule of any session matches")
     return "\n".join(lines)
+
+
+def sample_share(sess: model.Session, pkt: Packet) -> Optional[int]:
+    """The share (of ``sess.sample``) that ``pkt``'s connection hashes to, as the sample
+    flow's ``multipath`` computes it; share 0 is mirrored.  None for what is not IP."""
+    from sdnagent.compile.compiler import SAMPLE_BASIS
+    from sdnagent.targets import collector
+    assert sess.sample
+    hashed = collector.connection_hash(pkt.eth_type, pkt.src, pkt.dst, pkt.ip_proto,
+                                       pkt.src_port, pkt.dst_port, SAMPLE_BASIS)
+    return None if hashed is None else hashed % sess.sample
 
 
 # ---------------------------------------------------------------- the switch's side
@@ -317,6 +341,13 @@ def switch_labels(intent: model.Intent, hooks: Mapping[str, str]) -> dict[int, s
             put("member", f"{s.name}/{member}", f"session {s.name}: the copy to member "
                                                 f"{member} of target {s.target}")
         put("clause", s.name, f"session {s.name}: one clause of a rule's conjunctive match")
+        put("sample", s.name, f"session {s.name}: the connection's share of its sample")
+        put("unsampled", s.name, f"session {s.name}: a connection it does not sample; "
+                                 "not mirrored")
+        put("limit", f"{s.name}/pps", f"session {s.name}: its sampled connections and its "
+                                      "packet-rate cap (copies over it are dropped)")
+        put("limit", f"{s.name}/kbps", f"session {s.name}: its bit-rate cap (copies over it "
+                                       "are dropped)")
         flt = intent.filters.get(s.filter or "")
         for direction in model.RULE_DIRECTIONS:
             put("session", f"{s.name}/{direction}", f"session {s.name} (no filter): mirrored")

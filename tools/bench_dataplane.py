@@ -6,7 +6,10 @@ target VM on brtap.  iperf3 sends TCP from vm1 to vm2 for S seconds with no
 mirroring (the baseline), then with every frame of vm2 mirrored (both
 directions, no filter) to the target, then with a filter that takes nothing
 (UDP to port 1, both directions).  Figures: throughput and ovs-vswitchd's CPU
-per gigabit, each against the baseline.  The namespaces and everything
+per gigabit, each against the baseline; and what a cap costs: the mirrored
+run again with a meter on brtap that drops nothing (a cap above the traffic),
+and with one that drops (10,000 copies per second), each against the same
+mirroring without a meter.  The namespaces and everything
 started are removed at the end.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import Row, cpu_seconds, finish, parser, require_ovs  # noqa: E402
 
-from sdnagent import sandbox  # noqa: E402
+from sdnagent import controls, sandbox  # noqa: E402
 from sdnagent.tapdb import ops  # noqa: E402
 
 VMS = {"vm1": ("vm-1", "fa:16:3e:00:10:01", "10.77.0.1"),
@@ -114,6 +117,7 @@ def run(seconds: float = 10) -> list[Row]:
             return int(_ns(vms["tgt"], "cat", "/sys/class/net/eth0/statistics/rx_packets")
                        .stdout)
 
+        capped_copies = 0
         results = {"none": measure()}
         api.target_add("t", port="vm-t", enabled=True)
         api.session_add("all", target="t", priority="1", enabled=True)
@@ -124,6 +128,17 @@ def run(seconds: float = 10) -> list[Row]:
         results["all"] = measure()
         mirrored = copies() - before
         assert mirrored > 0, "no copy reached the target"
+        for key, cap in (("metered", "100000000"), ("capped", "10000")):
+            api.session_set("all", controls.Change(max_pps=cap))
+            api.wait_applied(api.committed_generation, 30)
+            time.sleep(1)
+            before = copies()
+            results[key] = measure()
+            got = copies() - before
+            assert got > 0, f"no copy reached the target with a cap of {cap}"
+            if key == "capped":
+                assert got <= 10000 * (seconds + 2), f"the cap let {got} copies through"
+                capped_copies = got
         api.delete("session", "all")
         api.filter_add("nothing")
         api.rule_add("nothing", "inbound", priority="1", action="accept", protocol="udp",
@@ -159,6 +174,17 @@ def run(seconds: float = 10) -> list[Row]:
                      g / g0),
                  Row("the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c0:.2f} s",
                      c / c0)]
+    (g1, c1) = results["all"]
+    for key, what in (("metered", "every frame of vm2 mirrored through a meter on brtap that "
+                                  "drops nothing (--max-pps 100000000)"),
+                      ("capped", f"every frame of vm2 mirrored, capped at 10,000 copies/s "
+                                 f"({capped_copies:,} copies received)")):
+        g, c = results[key]
+        rows += [Row(f"iperf3 TCP vm1 -> vm2 ({seconds:g} s): {what} vs the same mirroring "
+                     "without a meter, throughput", f"{g:.2f} Gbit/s", f"{g1:.2f} Gbit/s",
+                     g / g1),
+                 Row("the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c1:.2f} s",
+                     c / c1)]
     return rows
 
 

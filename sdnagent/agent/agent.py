@@ -52,6 +52,15 @@ class Agent:
         # the counter plan and brtap's totals last seen, when they changed, when last read
         self._count_key: Optional[tuple] = None
         self._count_changed = self._count_read = 0.0
+        # what each capped session's meters had dropped at the last reading, when they
+        # last dropped more, and the sessions whose caps dropped copies within CAPPED_HOLD
+        # (their status says so)
+        self._dropped: dict[str, int] = {}
+        self._dropping: dict[str, float] = {}
+        # what meters changed or deleted since had dropped, by session (while its forward
+        # flows, which counted those copies, stay)
+        self._carried: dict[str, tuple[int, int]] = {}
+        self._capped: frozenset[str] = frozenset()
         self.metrics = Metrics()
         # the underlay's, learnt again with each heartbeat
         self.mtu: Optional[int] = self._underlay_mtu()
@@ -246,7 +255,7 @@ class Agent:
         self._watch(view.snapshot, local)
         intent = compiler.concerning(view.snapshot.intent, self.chassis, frozenset(local["ports"]))
         inputs = (intent, view.chassis_ips, view.rejected, view.bindings, local,
-                  _port_target_ifaces(view.snapshot.intent), self.mtu)
+                  _port_target_ifaces(view.snapshot.intent), self.mtu, self._capped)
         # the switch's own word after any error, on drift, and when a periodic check finds
         # that it holds another number of flows than we believe
         full = any(r.split(" ")[0] in ("resync", "drift:") for r in reasons)
@@ -295,8 +304,18 @@ class Agent:
             believed = self.of.believed()
             installed = self.of.installed(refresh=full)
             change = flows.diff(installed, frozenset(f for g in groups.values() for f in g))
+        on_switch = self.of.meters(refresh=full or known is None)
+        meters = flows.diff_meters(on_switch, compiler.plan_meters(intent, plan))
         clock.mark("diff")
+        self._carry_drops(intent, {m.id for m in meters.put if m.id in on_switch}
+                          | set(meters.delete))
+        self.of.apply_meters(meters, deleting=False)  # before the flows that use them
+        for m in meters.put:  # a new meter drops from zero: its first drops are news
+            name = self._metered(intent, m.id)
+            if m.id not in on_switch and name is not None:
+                self._dropped.setdefault(name, self._carried.get(name, (0, 0))[0])
         self.of.apply(change)
+        self.of.apply_meters(meters, deleting=True)  # after the flows that used them
         self._groups = groups
         self._housekeeping(groups)
         clock.mark("flows")
@@ -304,15 +323,19 @@ class Agent:
             LOG.warning("repaired %s: %s", conf.ovs.tap_bridge,
                         _repairs(flows.diff(installed, believed)))
         waiting = sorted(n for n in needed if ofports.get(n, 0) == 0)
-        source_status, target_status = self._status(plan, ofports)
+        source_status, target_status = self._status(plan, ofports, intent)
         updated = (self.tapdb.write_status(self.chassis, view.snapshot, source_status,
                                            target_status) if reachable else 0)
         clock.mark("status")
         # a pass that changed nothing (a heartbeat, a statistics-free event) stays quiet
         level = logging.INFO if (port_changes or change or updated or waiting) else logging.DEBUG
-        LOG.log(level, "reconcile (%s): ports %s; flows +%d -%d, %d installed; status %d updated; "
-                 "%.1f ms (%s)%s", ", ".join(reasons) or "-", "; ".join(port_changes) or "unchanged",
-                 len(change.add), len(change.delete), sum(map(len, groups.values())), updated,
+        level = logging.INFO if meters else level
+        LOG.log(level, "reconcile (%s): ports %s; flows +%d -%d, %d installed;%s status %d "
+                 "updated; %.1f ms (%s)%s", ", ".join(reasons) or "-",
+                 "; ".join(port_changes) or "unchanged",
+                 len(change.add), len(change.delete), sum(map(len, groups.values())),
+                 f" meters {len(meters.put)} set, {len(meters.delete)} deleted;" if meters
+                 else "", updated,
                  (time.monotonic() - started) * 1000, clock,
                  f"; waiting for the switch to number {', '.join(waiting)}" if waiting else "")
         m = self.metrics
@@ -364,11 +387,60 @@ class Agent:
             if key != self._count_key:
                 self._count_key, self._count_changed = key, now
             elif self._count_read - self._count_changed >= STATS_LAG:
+                self._note_capped(now)  # nothing moves: no cap drops more
                 return 0  # read since everything stopped moving
-            values = counters.counters(plan, self.of.counts())
+            drops = self.of.meter_drops() if plan.meters else {}
+            self._carried = {s: c for s, c in self._carried.items() if s in plan.flows}
+            values = counters.counters(plan, self.of.counts(), drops, self._carried)
             self._count_read = now
+        dropped = {s: v["dropped"] for s, v in values.items() if "dropped" in v}
+        now = time.monotonic()
+        self._dropping = {s: now if n > self._dropped.get(s, n) else self._dropping[s]
+                          for s, n in dropped.items()
+                          if n > self._dropped.get(s, n) or s in self._dropping}
+        self._dropped = dropped
+        self._note_capped(now)
+        for s in self._capped & set(values):
+            values[s]["capped"] = 1
         self.metrics.mirrored.update(values)
         return self.tapdb.write_counters(self.chassis, snapshot, values)
+
+    @staticmethod
+    def _metered(intent: Any, meter_id: int) -> Optional[str]:
+        """The session a meter is a cap of (its id comes from the session's priority)."""
+        return next((s.name for s in intent.sessions.values()
+                     if meter_id in compiler.meter_ids(s)), None)
+
+    def _carry_drops(self, intent: Any, ids: set[int]) -> None:
+        """Before meters are changed (OVS then counts from zero) or deleted, keep what they
+        dropped: a session's forward flows counted those copies too, and go on counting."""
+        if not ids:
+            return
+        try:
+            drops = self.of.meter_drops()
+        except OFError as exc:
+            LOG.warning("reading the meters before changing them failed: %s", exc)
+            return
+        for i in ids & set(drops):
+            name = self._metered(intent, i)
+            if name is not None:
+                p, b = self._carried.get(name, (0, 0))
+                self._carried[name] = (p + drops[i][0], b + drops[i][1])
+
+    def _note_capped(self, now: float) -> None:
+        """Which sessions' caps dropped copies within CAPPED_HOLD: a change is work for a
+        pass, which puts it in their sources' statuses (steady while a cap holds, not
+        flickering between readings)."""
+        capped = frozenset(s for s, t in self._dropping.items() if now - t < CAPPED_HOLD)
+        if capped != self._capped:
+            for name in sorted(capped - self._capped):
+                LOG.info("session %s: its caps are dropping copies on chassis %s", name,
+                         self.chassis)
+            for name in sorted(self._capped - capped):
+                LOG.info("session %s: its caps no longer drop copies on chassis %s", name,
+                         self.chassis)
+            self._capped = capped
+            self.mark("caps")
 
     def _connections(self) -> None:
         """The connection gauges, refreshed after every pass and at every heartbeat."""
@@ -386,7 +458,8 @@ class Agent:
             LOG.info("chassis %s is no longer set aside", name)
         self._rejected = dict(rejected)
 
-    def _status(self, plan: compiler.PortPlan, ofports: dict[str, int]) -> tuple[dict, dict]:
+    def _status(self, plan: compiler.PortPlan, ofports: dict[str, int],
+                intent: Any) -> tuple[dict, dict]:
         hooks = {h.name: h for h in plan.hooks}
         sources = {}
         for key, status in plan.source_status.items():
@@ -394,6 +467,8 @@ class Agent:
             waiting = [t for t in taps if ofports.get(t, 0) <= 0]
             if status.state == "active" and waiting:
                 status = compiler.Status("pending", f"waiting for the switch to add {waiting[0]}")
+            elif status.state == "active" and key[0] in self._capped:
+                status = compiler.capped(status, intent.sessions[key[0]], self.chassis)
             sources[key] = status.as_map(self.chassis)
         targets = {name: status.as_map(self.chassis)
                    for name, status in plan.target_status.items()}
@@ -431,6 +506,8 @@ class Agent:
 # second, later under load): counters are read again until a reading this long after the
 # last packet
 STATS_LAG = 2.0
+# a session is capped (its status says so) while its caps dropped copies this recently
+CAPPED_HOLD = 10.0
 
 # reasons that make a pass run even when its inputs look unchanged: the switch's
 # state may differ from what the agent believes

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, start_http_server)
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # what a session's counter keys (sdnagent.compile.counters) become
@@ -31,6 +31,8 @@ _HELP = {
     "source_rejected_packets": "Copies from this source that a reject rule took.",
     "member_packets": "Copies this session sent to this member of its collector group.",
     "member_bytes": "Bytes of the frames this session sent to this group member.",
+    "session_dropped": "Copies this session's caps (max-pps, max-kbps) dropped on this chassis.",
+    "session_unsampled": "Copies of connections this sampled session did not sample.",
 }
 
 
@@ -49,16 +51,21 @@ class _Mirrored(Collector):
         with self._lock:
             values = self._values
         labels = {"session_packets": ["session"], "session_bytes": ["session"],
+                  "session_dropped": ["session"], "session_unsampled": ["session"],
                   "rule_packets": ["session", "direction", "rule"],
                   "rule_bytes": ["session", "direction", "rule"],
                   "member_packets": ["session", "member"], "member_bytes": ["session", "member"]}
         families = {name: CounterMetricFamily(f"sdnagent_{name}", _HELP[name],
                                               labels=labels.get(name, ["session", "source"]))
                     for name in _HELP}
+        capped = GaugeMetricFamily("sdnagent_session_capped", "1 while this session's caps "
+                                   "are dropping copies on this chassis.", labels=["session"])
         for session, counters in sorted(values.items()):
             for key, value in sorted(counters.items()):
                 words = key.split(" ")
-                if len(words) == 1:
+                if key == "capped":
+                    capped.add_metric([session], value)
+                elif len(words) == 1:
                     families[f"session_{words[0]}"].add_metric([session], value)
                 elif words[0] == "rule":
                     families[f"rule_{words[3]}"].add_metric([session, words[1], words[2]], value)
@@ -67,6 +74,7 @@ class _Mirrored(Collector):
                 elif words[0] == "member":
                     families[f"member_{words[2]}"].add_metric([session, words[1]], value)
         yield from families.values()
+        yield capped
 
 
 class Metrics:

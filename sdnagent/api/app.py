@@ -365,7 +365,7 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
         api = db(request)
         s = api.session_add(body.name, target=body.target, priority=body.priority,
                             filter=body.filter, vni=body.vni, packet_length=body.packet_length,
-                            enabled=body.enabled)
+                            enabled=body.enabled, controls=body.change())
         return done(api, S.session_of(s, {}), wait)
 
     @app.get(SESSIONS + "/{name}", response_model=S.Session, summary="Read a mirror session")
@@ -377,12 +377,13 @@ def create_app(connect: Callable[[], ops.IntentDb], identities: dict[str, Identi
         return replica.read(answer)
 
     @app.patch(SESSIONS + "/{name}", response_model=S.Written[S.Session],
-               summary="Enable or disable a mirror session")
-    def patch_session(request: Request, name: str, body: S.Enabled, wait: Wait = Depends(),
+               summary="Change a mirror session: enable or disable it, its caps, its "
+                       "sample or its end")
+    def patch_session(request: Request, name: str, body: S.SessionPatch, wait: Wait = Depends(),
                       _: Identity = Depends(writer)) -> dict:
         api = db(request)
-        api.set_enabled("session", name, body.enabled)
-        return done(api, None, wait)
+        s = api.session_set(name, body.change(), body.enabled)
+        return done(api, S.session_of(s, {}), wait)
 
     @app.delete(SESSIONS + "/{name}", response_model=S.Written[S.Session],
                 summary="Delete a mirror session and its sources")

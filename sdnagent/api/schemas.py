@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdnagent import model
+from sdnagent import controls, model
 
 T = TypeVar("T")
 
@@ -120,6 +120,37 @@ class SessionIn(_In):
     vni: Optional[str] = Field(None, description="default: the lowest unused from 1")
     packet_length: Optional[str] = Field(None, description="truncate copies to 64..8500 bytes")
     enabled: bool = False
+    max_pps: Optional[str] = Field(None, description="at most N copies per second on each "
+                                   "chassis; the rest are dropped and counted")
+    max_kbps: Optional[str] = Field(None, description="at most N kbit/s of copies on each "
+                                    "chassis; the rest are dropped and counted")
+    sample: Optional[str] = Field(None, description="1/N: mirror about one connection in N, "
+                                  "each whole in both directions")
+    duration: Optional[str] = Field(None, description="disable the session this long from now: "
+                                    "90s, 10m, 2h, 1d")
+    until: Optional[str] = Field(None, description="disable the session at this time (ISO "
+                                 "8601, UTC unless it has an offset)")
+
+    def change(self) -> controls.Change:
+        return controls.Change(self.max_pps, self.max_kbps, self.sample, self.duration,
+                               self.until)
+
+
+class SessionPatch(_In):
+    """What a PATCH of a session may change, in one transaction: give only what changes;
+    a cap or the sample is removed with "none"."""
+
+    enabled: Optional[bool] = None
+    max_pps: Optional[str] = None
+    max_kbps: Optional[str] = None
+    sample: Optional[str] = None
+    duration: Optional[str] = None
+    until: Optional[str] = None
+    no_end: bool = Field(False, description="remove the session's end")
+
+    def change(self) -> controls.Change:
+        return controls.Change(self.max_pps, self.max_kbps, self.sample, self.duration,
+                               self.until, self.no_end)
 
 
 class Session(BaseModel):
@@ -131,6 +162,11 @@ class Session(BaseModel):
     filter: Optional[str] = None
     packet_length: Optional[int] = None
     enabled: bool
+    max_pps: Optional[int] = None
+    max_kbps: Optional[int] = None
+    sample: Optional[int] = Field(None, description="one connection in N is mirrored")
+    ends_at: Optional[str] = Field(None, description="when the session stops (ISO 8601)")
+    stop_reason: Optional[str] = Field(None, description="why the session clock stopped it")
     state: str = Field(description="its sources' worst state: error, stale, pending, "
                                    "disabled, active; none without a source")
     sources: list[Source]
@@ -272,4 +308,6 @@ def session_of(s: model.Session, counters: dict[str, int]) -> Session:
     state = next((st for st in SEVERITY if st in states), "none")
     return Session(name=s.name, project=s.project, priority=s.priority, vni=s.vni, target=s.target,
                    filter=s.filter, packet_length=s.packet_length, enabled=s.enabled,
-                   state=state, sources=sources, counters=counters)
+                   max_pps=s.max_pps, max_kbps=s.max_kbps, sample=s.sample,
+                   ends_at=controls.iso(s.ends_at) if s.ends_at else None,
+                   stop_reason=s.stop_reason, state=state, sources=sources, counters=counters)

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from sdnagent import liveness, model, targets, tls, trace
+from sdnagent import controls, liveness, model, targets, tls, trace
 from sdnagent.tapdb import ops, rpc, schema
 
 DEFAULT_DB = f"unix:{schema.DEFAULT_DIR}/tapdb.sock"
@@ -82,6 +82,16 @@ def reporters(by_chassis: dict[str, dict[str, int]]) -> str:
                      for name, values in sorted(by_chassis.items()))
 
 
+def _capped_by(counted: Optional[dict], session: str) -> str:
+    """Which chassis the caps dropped copies on, with how many, and which cap now."""
+    out = []
+    for name, values in sorted((counted or {}).get(session, {}).items()):
+        if values.get("dropped"):
+            now = " (capping now)" if values.get("capped") else ""
+            out.append(f"{name}: {values['dropped']}{now}")
+    return ", ".join(out)
+
+
 def summed(counters: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
     """Each session's counters added up over the chassis that reported them."""
     out: dict[str, dict[str, int]] = {}
@@ -115,12 +125,14 @@ def chassis_json(rows: list[tuple[str, str, str]], beats: dict[str, liveness.Liv
 
 def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
                 chassis: Optional[list[dict]] = None,
-                counted: Optional[dict[str, dict[str, int]]] = None) -> str:
+                counted: Optional[dict[str, dict[str, int]]] = None,
+                now: Optional[int] = None) -> str:
     """A tree: each session (by priority) with its target, filter rules and sources.
 
     ``bound``: the iface-ids some chassis has published, when known; ``chassis``:
     :func:`chassis_json`, whose silent members are named at the end; ``counted``:
-    counters by session and chassis (:meth:`ops.IntentDb.everything`)."""
+    counters by session and chassis (:meth:`ops.IntentDb.everything`); ``now`` (ms),
+    to say how long a session has left."""
     total = summed(counted or {})
     lines = []
     for sess in sorted(intent.sessions.values(), key=lambda s: s.priority):
@@ -131,6 +143,13 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
                      f"{_onoff(sess.enabled)}"
                      + (f"; mirrored {mine.get('packets', 0)} packets ({mine.get('bytes', 0)} "
                         f"bytes; {reporters((counted or {})[sess.name])})" if mine else ""))
+        held = controls.describe(sess, now)
+        if mine and mine.get("dropped"):
+            held.append(f"the caps dropped {mine['dropped']} copies ({_capped_by(counted, sess.name)})")
+        if mine and mine.get("unsampled"):
+            held.append(f"{mine['unsampled']} copies of connections not sampled")
+        if held:
+            lines.append("  controls: " + "; ".join(held))
         target = intent.targets.get(sess.target)
         lines.append(f"  target {sess.target}: " + (_target_line(target, bound) if target else "missing"))
         sent = [f"{m}: {total[sess.name].get(f'member {m} packets', 0)}"
@@ -188,6 +207,9 @@ def intent_json(intent: model.Intent,
         "sessions": [dict(name=s.name, project=s.project, priority=s.priority, vni=s.vni,
                           packet_length=s.packet_length,
                           enabled=s.enabled, filter=s.filter, target=s.target,
+                          max_pps=s.max_pps, max_kbps=s.max_kbps, sample=s.sample,
+                          ends_at=controls.iso(s.ends_at) if s.ends_at else None,
+                          stop_reason=s.stop_reason,
                           sources=[dict(_fields(src), status=dict(src.status))
                                    for src in s.sources],
                           counters=total.get(s.name, {}),
@@ -213,6 +235,13 @@ def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
 
 
+def _controls_cell(s: model.Session) -> Optional[str]:
+    words = [f"{s.max_pps}pps" if s.max_pps else "", f"{s.max_kbps}kbps" if s.max_kbps else "",
+             f"1/{s.sample}" if s.sample else "",
+             f"until {controls.iso(s.ends_at)}" if s.ends_at else ""]
+    return " ".join(w for w in words if w) or None
+
+
 def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
                 chassis: Optional[list[dict]] = None) -> str:
     """Every object, one line each, in four tables."""
@@ -230,9 +259,10 @@ def format_list(intent: model.Intent, bound: Optional[frozenset[str]] = None,
     lines += [""] + _table(("FILTER", "DIRECTION", "RULE"), rules)
     sessions = sorted(intent.sessions.values(), key=lambda s: s.priority)
     lines += [""] + _table(("SESSION", "PRIORITY", "VNI", "LENGTH", "ENABLED", "TARGET", "FILTER",
-                            "SOURCES"),
+                            "CONTROLS", "SOURCES"),
                            [(s.name, s.priority, s.vni, s.packet_length, s.enabled, s.target,
-                             s.filter, ", ".join(f"{src.key}({src.direction})" for src in s.sources)
+                             s.filter, _controls_cell(s),
+                             ", ".join(f"{src.key}({src.direction})" for src in s.sources)
                              or None) for s in sessions])
     lines += [""] + _table(("CHASSIS", "TUNNEL", "ENCAP", "LAST HEARD", "STATE"),
                            [(c["name"], c["tunnel_ip"], c["encap"],
@@ -259,6 +289,8 @@ def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, i
         def get(key: str) -> Optional[int]:
             return None if c is None else c.get(key, 0)
         rows.append((sess.name, get("packets"), get("bytes"),
+                     get("dropped") if sess.max_pps or sess.max_kbps else None,
+                     get("unsampled") if sess.sample else None,
                      reporters(counters.get(sess.name, {})) or None))
         flt = intent.filters.get(sess.filter or "")
         for direction in model.RULE_DIRECTIONS:
@@ -274,7 +306,8 @@ def format_stats(intent: model.Intent, counters: dict[str, dict[str, dict[str, i
         for member in target.kind.members(target) if target is not None else ():
             members.append((sess.name, sess.target, member, get(f"member {member} packets"),
                             get(f"member {member} bytes")))
-    lines = _table(("SESSION", "MIRRORED PACKETS", "BYTES", "CHASSIS: PACKETS"), rows)
+    lines = _table(("SESSION", "MIRRORED PACKETS", "BYTES", "DROPPED BY CAP", "NOT SAMPLED",
+                    "CHASSIS: PACKETS"), rows)
     lines += [""] + _table(("SESSION", "DIRECTION", "RULE", "ACTION", "HITS", "BYTES"), rules)
     lines += [""] + _table(("SESSION", "SOURCE", "COPIES", "BYTES", "MATCHED NO RULE",
                             "REJECTED"), sources)
@@ -295,6 +328,31 @@ def seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def _control_options(c: argparse.ArgumentParser, clear: bool = False) -> None:
+    none = ", or none" if clear else ""
+    c.add_argument("--max-pps", metavar="N", help="at most N copies per second on each "
+                   f"chassis; the rest are dropped and counted (1..{controls.MAX_PPS[1]}{none})")
+    c.add_argument("--max-kbps", metavar="N", help="at most N kbit/s of copies on each "
+                   f"chassis; the rest are dropped and counted (1..{controls.MAX_KBPS[1]}{none})")
+    c.add_argument("--sample", metavar="1/N",
+                   help="mirror about one connection in N, each whole in both directions "
+                        f"(N 1..{controls.SAMPLE[1]}{none})")
+    end = c.add_mutually_exclusive_group()
+    end.add_argument("--duration", metavar="TIME",
+                     help="disable the session this long from now: 90s, 10m, 2h, 1d (at most "
+                          "366d)")
+    end.add_argument("--until", metavar="WHEN",
+                     help="disable the session at this time: ISO 8601, UTC unless it has an "
+                          "offset, e.g. 2026-12-05T14:00:00Z")
+    if clear:
+        end.add_argument("--no-end", action="store_true", help="remove the session's end")
+
+
+def _change(args: argparse.Namespace) -> controls.Change:
+    return controls.Change(args.max_pps, args.max_kbps, args.sample, args.duration, args.until,
+                           getattr(args, "no_end", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,7 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--priority", required=True, metavar="N", help="1..32766, unique, 1 is first")
     c.add_argument("--vni", metavar="N", help="0..16777215 (default: the lowest unused from 1)")
     c.add_argument("--packet-length", metavar="N", help="truncate copies to 64..8500 bytes")
+    _control_options(c)
     c.add_argument("--enable", action="store_true", help="create it enabled")
+
+    c = cmd("session-set", "change a session's caps, sampling or end")
+    c.add_argument("name")
+    _control_options(c, clear=True)
 
     c = cmd("source-add", "add a source to a session (created enabled)", ["tap-flow-add"])
     c.add_argument("session")
@@ -492,7 +555,8 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
         if args.format == "json":
             return json.dumps(dict(intent_json(intent, every.counters), chassis=chassis),
                               indent=2, sort_keys=True)
-        return (format_show(intent, bound, chassis, every.counters) if cmd == "show"
+        return (format_show(intent, bound, chassis, every.counters, int(now * 1000))
+                if cmd == "show"
                 else format_list(intent, bound, chassis))
     if cmd == "stats":
         every = api.everything()
@@ -548,8 +612,14 @@ def run(args: argparse.Namespace, api: ops.IntentDb) -> str:
     if cmd == "session-add":
         s = api.session_add(args.name, target=args.target, filter=args.filter,
                             priority=args.priority, vni=args.vni,
-                            packet_length=args.packet_length, enabled=args.enable)
-        return f"session {s.name}: priority {s.priority}, vni {s.vni}, {_onoff(s.enabled)}"
+                            packet_length=args.packet_length, enabled=args.enable,
+                            controls=_change(args))
+        return "; ".join([f"session {s.name}: priority {s.priority}, vni {s.vni}, "
+                          f"{_onoff(s.enabled)}", *controls.describe(s, ops.now_ms())])
+    if cmd == "session-set":
+        s = api.session_set(args.name, _change(args))
+        return "; ".join([f"session {s.name}: {_onoff(s.enabled)}",
+                          *(controls.describe(s, ops.now_ms()) or ["no controls"])])
     if cmd == "source-add":
         api.source_add(args.session, port=args.port, direction=args.direction,
                        vswitch=args.vswitch)

@@ -22,7 +22,7 @@ from sdnagent.compile import hooks, portrange
 from sdnagent.compile.delivery import (  # noqa: F401 (the compiler's words, also used by others)
     ACTIVE, CHASSIS_VXLAN_UDP_PORT, ERSPAN_PORT, SLOTS, TUNNEL_PORT, VXLAN_TARGET_PORT,
     VXLAN_TARGET_UDP_PORT, Delivery, Leg, Status, TunnelPort, chassis_tunnel)
-from sdnagent.compile.flows import Flow, cookie
+from sdnagent.compile.flows import Flow, Meter, cookie
 from sdnagent.compile.pipeline import (FILTER_TABLES, REJECTED, RULE_SLOTS, TOWARD_PORT,
                                        filter_band, flow)
 
@@ -283,6 +283,15 @@ def _most_added(route: Delivery) -> Optional[tuple[int, Leg]]:
                key=lambda found: found[0], default=None)
 
 
+def capped(status: Status, sess: model.Session, chassis: str) -> Status:
+    """An active source's status while its session's caps drop copies on ``chassis``."""
+    caps = " and ".join(c for c in (f"{sess.max_pps} packets/s" if sess.max_pps else "",
+                                    f"{sess.max_kbps} kbit/s" if sess.max_kbps else "") if c)
+    why = (f"capped: copies over {caps} were dropped on chassis {chassis} in the last "
+           "10 s (tapctl stats counts them)")
+    return Status(status.state, f"{status.reason}; {why}" if status.reason else why)
+
+
 def too_big(sess: model.Session, route: Delivery, inv: Inventory) -> Optional[str]:
     """A warning when copies of ``sess`` can outgrow this chassis's underlay MTU on
     one of the route's legs (the one that adds most), else None."""
@@ -436,7 +445,8 @@ def retain(groups: Mapping[str, tuple[Flow, ...]]) -> None:
 
 def _session_filter_flows(session: str, priority: int, filtered: bool,
                           parts: tuple[tuple[str, tuple[model.Rule, ...], Feeds], ...],
-                          conjunctive: bool = True) -> tuple[Flow, ...]:
+                          conjunctive: bool = True, accepted: str = "forward"
+                          ) -> tuple[Flow, ...]:
     """One session's flows: for each rule direction (``parts``: the direction, its
     rules, the feeds they judge), its rules in its own priority band, so that they stay
     as they are when other sessions, or their rules, come and go; memoized, so that an
@@ -446,9 +456,10 @@ def _session_filter_flows(session: str, priority: int, filtered: bool,
     few; when two or more of them have several alternatives, a conjunctive match
     instead: one flow per alternative of each (clauses), one ``conj_id`` flow that
     decides and counts, so that they add up instead of multiplying (unless not
-    ``conjunctive``: the benchmarks' baseline)."""
+    ``conjunctive``: the benchmarks' baseline).  What a session accepts goes to the table
+    ``accepted``: its first control, or forward."""
     table, top = filter_band(priority)
-    accept = {"actions": (("set_field", "reg0", priority),), "goto": "forward"}
+    accept = {"actions": (("set_field", "reg0", priority),), "goto": accepted}
     reject = {"actions": (("set_field", "reg2", REJECTED),), "goto": "verdict"}
     by_key: dict[tuple, Flow] = {}
 
@@ -555,7 +566,7 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
                       for d, fs in sorted(by_dir.items()) if fs & live)
         if parts:
             groups[f"session {sname}"] = _session_filter(sname, sess.priority, flt is not None,
-                                                         parts, conjunctive)
+                                                         parts, conjunctive, _first_table(sess))
 
     # forward: per session with local feeds, as its target's kind delivers
     active_sessions = {s for (s, _), names in plan.source_feeds.items() if names}
@@ -563,6 +574,8 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
         sess = intent.sessions[sname]
         d = plan.deliveries[sname]
         target = intent.targets[sess.target]
+        if sess.controlled:
+            groups[f"controls {sname}"] = _control_flows(sess)
         if not d.balanced:
             out = _leg_flows("forward", {"reg0": sess.priority}, d.leg, sess, port,
                              kind="forward", obj=sname)
@@ -580,6 +593,58 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
             for f in _leg_flows("member", {"reg0": sess.priority, "reg5": member_id(leg.member)},
                                 leg, sess, port, kind="member", obj=f"{sname}/{leg.member}"))
     return groups
+
+
+SAMPLE_BASIS = 0x5A4D  # the sample's hash: not the groups' (basis 0), so that it picks
+# connections independently of the member they go to; the same on every chassis
+
+
+def meter_ids(sess: model.Session) -> tuple[int, int]:
+    """The OpenFlow meters of a session's packet-rate and bit-rate caps on brtap: from its
+    priority (unique), so that they stay as other sessions come and go."""
+    assert model.SESSION_PRIORITY[1] < 32768
+    return sess.priority, sess.priority + 32768
+
+
+def _first_table(sess: model.Session) -> str:
+    """Where a session's accepted copies go: the first of its controls, else forward."""
+    if sess.sample or sess.max_pps:
+        return "sample" if sess.sample else "limit_pps"
+    return "limit_kbps" if sess.max_kbps else "forward"
+
+
+def _control_flows(sess: model.Session) -> tuple[Flow, ...]:
+    """A session's sample and caps: hash the connection, keep share 0, pass its meters."""
+    pps, kbps = meter_ids(sess)
+    at = {"reg0": sess.priority}
+    after = "limit_kbps" if sess.max_kbps else "forward"
+    out = []
+    if sess.sample:
+        out.append(flow("sample", 100, at, (("multipath", "symmetric_l3l4+udp", SAMPLE_BASIS,
+                                             "modulo_n", sess.sample - 1, 0, 16, "reg7"),),
+                        goto="limit_pps", kind="sample", obj=sess.name))
+        out.append(flow("limit_pps", 90, at, kind="unsampled", obj=sess.name))
+    if sess.sample or sess.max_pps:
+        out.append(flow("limit_pps", 100, {**at, **({"reg7": 0} if sess.sample else {})},
+                        (("meter", pps),) if sess.max_pps else (), goto=after, kind="limit",
+                        obj=f"{sess.name}/pps"))
+    if sess.max_kbps:
+        out.append(flow("limit_kbps", 100, at, (("meter", kbps),), goto="forward", kind="limit",
+                        obj=f"{sess.name}/kbps"))
+    return tuple(out)
+
+
+def plan_meters(intent: model.Intent, plan: PortPlan) -> frozenset[Meter]:
+    """The meters of the capped sessions with a feed on this chassis."""
+    out = set()
+    for sname in {s for (s, _), names in plan.source_feeds.items() if names}:
+        sess = intent.sessions[sname]
+        pps, kbps = meter_ids(sess)
+        if sess.max_pps:
+            out.add(Meter(pps, False, sess.max_pps))
+        if sess.max_kbps:
+            out.add(Meter(kbps, True, sess.max_kbps))
+    return frozenset(out)
 
 
 def _leg_flows(table: str, match: dict, leg: Leg, sess: model.Session, port, *, kind: str,
@@ -615,7 +680,8 @@ def _balance_flows(target: model.Target, d: Delivery) -> tuple[Flow, ...]:
 
 
 _DEFAULTS = tuple([flow(t, 0, {}, kind="default", obj=t)
-                   for t in ("classify", "verdict", "forward", "balance", "member", "tunnel_in")]
+                   for t in ("classify", "verdict", "forward", "balance", "member", "tunnel_in",
+                             "sample", "limit_pps", "limit_kbps")]
                   + [flow(FILTER_TABLES[-1], 0, {}, goto="verdict", kind="default",
                           obj=FILTER_TABLES[-1])]
                   + [flow(t, 0, {}, goto=after, kind="default", obj=t)

@@ -21,15 +21,23 @@ by blanks (names and iface-ids have none):
   entered brtap from its hooks, those that no rule of any session took, and
   those that a reject rule took;
 - ``member IP packets|bytes``: for a collector group, the copies sent to each
-  enabled member (its member flow).
+  enabled member (its member flow);
+- ``dropped``: for a capped session, the copies its caps dropped (its meters' drop
+  bands), and ``capped``: 1 while they are dropping copies (set by the agent, which
+  compares readings).  OVS credits a datapath flow's packets to every OpenFlow flow
+  that made it, the meter dropping some or not: a capped session's ``packets`` and
+  ``bytes`` are its forward flows' less what its meters dropped, and its members'
+  counters (a group target) include the copies the caps dropped;
+- ``unsampled``: for a sampled session, the copies of connections it did not sample.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from sdnagent import model
-from sdnagent.compile import flows, hooks
+from sdnagent.compile import compiler, flows, hooks
 from sdnagent.compile.compiler import PortPlan
 
 Counts = tuple[int, int]  # packets, bytes
@@ -52,12 +60,15 @@ class CounterPlan:
     # session -> source key -> its feeds here
     sources: Mapping[str, Mapping[str, tuple[str, ...]]]
     feeds: Mapping[str, FeedCookies]
+    # session -> the ids of its meters here (its caps)
+    meters: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
     """The counters of every session with a feed on this chassis."""
     by_session: dict[str, dict[str, tuple[int, ...]]] = {}
     sources: dict[str, dict[str, tuple[str, ...]]] = {}
+    meters: dict[str, tuple[int, ...]] = {}
     for (sname, key), names in sorted(plan.source_feeds.items()):
         if not names:
             continue
@@ -66,6 +77,12 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
         forward = flows.cookie("forward", sname)
         mine["packets"] = mine["bytes"] = (forward,)
         sources.setdefault(sname, {})[key] = names
+        if sess.sample:
+            mine["unsampled"] = (flows.cookie("unsampled", sname),)
+        caps = compiler.meter_ids(sess)
+        ids = tuple(i for i, on in zip(caps, (sess.max_pps, sess.max_kbps)) if on)
+        if ids:
+            meters[sname] = ids
         d = plan.deliveries.get(sname)
         for leg in d.legs if d is not None and d.balanced else ():
             mine[f"member {leg.member} packets"] = mine[f"member {leg.member} bytes"] = (
@@ -81,11 +98,16 @@ def plan_counters(intent: model.Intent, plan: PortPlan) -> CounterPlan:
                                    flows.cookie("verdict", hooks.verdict_obj(n, "unmatched")),
                                    flows.cookie("verdict", hooks.verdict_obj(n, "rejected")))
                     for names in sources.values() for ns in names.values() for n in ns}
-    return CounterPlan(by_session, sources, feed_cookies)
+    return CounterPlan(by_session, sources, feed_cookies, meters)
 
 
-def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts]) -> dict[str, dict[str, int]]:
-    """Each session's counters from the switch's flow counts, summed by cookie."""
+def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts],
+             drops: Mapping[int, Counts] = MappingProxyType({}),
+             carried: Mapping[str, Counts] = MappingProxyType({})
+             ) -> dict[str, dict[str, int]]:
+    """Each session's counters from the switch's flow counts, summed by cookie, and what
+    its meters dropped (``drops``: packets and bytes, by meter id; ``carried``: by session,
+    what its meters dropped before they were last changed or deleted)."""
     def total(cookies: Iterable[int], i: int) -> int:
         return sum(by_cookie.get(c, (0, 0))[i] for c in cookies)
 
@@ -93,6 +115,12 @@ def counters(cp: CounterPlan, by_cookie: Mapping[int, Counts]) -> dict[str, dict
     for sname, keys in cp.flows.items():
         mine = out[sname] = {k: total(cs, 1 if k.endswith("bytes") else 0)
                              for k, cs in keys.items()}
+        if sname in cp.meters or sname in carried:
+            lost = [carried.get(sname, (0, 0)),
+                    *(drops.get(i, (0, 0)) for i in cp.meters.get(sname, ()))]
+            mine["dropped"] = sum(p for p, _ in lost)
+            mine["packets"] = max(0, mine["packets"] - mine["dropped"])
+            mine["bytes"] = max(0, mine["bytes"] - sum(b for _, b in lost))
         for key, names in cp.sources.get(sname, {}).items():
             feeds = [cp.feeds[n] for n in names]
             mine[f"source {key} packets"] = total((f.entry for f in feeds), 0)

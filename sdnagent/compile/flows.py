@@ -6,7 +6,8 @@ and the forms the switch reports back, so desired and installed flows compare
 with ``==``: an exact match is a plain value, a masked one ``(value, mask)``.
 
 Actions are tuples: ``("output", port)``, ``("output_trunc", port, max_len)``,
-``("set_field", field, value)``, ``("conjunction", id, clause, clauses)`` (clause
+``("set_field", field, value)``, ``("meter", id)`` (first: an instruction, applied before
+the rest), ``("conjunction", id, clause, clauses)`` (clause
 counted from 0, as on the wire), ``("multipath", fields, basis, algorithm,
 max_link, arg, bits, register)`` and, last, ``("goto", table_id)``.  No action
 at all means drop.
@@ -24,7 +25,7 @@ COOKIE_AGENT = 0x7A90
 COOKIE_MASK = 0xFFFF << 48
 KINDS = {"default": 0, "source": 1, "tunnel": 2, "target_drop": 3, "rule": 4,
          "session": 5, "forward": 6, "target_in": 7, "clause": 8, "verdict": 9,
-         "balance": 10, "member": 11}
+         "balance": 10, "member": 11, "sample": 12, "limit": 13, "unsampled": 14}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 
 
@@ -100,6 +101,34 @@ class Flow:
         """A total order for stable output: a field's value may be exact (an int or an
         address) in one flow and masked (a tuple) in another, which ``<`` cannot compare."""
         return (self.table, -self.priority, repr(self.match), repr(self.actions), self.cookie)
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Meter:
+    """An OpenFlow meter on brtap: one drop band at ``rate`` (packets/s, or kbit/s when
+    ``kbps``), its burst one second of the rate (OVS's default)."""
+
+    id: int
+    kbps: bool
+    rate: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterDiff:
+    """Meters to add or change before the flows that use them, and to delete after the
+    flows that used them are gone (OVS deletes a meter's flows with it)."""
+
+    put: tuple[Meter, ...]
+    delete: tuple[int, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.put or self.delete)
+
+
+def diff_meters(installed: Mapping[int, Meter], desired: frozenset[Meter]) -> MeterDiff:
+    wanted = {m.id: m for m in desired}
+    return MeterDiff(tuple(sorted(m for m in desired if installed.get(m.id) != m)),
+                     tuple(sorted(set(installed) - set(wanted))))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,8 @@ class Table:
 # registers: reg0 the session that accepted a copy, reg1 the feed it came from (a hook's
 # number), reg2 the verdict of a copy no session took (REJECTED or 0: no rule matched),
 # reg3 1 for a copy of a frame going to a source port (egress at its switch port), else
-# 0; for a collector group: reg4 the copy's hash slot, reg5 its member, reg6 the target
+# 0; for a collector group: reg4 the copy's hash slot, reg5 its member, reg6 the target;
+# for a sampled session: reg7 its connection's share (0: sampled)
 REJECTED = 1
 TOWARD_PORT = 1
 _IP_FIELDS = {"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst",
@@ -46,14 +47,19 @@ def _filter_table(i: int) -> Table:
     hi = min(lo + SESSIONS_PER_FILTER_TABLE - 1, model.SESSION_PRIORITY[1])
     last = i == len(FILTER_TABLES) - 1
     return Table(FILTER_TABLES[i], 10 + i, frozenset({"reg1", "conj_id"} | _IP_FIELDS),
-                 ("forward", "verdict") if last else ("forward", FILTER_TABLES[i + 1], "verdict"),
+                 (*(() if last else (FILTER_TABLES[i + 1],)), *CONTROL_TABLES, "verdict",
+                  "forward"),
                  f"the rules of sessions of priority {lo}-{hi} for the feed's direction, each "
                  "session in a priority band of its own: accept writes the session into reg0 "
-                 "and goes to forward, reject marks reg2 and goes to verdict; a rule whose "
+                 "and goes to the session's first control table (sample, limit_pps, "
+                 "limit_kbps), or to forward, reject marks reg2 and goes to verdict; a rule whose "
                  "feeds and port ranges would multiply is a conjunctive match; "
                  + ("no match goes to verdict" if last
                     else f"no match goes on to {FILTER_TABLES[i + 1]}"))
 
+
+# a session's controls, in this order; a session goes only through the ones it uses
+CONTROL_TABLES = ("sample", "limit_pps", "limit_kbps")
 
 TABLES = (
     Table("classify", 0, frozenset({"in_port", "eth_src", "eth_dst"} | _IP_FIELDS),
@@ -64,6 +70,16 @@ TABLES = (
           "anything else is dropped. A vswitch hook drops this chassis's own tunnel packets "
           "first: a copy is never mirrored again"),
     *(_filter_table(i) for i in range(len(FILTER_TABLES))),
+    Table("sample", 16, frozenset({"reg0"}), ("limit_pps",),
+          "by session (reg0), for sampled sessions: hash the copy's connection (symmetric: "
+          "both directions alike, and the same on every chassis) into reg7, one share in N, "
+          "and go to limit_pps"),
+    Table("limit_pps", 17, frozenset({"reg0", "reg7"}), ("limit_kbps", "forward"),
+          "by session (reg0): a sampled session's copies of share 0 (reg7) go on, the rest "
+          "are dropped and counted; a session's packet-rate cap is its meter here; then "
+          "limit_kbps or forward"),
+    Table("limit_kbps", 18, frozenset({"reg0"}), ("forward",),
+          "by session (reg0): a session's bit-rate cap is its meter here; then forward"),
     Table("verdict", 19, frozenset({"reg1", "reg2"}), (),
           "what no session mirrored, by feed (reg1): rejected (reg2 = 1) or matched by no "
           "rule (reg2 = 0); dropped, and counted"),

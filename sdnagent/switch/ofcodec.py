@@ -27,7 +27,7 @@ OFPMP_FLOW, OFPMP_AGGREGATE = 1, 2
 OFPTT_ALL = 0xFF
 OFPP_ANY, OFPG_ANY, OFP_NO_BUFFER = 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF
 OFPMT_OXM = 1
-OFPIT_GOTO_TABLE, OFPIT_APPLY_ACTIONS = 1, 4
+OFPIT_GOTO_TABLE, OFPIT_APPLY_ACTIONS, OFPIT_METER = 1, 4, 6
 OFPAT_OUTPUT, OFPAT_SET_FIELD, OFPAT_EXPERIMENTER = 0, 25, 0xFFFF
 NX_VENDOR_ID, NXAST_MULTIPATH, NXAST_CONJUNCTION, NXAST_OUTPUT_TRUNC = 0x00002320, 10, 34, 39
 MULTIPATH_FIELDS = {"symmetric_l3l4+udp": 3}  # nx_hash_fields
@@ -62,6 +62,7 @@ FIELDS: dict[str, tuple[int, int, int, str]] = {
     "reg4": (NXM_1, 4, 4, "int"),
     "reg5": (NXM_1, 5, 4, "int"),
     "reg6": (NXM_1, 6, 4, "int"),
+    "reg7": (NXM_1, 7, 4, "int"),
     "conj_id": (NXM_1, 37, 4, "int"),
     "tun_ipv4_src": (NXM_1, 31, 4, "ip"),
     "tun_ipv4_dst": (NXM_1, 32, 4, "ip"),
@@ -90,6 +91,7 @@ _CONJUNCTION = struct.Struct("!HHIHBBI")
 _MULTIPATH = struct.Struct("!HHIHHH2xHHI2xHI")
 _APPLY = struct.Struct("!HH4x")
 _GOTO = struct.Struct("!HHB3x")
+_METER = struct.Struct("!HHI")
 _BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")
 _BUNDLE_ADD = struct.Struct("!BBHIIII2xH")
 _BUNDLED_FLOW_MOD = struct.Struct("!BBHIIII2xH" + "BBHIQQBBHHHIIIH2x")  # bundle_add(flow_mod)
@@ -174,9 +176,11 @@ def _action(a: tuple) -> bytes:
 
 @functools.lru_cache(maxsize=1 << 14)
 def encode_instructions(actions: tuple[tuple, ...]) -> bytes:
-    """Apply-actions first (when there are any), then goto, as the compiler orders them."""
-    applied = b"".join(_action(a) for a in actions if a[0] != "goto")
-    out = _APPLY.pack(OFPIT_APPLY_ACTIONS, 8 + len(applied)) + applied if applied else b""
+    """Meter, apply-actions (when there are any), then goto: the order of OpenFlow's
+    instructions, in which the compiler lists them and OVS reports them."""
+    out = b"".join(_METER.pack(OFPIT_METER, 8, a[1]) for a in actions if a[0] == "meter")
+    applied = b"".join(_action(a) for a in actions if a[0] not in ("goto", "meter"))
+    out += _APPLY.pack(OFPIT_APPLY_ACTIONS, 8 + len(applied)) + applied if applied else b""
     for a in actions:
         if a[0] == "goto":
             out += _GOTO.pack(OFPIT_GOTO_TABLE, 8, a[1])
@@ -229,6 +233,31 @@ def flow_stats_request(xid: int) -> bytes:
 def aggregate_stats_request(xid: int) -> bytes:
     """The flow count (and packets, bytes) of every table."""
     return _stats_request(OFPMP_AGGREGATE, xid)
+
+
+OFPT_METER_MOD = 29
+OFPMC_ADD, OFPMC_MODIFY, OFPMC_DELETE = 0, 1, 2
+OFPMF_KBPS, OFPMF_PKTPS, OFPMF_STATS = 1, 2, 8
+OFPMBT_DROP = 1
+OFPMP_METER, OFPMP_METER_CONFIG = 9, 10
+OFPM_ALL = 0xFFFFFFFF
+_METER_MOD = struct.Struct("!BBHIHHI")
+_DROP_BAND = struct.Struct("!HHII4x")
+_METER_REQ = struct.Struct("!BBHIHH4xI4x")
+
+
+def meter_mod(command: int, meter_id: int, kbps: bool, rate: int, xid: int) -> bytes:
+    """Add, modify or delete a meter with one drop band at ``rate`` (packets/s, or kbit/s);
+    no burst given: OVS makes it one second of the rate."""
+    flags = (OFPMF_KBPS if kbps else OFPMF_PKTPS) | OFPMF_STATS
+    band = b"" if command == OFPMC_DELETE else _DROP_BAND.pack(OFPMBT_DROP, 16, rate, 0)
+    return _METER_MOD.pack(VERSION, OFPT_METER_MOD, 16 + len(band), xid, command,
+                           0 if command == OFPMC_DELETE else flags, meter_id) + band
+
+
+def meter_request(kind: int, xid: int) -> bytes:
+    """Every meter's statistics (OFPMP_METER) or configuration (OFPMP_METER_CONFIG)."""
+    return _METER_REQ.pack(VERSION, OFPT_MULTIPART_REQUEST, 24, xid, kind, 0, OFPM_ALL)
 
 
 def bundle(bundle_id: int, deletes: Iterable[Flow], adds: Iterable[Flow],
@@ -370,6 +399,8 @@ def _read_instructions(data: bytes) -> tuple[tuple, ...]:
             actions.extend(_decode_actions(data, pos + 8, pos + length))
         elif kind == OFPIT_GOTO_TABLE:
             gotos.append(("goto", data[pos + 4]))
+        elif kind == OFPIT_METER and length == 8:
+            actions.append(("meter", struct.unpack_from("!I", data, pos + 4)[0]))
         else:
             actions.append(("unknown", bytes(data[pos:pos + length]).hex()))
         pos += length

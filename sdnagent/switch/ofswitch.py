@@ -25,7 +25,7 @@ from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_c
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 from os_ken.ofproto.ofproto_common import ONF_EXPERIMENTER_ID
 
-from sdnagent.compile.flows import Flow, FlowDiff
+from sdnagent.compile.flows import Flow, FlowDiff, Meter, MeterDiff
 from sdnagent.switch import ofcodec
 
 LOG = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ class TapOFApp(app_manager.OSKenApp):
             self.connected.clear()
             self.on_change("switch disconnected")
 
-    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPAggregateStatsReply],
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPAggregateStatsReply,
+                 ofp_event.EventOFPMeterStatsReply, ofp_event.EventOFPMeterConfigStatsReply],
                 MAIN_DISPATCHER)
     @_guarded
     def _reply(self, ev: Any) -> None:
@@ -221,6 +222,9 @@ class OFSwitch:
         # to each change, never rebuilt from scratch but by a dump
         self._cache: Optional[dict[tuple, Flow]] = None
         self._cache_dp: Any = None
+        # brtap's meters as we know them (by id), kept as the flows are
+        self._meters: Optional[dict[int, Meter]] = None
+        self._meters_dp: Any = None
 
     @property
     def target(self) -> str:
@@ -290,6 +294,8 @@ class OFSwitch:
         """Close one connection to the switch and forget what we knew through it."""
         if self._cache_dp is dp:
             self._cache, self._cache_dp = None, None
+        if self._meters_dp is dp:
+            self._meters, self._meters_dp = None, None
         LOG.warning("dropping the OpenFlow connection of %s (%s)", self.target,
                     getattr(dp, "address", "?"))
         dp.close()
@@ -427,6 +433,64 @@ class OFSwitch:
                 known.pop(f.key, None)
             known.update((f.key, f) for f in change.add)
             self._cache = known
+
+
+    # ------------------------------------------------------------ meters
+
+    def meters(self, refresh: bool = False) -> dict[int, Meter]:
+        """brtap's meters by id: read from the switch after a (re)connection, a failure or
+        when asked, else what our last changes left there."""
+        dp = self._dp()
+        if self._meters is not None and self._meters_dp is dp and not refresh:
+            return dict(self._meters)
+        self._meters = None
+        xid = _reserve(dp, 1)
+        found: dict[int, Meter] = {}
+        for reply in self._request(dp, ofcodec.meter_request(ofcodec.OFPMP_METER_CONFIG, xid),
+                                   xid, "meter configuration request"):
+            for m in reply.body:
+                kbps = bool(m.flags & ofcodec.OFPMF_KBPS)
+                rates = [b.rate for b in m.bands if b.type == ofcodec.OFPMBT_DROP]
+                # a meter someone else shaped (other bands): rate 0, so it is put right
+                rate = rates[0] if len(rates) == len(m.bands) == 1 else 0
+                found[m.meter_id] = Meter(m.meter_id, kbps, rate)
+        self._meters, self._meters_dp = dict(found), dp
+        return found
+
+    def apply_meters(self, change: MeterDiff, deleting: bool) -> None:
+        """Put (add or modify) the meters of ``change``, or delete its gone ones
+        (``deleting``): puts before the flows that use them, deletes after."""
+        todo = ([(ofcodec.OFPMC_DELETE, Meter(i, False, 0)) for i in change.delete] if deleting
+                else [(ofcodec.OFPMC_MODIFY if m.id in (self._meters or {}) else
+                       ofcodec.OFPMC_ADD, m) for m in change.put])
+        if not todo:
+            return
+        dp = self._dp()
+        known, self._meters = self._meters, None  # unknown until the switch confirms
+        first = _reserve(dp, len(todo))
+        xids = [(first + i) & 0xFFFFFFFF for i in range(len(todo))]
+        self._send(dp, b"".join(ofcodec.meter_mod(cmd, m.id, m.kbps, m.rate, x)
+                                for (cmd, m), x in zip(todo, xids)))
+        self._barrier(dp, xids, "meter change")
+        if known is not None and self._meters_dp is dp:
+            for cmd, m in todo:
+                if cmd == ofcodec.OFPMC_DELETE:
+                    known.pop(m.id, None)
+                else:
+                    known[m.id] = m
+            self._meters = known
+
+    def meter_drops(self) -> dict[int, tuple[int, int]]:
+        """The packets and bytes each meter's band dropped, by meter id."""
+        dp = self._dp()
+        xid = _reserve(dp, 1)
+        out = {}
+        for reply in self._request(dp, ofcodec.meter_request(ofcodec.OFPMP_METER, xid), xid,
+                                   "meter statistics request"):
+            for m in reply.body:
+                out[m.meter_id] = (sum(b.packet_band_count for b in m.band_stats),
+                                   sum(b.byte_band_count for b in m.band_stats))
+        return out
 
 
 _BATCH = 1024  # messages per write to the connection

@@ -18,6 +18,7 @@ import secrets
 import time
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
+from sdnagent import controls as controls_
 from sdnagent import liveness, model, tls
 from sdnagent.compile import compiler
 from sdnagent import targets as target_kinds
@@ -143,6 +144,15 @@ def _rule_row(r: model.Rule) -> dict:
         row[prefix + "_min"] = _opt(rng.lo if rng else None)
         row[prefix + "_max"] = _opt(rng.hi if rng else None)
     return row
+
+
+def _controls_row(s: model.Session) -> dict:
+    return {"max_pps": _opt(s.max_pps), "max_kbps": _opt(s.max_kbps), "sample": _opt(s.sample),
+            "ends_at": s.ends_at, "stop_reason": _opt(s.stop_reason)}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _source_row(s: model.Source) -> dict:
@@ -325,11 +335,13 @@ class IntentDb:
                 self._again(exc)
         raise TapdbError("the connection to tapdb kept failing; try again")
 
-    def change(self, judge: Callable[[Read], tuple[list[dict], Any]], description: str) -> Any:
+    def change(self, judge: Callable[[Read], tuple[list[dict], Any]], description: str,
+               idle: bool = False) -> Any:
         """Read what ``judge`` needs and judge the change (its operations and what to
         return); commit only if no one changed the intent since the read, else try
         again on fresh data.  The commit also puts a token of this change first in
-        ``Tap_Global.last_change`` (see :meth:`_commit`)."""
+        ``Tap_Global.last_change`` (see :meth:`_commit`).  ``idle``: when the judge
+        finds nothing to do, commit nothing (the generation stays)."""
         self._begin()
         token = new_token()
         for _ in range(TRIES):
@@ -342,6 +354,8 @@ class IntentDb:
                 self._again(exc)
                 continue
             gen = read.generation
+            if idle and not ops:
+                return result
             txn = [select("Tap_Global", columns=["generation", "last_change"], uuid=False),
                    {"op": "wait", "table": "Tap_Global", "where": [], "columns": ["generation"],
                     "until": "==", "rows": [{"generation": gen}], "timeout": 0},
@@ -596,7 +610,10 @@ class IntentDb:
 
     def session_add(self, name: str, *, target: str, priority: str, filter: Optional[str] = None,
                     vni: Optional[str] = None, packet_length: Optional[str] = None,
-                    enabled: bool = False) -> model.Session:
+                    enabled: bool = False,
+                    controls: Optional[controls_.Change] = None) -> model.Session:
+        now = now_ms()
+
         def judge(read: Read) -> tuple[list[dict], Any]:
             # the session of that name, the one of that priority (both unique), and
             # every VNI only when one is to be allocated
@@ -647,15 +664,56 @@ class IntentDb:
             s = model.new_session(
                 intent, name, target=target, priority=priority, filter=filter, vni=chosen,
                 packet_length=packet_length, enabled=enabled)
+            s = controls_.applied(s, controls or controls_.Change(), now)
             self.warnings.clear()
             self._mtu_warning(read, s, intent.target(target))
             s = dataclasses.replace(s, project=self.project)
             row = {"name": s.name, "project": s.project, "priority": s.priority, "vni": s.vni,
                    "enabled": s.enabled, "packet_length": _opt(s.packet_length),
-                   "target": _uuid(targets[0]),
+                   "target": _uuid(targets[0]), **_controls_row(s),
                    "filter": ["set", [_uuid(filters[0][0])] if filter is not None else []]}
             return [{"op": "insert", "table": "Mirror_Session", "row": row}], s
         return self.change(judge, f"session-add {name}")
+
+    def session_set(self, name: str, change: controls_.Change,
+                    enabled: Optional[bool] = None) -> model.Session:
+        """Change a session's caps, sampling or end (a new end clears why it stopped) and,
+        in the same transaction, enable or disable it (the API's PATCH)."""
+        now = now_ms()
+        if enabled is None:
+            controls_.changed(model.Session(name, 1, 0, ""), change, now)  # asks something
+
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            row = read.one("Mirror_Session", name, "session")
+            _session_refs(read, [row])
+            before = _session(row)
+            after = controls_.applied(before, change, now)
+            if enabled is not None:
+                after = dataclasses.replace(after, enabled=enabled)
+                if enabled and not before.enabled:
+                    controls_.check_enable(after, now)
+                    after = dataclasses.replace(after, stop_reason=None)
+            if after == before:
+                return [], after
+            return [{"op": "update", "table": "Mirror_Session", "where": _this(row),
+                     "row": {**_controls_row(after), "enabled": after.enabled}}], after
+        return self.change(judge, f"session-set {name}")
+
+    def end_sessions(self, now: int) -> list[str]:
+        """The session clock's verb: disable every enabled session whose end has passed,
+        saying why; the names it stopped.  Conditional on what it read, so several
+        clocks (one per cluster member) stop a session once."""
+        def judge(read: Read) -> tuple[list[dict], Any]:
+            [due] = read.fetch(select("Mirror_Session", ["enabled", "==", True],
+                                      ["ends_at", ">", 0], ["ends_at", "<=", now],
+                                      columns=["name", "ends_at"]))
+            return [{"op": "update", "table": "Mirror_Session",
+                     "where": [["name", "==", r._data["name"]],
+                               ["ends_at", "==", r._data["ends_at"]]],
+                     "row": {"enabled": False,
+                             "stop_reason": controls_.end_reason(r._data["ends_at"])}}
+                    for r in due], sorted(r._data["name"] for r in due)
+        return self.change(judge, "session clock", idle=True)
 
     def source_add(self, session: str, *, port: Optional[str] = None,
                    direction: Optional[str] = None, vswitch: Optional[str] = None) -> model.Source:
@@ -727,10 +785,16 @@ class IntentDb:
             else:
                 table = TABLES[kind]
                 row = read.one(table, name, kind)
+            written: dict = {"enabled": enabled}
+            if kind == "session" and enabled:
+                controls_.check_enable(dataclasses.replace(
+                    _shell(row), ends_at=row._data.get("ends_at", 0)), now_ms())
+                if "stop_reason" in row._data:
+                    written["stop_reason"] = ["set", []]
             if row.enabled == enabled:
                 return [], None
             return [{"op": "update", "table": table, "where": _this(row),
-                     "row": {"enabled": enabled}}], None
+                     "row": written}], None
         verb = "enable" if enabled else "disable"
         self.change(judge, f"{kind}-{verb} {name}" + (f" {key}" if key else ""))
 

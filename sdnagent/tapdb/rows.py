@@ -127,8 +127,21 @@ def read_session(row: Any, shown: Optional[Statuses] = None) -> Read:
     sess = model.Session(row.name, row.priority, row.vni, row.target.name,
                          flt.name if flt is not None else None, opt(row, "packet_length"),
                          row.enabled, tuple(sorted(sources, key=lambda s: (s.type, s.key))),
-                         project_of(row))
+                         project_of(row), **controls_of(row))
     return sess, rows, frozenset(deps)
+
+
+CONTROLS = ("max_pps", "max_kbps", "sample", "stop_reason")
+
+
+def controls_of(row: Any) -> dict:
+    """A session row's controls (none in rows of schemas before 1.8.0)."""
+    try:
+        found = {c: opt(row, c) for c in CONTROLS}
+        found["ends_at"] = row.ends_at or 0
+    except (AttributeError, KeyError):
+        return {}
+    return found
 
 
 KINDS = (("Mirror_Target", read_target), ("Mirror_Filter", read_filter),

@@ -32,6 +32,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -219,11 +220,39 @@ class TapdbServer:
                 done.append(converted)
             if self.ensure_role(timeout):
                 done.append(f"wrote the agents' role {schema.CHASSIS_ROLE}")
+        clock = self.start_clock()
+        if clock:
+            done.append(clock)
         if chassis_ca:
             assert tls is not None  # pssl: listeners were checked to have it
             done += self.relay.start(",".join([self.remote, *relay_of]), chassis_remotes, tls,
                                      chassis_ca, timeout)
         return done
+
+    @property
+    def clock_pidfile(self) -> Path:
+        return self.dir / "clock.pid"
+
+    def start_clock(self, timeout: float = 10) -> Optional[str]:
+        """Run the session clock (:mod:`sdnagent.tapdb.clock`) beside this member, unless
+        it runs; what was done, or None."""
+        if _pid_of(self.clock_pidfile) is not None:
+            return None
+        self.clock_pidfile.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sdnagent.tapdb.clock", "--db", self.remote,
+             "--pidfile", str(self.clock_pidfile), "--log-file", str(self.dir / "clock.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + timeout
+        while _pid_of(self.clock_pidfile) is None:
+            if proc.poll() is not None:
+                raise TapdbServerError(f"the session clock exited ({proc.returncode}); see "
+                                       f"{self.dir / 'clock.log'}")
+            if time.monotonic() > deadline:
+                raise TapdbServerError(f"the session clock did not start within {timeout:g} s")
+            time.sleep(0.02)
+        return f"started the session clock (pid {proc.pid})"
 
     @property
     def relay(self) -> "TapdbRelay":
@@ -312,7 +341,8 @@ class TapdbServer:
     def stop(self, timeout: float = 10) -> bool:
         """Stop the server and its relay; False when neither was running."""
         relay = self.relay.stop(timeout)
-        return _stop(self.pid, timeout) or relay
+        clock = _stop(lambda: _pid_of(self.clock_pidfile), timeout)
+        return _stop(self.pid, timeout) or relay or clock
 
     def status(self) -> dict[str, str]:
         """What a person asks first: running, where, which schema, cluster role."""
@@ -339,6 +369,8 @@ class TapdbServer:
                             info["cluster " + key.strip().lower()] = value.strip()
                 except TapdbServerError as exc:
                     info["cluster"] = f"unavailable ({exc})"
+        clock = _pid_of(self.clock_pidfile)
+        info["session clock"] = f"running (pid {clock})" if clock else "stopped"
         if self.relay.pid():
             info.update(("relay " + k, v) for k, v in self.relay.status().items()
                         if k != "directory")

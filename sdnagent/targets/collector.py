@@ -194,18 +194,19 @@ def _host(raw: bytes) -> int:
 
 def connection_hash(eth_type: int, src: Optional[str], dst: Optional[str],
                     ip_proto: Optional[int], src_port: Optional[int],
-                    dst_port: Optional[int]) -> Optional[int]:
-    """OVS's ``flow_hash_symmetric_l3l4(flow, 0, inc_udp_ports=true)``: the hash the
-    forward flow's ``multipath`` takes of an unfragmented IP packet (tapctl trace
-    checks it against the switch in the functional tests).  None for what is not IP:
-    OVS hashes its MAC addresses and VLAN instead, which rules do not see."""
+                    dst_port: Optional[int], basis: int = 0) -> Optional[int]:
+    """OVS's ``flow_hash_symmetric_l3l4(flow, basis, inc_udp_ports=true)``: the hash a
+    ``multipath`` action takes of an unfragmented IP packet (the forward flow's, basis 0;
+    a sample's) (tapctl trace checks it against the switch in the functional tests).
+    None for what is not IP: OVS hashes its MAC addresses and VLAN instead, which rules
+    do not see."""
     if eth_type not in (0x0800, 0x86DD):
         return None
     size = 4 if eth_type == 0x0800 else 16
     a = ipaddress.ip_address(src or ("0.0.0.0" if size == 4 else "::")).packed
     b = ipaddress.ip_address(dst or ("0.0.0.0" if size == 4 else "::")).packed
     x = bytes(p ^ q for p, q in zip(a, b))
-    h = 0
+    h = basis
     if size == 4:
         h = _add(h, _host(x))
     else:
@@ -216,7 +217,7 @@ def connection_hash(eth_type: int, src: Optional[str], dst: Optional[str],
     if ip_proto in (6, 17, 132):
         ports = ((src_port or 0) ^ (dst_port or 0)).to_bytes(2, "big")
         h = _add(h, _host(ports))
-    return _finish(h, 0)  # the basis
+    return _finish(h, basis)
 
 
 def slot_of(hash_value: int) -> int:

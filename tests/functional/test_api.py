@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -147,6 +148,15 @@ def test_the_two_session_example_through_the_api(api_lab):
     assert client.get("/v1/traffic-mirror-sessions/session-01", headers=reader).json()[
         "sources"][0]["status"] == {"state": "disabled", "reason": "the session is disabled",
                                     "chassis": "host-a"}
+    # its controls, and enabled again, in one change
+    r = client.patch("/v1/traffic-mirror-sessions/session-01", headers=member, json={
+        "enabled": True, "max_pps": "1000", "sample": "1/2", "duration": "1h"})
+    item = r.json()["item"]
+    assert (r.status_code, item["enabled"], item["max_pps"], item["sample"]) == (
+        200, True, 1000, 2), r.text
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", item["ends_at"]), item
+    assert client.get("/v1/traffic-mirror-sessions/session-01", headers=reader).json()[
+        "max_pps"] == 1000
 
 
 def dump(mlab: MirrorLab) -> str:
@@ -161,6 +171,14 @@ def dump(mlab: MirrorLab) -> str:
                                              "priority": "2"},
      409, "priority: session 'session-02' already has priority 2; session priorities are "
           "unique"),
+    ("post", "/v1/traffic-mirror-sessions", {"name": "s3", "target": "target-01",
+                                             "priority": "3", "duration": "10x"},
+     400, "duration: '10x' is not a duration; give e.g. 90s, 10m, 2h, 1d or 1h30m"),
+    ("patch", "/v1/traffic-mirror-sessions/session-01", {"sample": "1/0", "max_pps": "5"},
+     400, "sample: 0 is out of range; allowed 1..65536"),
+    ("patch", "/v1/traffic-mirror-sessions/session-01", {"no_end": False},
+     400, "session: nothing to change; give max-pps, max-kbps, sample, duration, until or "
+          "no-end"),
     ("post", "/v1/traffic-mirror-targets", {"name": "target-01", "vxlan": "10.0.0.1"},
      409, "target name: a target named 'target-01' already exists"),
     ("post", "/v1/traffic-mirror-targets", {"name": "t3", "vxlan": "10.0.0"},

@@ -78,7 +78,7 @@ def test_frames_are_counted_on_their_session_rule_and_source(mlab):  # noqa: F81
     assert "port vm-230 direction in, enabled, status active (on host-a); 14 copies, 2 " \
            "matched no rule, 3 rejected" in show
     table = mlab.tapctl("stats", "session-01")
-    assert re.search(r"^session-01\s+5\s+1270\s+host-a: 5$", table, re.M), table
+    assert re.search(r"^session-01\s+5\s+1270\s+-\s+-\s+host-a: 5$", table, re.M), table
     assert re.search(r"^session-01\s+inbound\s+2\s+reject\s+3\s+762$", table, re.M), table
     listed = json.loads(mlab.tapctl("list", "--format", "json"))["sessions"][0]
     assert listed["counters_by_chassis"]["host-a"]["packets"] == 5

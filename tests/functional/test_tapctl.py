@@ -72,17 +72,22 @@ def test_two_session_example_show_and_list(tapdb):
     source = {"type": "port", "direction": "in", "iface_id": "vm-230", "chassis": None,
               "bridge": None, "vlan": None, "enabled": True, "status": {}}
     nothing_counted = {"counters": {}, "counters_by_chassis": {}}  # no agent has reported
+    no_controls = {"max_pps": None, "max_kbps": None, "sample": None, "ends_at": None,
+                   "stop_reason": None}
     assert data["sessions"] == [
         {"name": "session-01", "project": "default", "priority": 1, "vni": 1,
          "packet_length": 96, "enabled": True,
-         "filter": "filter-01", "target": "target-01", "sources": [source], **nothing_counted},
+         "filter": "filter-01", "target": "target-01", "sources": [source], **nothing_counted,
+         **no_controls},
         {"name": "session-02", "project": "default", "priority": 2, "vni": 2,
          "packet_length": 96, "enabled": True,
-         "filter": "filter-02", "target": "target-02", "sources": [source], **nothing_counted},
+         "filter": "filter-02", "target": "target-02", "sources": [source], **nothing_counted,
+         **no_controls},
     ]
     table = subprocess.run(["tapctl", "list"], env=env, check=True, capture_output=True,
                            text=True).stdout
-    assert "session-02  2         2    96      yes      target-02  filter-02  vm-230(in)" in table
+    assert "session-02  2         2    96      yes      target-02  filter-02  -         vm-230(in)" \
+        in table
 
 
 # Each refusal: the arguments and the exact line on stderr. The database must not change.

@@ -117,8 +117,9 @@ def test_start_converts_an_older_database(workdir, monkeypatch):
     monkeypatch.undo()
 
     done = srv.start()
-    assert done[-2:] == [f"converted the database from schema 0.9.0 to {schema.version()}",
-                         f"wrote the agents' role {schema.CHASSIS_ROLE}"]
+    assert done[-3:-1] == [f"converted the database from schema 0.9.0 to {schema.version()}",
+                           f"wrote the agents' role {schema.CHASSIS_ROLE}"]
+    assert done[-1].startswith("started the session clock (pid "), done
     api = client.connect(srv.remote)
     try:
         intent = api.snapshot().intent

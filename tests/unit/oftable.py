@@ -65,7 +65,7 @@ def run(flows: Iterable[Flow], packet: dict, hits: Optional[list[Flow]] = None) 
     """The outputs ("output", port, max_len or None, tunnel fields) of one packet; the
     flows it hit (counted, as the switch counts them) are added to ``hits``."""
     flows = list(flows)
-    pkt = {**{f"reg{i}": 0 for i in range(7)}, **packet}  # registers start at zero
+    pkt = {**{f"reg{i}": 0 for i in range(8)}, **packet}  # registers start at zero
     table = 0
     outputs = []
     for _ in range(16):
@@ -86,8 +86,10 @@ def run(flows: Iterable[Flow], packet: dict, hits: Optional[list[Flow]] = None) 
                 raise AssertionError(f"a clause flow was executed: {f}")
             elif action[0] == "multipath":
                 _, fields, basis, algorithm, max_link, arg, bits, reg = action
-                assert (fields, basis, algorithm, arg) == ("symmetric_l3l4+udp", 0, "modulo_n", 0)
-                pkt[reg] = (connection_hash_of(pkt) or 0) % (max_link + 1)
+                assert (fields, algorithm, arg) == ("symmetric_l3l4+udp", "modulo_n", 0)
+                pkt[reg] = (connection_hash_of(pkt, basis) or 0) % (max_link + 1)
+            elif action[0] == "meter":  # no rate here: the flow that names it is a hit
+                pass
             elif action[0] == "goto":
                 assert action[1] > table, "goto must go forward"
                 next_table = action[1]
@@ -105,13 +107,14 @@ def _tunnel(pkt: dict) -> tuple:
                                        "tun_erspan_dir") if k in pkt)
 
 
-def connection_hash_of(pkt: dict) -> Optional[int]:
-    """The hash a group's multipath takes of a packet given as match fields."""
+def connection_hash_of(pkt: dict, basis: int = 0) -> Optional[int]:
+    """The hash a multipath (a group's, a sample's) takes of a packet given as match
+    fields."""
     fam = {0x0800: "ipv4", 0x86DD: "ipv6"}.get(pkt.get("eth_type", 0), "")
     l4 = {6: "tcp", 17: "udp"}.get(pkt.get("ip_proto", -1), "")
     return collector.connection_hash(pkt.get("eth_type", 0), pkt.get(f"{fam}_src"),
                                      pkt.get(f"{fam}_dst"), pkt.get("ip_proto"),
-                                     pkt.get(f"{l4}_src"), pkt.get(f"{l4}_dst"))
+                                     pkt.get(f"{l4}_src"), pkt.get(f"{l4}_dst"), basis)
 
 
 # ---------------------------------------------------------------- the reference
