@@ -13,7 +13,9 @@ the console on loopback throughout (``--keep``: and after the end, until Ctrl-C)
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,12 +42,13 @@ TRAFFIC = [  # (from, protocol, port, expected)
 ]
 
 
-def wait(pred, timeout: float, what: str) -> None:
+def wait(pred, timeout: float, what: str):
     deadline = time.monotonic() + timeout
-    while not pred():
+    while not (value := pred()):
         if time.monotonic() > deadline:
             raise SystemExit(f"demo: timed out waiting for {what}")
         time.sleep(0.1)
+    return value
 
 
 def main() -> int:
@@ -190,11 +193,55 @@ def run(lab: sandbox.Lab) -> int:
     ok = (len(received) == 1 and len(received[0]) == 96 and len(vxlan) == 1
           and len(vxlan[0].inner_bytes) == 96 and vxlan[0].vni == 2)
     grouped = collector_group(lab, tapctl)
+    dropped = capped(lab, tapctl)
     print("\n== result: " + ("as configured: TCP:1234 to target-01 and UDP:1235 to target-02 "
                              "(VNI 2), 96 bytes each, nothing else; each of vm-99's connections "
-                             "to one member of target-03, both ways"
-                             if ok and grouped else "NOT as configured"))
-    return 0 if ok and grouped else 1
+                             "to one member of target-03, both ways; session-03 capped at 20 "
+                             f"copies/s, {dropped} of 100 dropped and counted"
+                             if ok and grouped and dropped else "NOT as configured"))
+    return 0 if ok and grouped and dropped else 1
+
+
+def capped(lab: sandbox.Lab, tapctl) -> int:
+    """session-03 capped at 20 copies per second, then a burst of 100 frames from vm-99:
+    what the cap dropped (and counted), or 0 when the counts do not add up."""
+    a = lab["host-a"]
+    print("\n== a rate cap: session-03 at most 20 copies per second on each chassis")
+    for args in (("--wait", "session-set", "session-03", "--max-pps", "20"),):
+        print("$ tapctl " + " ".join(args))
+        print("".join(f"  {line}\n" for line in tapctl(*args).splitlines()), end="")
+    before = json.loads(tapctl("stats", "session-03", "--format", "json"))["session-03"][
+        "counters"]
+    _, mac99, ip99 = VMS["vm-99"]
+    port99 = VMS["vm-99"][0]
+    _, mac161, ip161 = VMS["vm-161"]
+    frames = [packets.frame(mac99, mac161, ip99, ip161, "udp", 31000 + i, 53, b"c" * 60)
+              for i in range(100)]
+
+    def received() -> int:
+        return int(re.search(r"rx pkts=(\d+)", a.ofctl("dump-ports", "br-int", port99)).group(1))
+    start, began = received(), time.monotonic()
+    for i in (0, 50):  # a dummy port queues 100 frames at most: two bursts of 50
+        a.appctl("netdev-dummy/receive", port99, *(f.hex() for f in frames[i:i + 50]))
+        wait(lambda: received() >= start + i + 50, 10, "the switch to take the burst")
+    took = time.monotonic() - began
+    print(f"   100 UDP frames from vm-99 ({ip99}) in {took:.2f} s")
+
+    def counted() -> dict:
+        c = json.loads(tapctl("stats", "session-03", "--format", "json"))["session-03"][
+            "counters"]
+        return c if (c.get("packets", 0) + c.get("dropped", 0)
+                     - before.get("packets", 0)) >= 100 else {}
+    counts = wait(counted, 20, "the cap's counters")
+    print("\n== tapctl stats session-03")
+    print(tapctl("stats", "session-03").split("\n\n")[0])
+    show = [line for line in tapctl("show").splitlines() if line.startswith(
+        ("session session-03", "  controls"))]
+    print("\n== tapctl show (session-03)\n" + "\n".join(show))
+    passed = counts["packets"] - before.get("packets", 0)
+    dropped = counts.get("dropped", 0)
+    # the meter's bucket: one second of the rate, filling at the rate
+    return dropped if passed + dropped == 100 and 0 < passed <= 20 * (1 + took) + 1 else 0
 
 
 def collector_group(lab: sandbox.Lab, tapctl) -> bool:

@@ -87,7 +87,7 @@ def _capped_by(counted: Optional[dict], session: str) -> str:
     out = []
     for name, values in sorted((counted or {}).get(session, {}).items()):
         if values.get("dropped"):
-            now = " (capping now)" if values.get("capped") else ""
+            now = " (dropping now)" if values.get("capped") else ""
             out.append(f"{name}: {values['dropped']}{now}")
     return ", ".join(out)
 
@@ -145,7 +145,8 @@ def format_show(intent: model.Intent, bound: Optional[frozenset[str]] = None,
                         f"bytes; {reporters((counted or {})[sess.name])})" if mine else ""))
         held = controls.describe(sess, now)
         if mine and mine.get("dropped"):
-            held.append(f"the caps dropped {mine['dropped']} copies ({_capped_by(counted, sess.name)})")
+            held.append(f"the caps dropped {mine['dropped']} copies: "
+                        f"{_capped_by(counted, sess.name)}")
         if mine and mine.get("unsampled"):
             held.append(f"{mine['unsampled']} copies of connections not sampled")
         if held:

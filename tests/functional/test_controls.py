@@ -90,7 +90,7 @@ def test_a_capped_session_forwards_no_more_than_its_cap_and_counts_the_rest(mlab
                      re.M), stats
     show = mlab.tapctl("show")
     assert (f"  controls: capped at 100 packets/s per chassis; the caps dropped "
-            f"{copies['dropped']} copies (host-a: {copies['dropped']}") in show, show
+            f"{copies['dropped']} copies: host-a: {copies['dropped']}") in show, show
     scraped = scrape(port)
     assert scraped['sdnagent_session_dropped_total{session="s"}'] == copies["dropped"]
     # traffic stops: a little later it is no longer capped

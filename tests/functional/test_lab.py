@@ -55,7 +55,7 @@ def test_stop_ends_every_daemon():
     require_ovs()
     lab = sandbox.Lab(hosts=("h1",), tapdb=True).start()
     pids = [int(p.read_text()) for p in lab.dir.glob("**/*.pid")]
-    assert len(pids) == 5  # tapdb, fabric (2), h1 (2)
+    assert len(pids) == 6  # tapdb and its session clock, fabric (2), h1 (2)
     lab.stop()
     shutil.rmtree(lab.dir)
     for pid in pids:

@@ -235,3 +235,26 @@ def test_trace_says_a_connection_is_not_sampled_and_names_the_caps():
                     "in 4: copies over a cap are dropped") in text
         outcomes.add(bool(share))
     assert outcomes == {True, False}
+
+
+# ------------------------------------------------------------ the session clock
+
+
+def test_the_session_clock_wakes_for_the_earliest_end_of_an_enabled_session():
+    from sdnagent.tapdb import clock
+    ends: dict = {}
+    clock.merge(ends, {"Mirror_Session": {
+        "u1": {"new": {"enabled": True, "ends_at": NOW + 5000}},
+        "u2": {"new": {"enabled": False, "ends_at": NOW + 1000}},  # off: nothing to stop
+        "u3": {"new": {"enabled": True, "ends_at": 0}}}})  # no end
+    assert clock.next_end(ends) == NOW + 5000
+    assert not clock.due(ends, NOW + 4999) and clock.due(ends, NOW + 5000)
+    # an update carries only what changed; a deleted row goes
+    clock.merge(ends, {"Mirror_Session": {"u3": {"new": {"ends_at": NOW + 10},
+                                                 "old": {"ends_at": 0}},
+                                          "u1": {"old": {"enabled": True}}}})
+    assert ends == {"u2": (False, NOW + 1000), "u3": (True, NOW + 10)}
+    assert clock.next_end(ends) == NOW + 10
+    clock.merge(ends, {"Mirror_Session": {"u3": {"new": {"enabled": False},
+                                                 "old": {"enabled": True}}}})
+    assert clock.next_end(ends) is None
