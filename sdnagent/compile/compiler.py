@@ -552,12 +552,16 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
     used = {n for names in plan.source_feeds.values() for n in names}
     for n in sorted(used):
         by_hook.setdefault(plan.feeds[n].hook, []).append(plan.feeds[n])
+    capped = frozenset(fid for sname, by_dir in feeds.items()
+                       if intent.sessions[sname].max_pps or intent.sessions[sname].max_kbps
+                       for fids in by_dir.values() for fid in fids)
     for hook in plan.hooks:
         in_port = port(hook.patch_tap)
         if in_port <= 0 or hook.name not in by_hook:
             continue
         own = _own_tunnel_matches(local_ip) if hook.select == "all" and local_ip else ()
-        groups[f"hook {hook.name}"] = hooks.entry_flows(hook, by_hook[hook.name], in_port, own)
+        groups[f"hook {hook.name}"] = hooks.entry_flows(hook, by_hook[hook.name], in_port, own,
+                                                        GUARD_METER, capped)
     live = {f.id for h in plan.hooks if port(h.patch_tap) > 0 for f in by_hook.get(h.name, ())}
     for sname, by_dir in sorted(feeds.items()):
         sess = intent.sessions[sname]
@@ -597,6 +601,16 @@ def plan_flow_groups(intent: model.Intent, plan: PortPlan, ofports: Mapping[str,
 
 SAMPLE_BASIS = 0x5A4D  # the sample's hash: not the groups' (basis 0), so that it picks
 # connections independently of the member they go to; the same on every chassis
+
+
+# A meter on a copy's way through brtap drops the very packet the datapath is working on,
+# and OVS (3.1) puts what brtap does to a copy in a datapath clone only when brtap's first
+# flow has an action it cannot undo: without one, a cap would drop the mirrored VM's own
+# frames too (those of an ingress hook, whose copy is made before the frame is sent on).
+# A meter is such an action, so the entry flow of every feed that can meet a cap passes
+# this one first, whose rate nothing reaches.
+GUARD_METER = 65535
+GUARD_RATE = 0xFFFFFFFF
 
 
 def meter_ids(sess: model.Session) -> tuple[int, int]:
@@ -644,6 +658,8 @@ def plan_meters(intent: model.Intent, plan: PortPlan) -> frozenset[Meter]:
             out.add(Meter(pps, False, sess.max_pps))
         if sess.max_kbps:
             out.add(Meter(kbps, True, sess.max_kbps))
+    if out:
+        out.add(Meter(GUARD_METER, False, GUARD_RATE))
     return frozenset(out)
 
 

@@ -257,7 +257,8 @@ def _fill(bridge: str, select: str, slots: int, sessions: Mapping[str, tuple[str
 
 
 def entry_flows(hook: Hook, feeds: Iterable[Feed], in_port: int,
-                own_tunnel: Iterable[dict] = ()) -> tuple[Flow, ...]:
+                own_tunnel: Iterable[dict] = (), guard: Optional[int] = None,
+                guarded: frozenset[int] = frozenset()) -> tuple[Flow, ...]:
     """classify's flows for a hook's copies (each feed's number into reg1), and each
     feed's two verdict flows (what no session took, what a reject took).
 
@@ -265,11 +266,13 @@ def entry_flows(hook: Hook, feeds: Iterable[Feed], in_port: int,
     MAC, and what matches none (a broadcast, a frame to a MAC no source has) is
     dropped and counted by the hook: the copy does not say which of its ports took it.
     ``own_tunnel``: for a vswitch hook, this chassis's own tunnel packets, dropped
-    first so that a copy is never mirrored again."""
+    first so that a copy is never mirrored again.  ``guarded``: the feeds whose copies
+    may meet a cap, which first pass the ``guard`` meter (see compiler.GUARD_METER)."""
     out = []
     for f in feeds:
         match = {"in_port": in_port, **({f.field: f.mac} if f.field else {})}
-        marks = (("set_field", "reg1", f.id),) + (
+        marks = ((("meter", guard),) if f.id in guarded and guard is not None else ()) + (
+            ("set_field", "reg1", f.id),) + (
             (("set_field", "reg3", TOWARD_PORT),) if hook.select == "dst" else ())
         out += [flow("classify", 200, match, marks, goto=FILTER_TABLES[0], kind="source",
                      obj=f.name),

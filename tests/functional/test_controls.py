@@ -64,13 +64,25 @@ def test_a_capped_session_forwards_no_more_than_its_cap_and_counts_the_rest(mlab
     for vm in ("vm-161", "vm-230"):
         mlab.vm("host-a", vm)
     collector_session(mlab, "--max-pps", "100", metrics__listen_port=str(port))
-    mlab.tapctl("--wait", "source-add", "s", "--port", "vm-230", "--direction", "in")
+    mlab.tapctl("--wait", "source-add", "s", "--port", "vm-230", "--direction", "both")
     mlab.wait_source("s", "vm-230")
     meters = mlab["host-a"].ofctl("dump-meters", "brtap")
     assert re.search(r"meter=1 pktps stats bands=\s+type=drop rate=100", meters), meters
 
+    # what vm-230 sends: its copies are taken before the frames go on (an ingress hook),
+    # and the cap drops copies, never the frames themselves
     sent = 400
-    took = burst(mlab, "host-a", frames_to_vm230(sent), VMS["vm-161"][0])
+    to161 = mlab.lab["host-a"].dir / "vm161.pcap"
+    _, mac161, ip161 = VMS["vm-161"]
+    _, mac230, ip230 = VMS["vm-230"]
+    mlab.send("host-a", "vm-161", "vm-230", "udp", 9)  # br-int learns where vm-161 is
+    before161 = len(mlab.captured(to161))
+    took = burst(mlab, "host-a", [
+        packets.frame(mac230, mac161, ip230, ip161, "udp", 30000 + i, 1234, b"b" * 40)
+        for i in range(sent)], VMS["vm-230"][0])
+    wait_until(lambda: len(mlab.captured(to161)) - before161 == sent, 10,
+               "every frame at vm-161")
+    sent += 1  # the one that taught br-int
     copies = wait_until(lambda: counters(mlab).get("packets", 0) + counters(mlab).get(
         "dropped", 0) >= sent and counters(mlab), 15, "every copy counted")
     # the meter's bucket holds one second of the rate and fills at the rate
@@ -103,8 +115,13 @@ def test_a_capped_session_forwards_no_more_than_its_cap_and_counts_the_rest(mlab
     assert re.search(r"meter=32769 kbps stats bands=\s+type=drop rate=800", meters), meters
     assert "meter=1 " not in meters
     before = counters(mlab)
+    sent = 400
     frames = frames_to_vm230(sent, size=958)  # 1000-byte frames: 8,000 bits
+    to230 = mlab.lab["host-a"].dir / "vm230.pcap"
+    before230 = len(mlab.captured(to230))
     took = burst(mlab, "host-a", frames, VMS["vm-161"][0])
+    wait_until(lambda: len(mlab.captured(to230)) - before230 == sent, 10,
+               "every frame at vm-230")
     copies = wait_until(lambda: (c := counters(mlab))["packets"] + c["dropped"] - before[
         "packets"] - before.get("dropped", 0) >= sent and c, 15, "every copy counted")
     passed = copies["packets"] - before["packets"]

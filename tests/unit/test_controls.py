@@ -121,6 +121,7 @@ def _tcp(i: int, reverse: bool = False) -> dict:
 def test_a_session_without_controls_goes_from_its_filter_to_forward_as_before():
     intent, (plan, ofports, table) = _controlled()
     assert not [f for f in table if f.table in (16, 17, 18) and f.priority]
+    assert not [f for f in table if any(a[0] == "meter" for a in f.actions)]
     session = [f for f in table if f.cookie == flows.cookie("rule", "s/inbound/1")]
     assert session and all(f.actions[-1] == ("goto", pipeline.table("forward").id)
                            for f in session)
@@ -153,8 +154,9 @@ def test_sampling_keeps_whole_connections_about_one_in_n():
 
 def test_caps_are_meters_a_copy_passes_on_its_way_to_forward():
     intent, (plan, ofports, table) = _controlled(max_pps=100, max_kbps=2000, sample=2)
+    guard = flows.Meter(compiler.GUARD_METER, False, compiler.GUARD_RATE)
     assert compiler.plan_meters(intent, plan) == {flows.Meter(1, False, 100),
-                                                   flows.Meter(1 + 32768, True, 2000)}
+                                                   flows.Meter(1 + 32768, True, 2000), guard}
     ports = _many_ports(2)
     for i in range(40):
         hits: list = []
@@ -162,7 +164,9 @@ def test_caps_are_meters_a_copy_passes_on_its_way_to_forward():
                            hits):
             continue
         metered = [a[1] for f in hits for a in f.actions if a[0] == "meter"]
-        assert metered == [1, 1 + 32768]
+        # the guard first, in brtap's first flow: OVS then clones what brtap does
+        assert metered == [compiler.GUARD_METER, 1, 1 + 32768]
+        assert hits[0].table == 0 and hits[0].actions[0] == ("meter", compiler.GUARD_METER)
         assert [pipeline.TABLES[[t.id for t in pipeline.TABLES].index(f.table)].name
                 for f in hits][-5:] == [pipeline.FILTER_TABLES[0], "sample",
                                         "limit_pps", "limit_kbps", "forward"]
@@ -177,7 +181,8 @@ def test_only_a_packet_rate_cap_goes_through_limit_pps_only():
     hits: list = []
     assert oftable.run(table, {**entry(plan, ofports, ports, "vm-1", "in"), **_tcp(1)}, hits)
     assert [f.table for f in hits][-2:] == [17, 20]
-    assert compiler.plan_meters(intent, plan) == {flows.Meter(1, False, 7)}
+    assert compiler.plan_meters(intent, plan) == {
+        flows.Meter(1, False, 7), flows.Meter(compiler.GUARD_METER, False, compiler.GUARD_RATE)}
 
 
 def test_meters_diff_and_codec():
