@@ -120,7 +120,7 @@ def chassis_ca(directory: os.PathLike | str) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="tools/pki", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="sdnagent-pki", description=__doc__.splitlines()[0])
     p.add_argument("dir", help="where the CA and the certificates live")
     p.add_argument("what", choices=("ca", "tapdb", "relay", "operator", "chassis"),
                    help="ca: both CAs; tapdb: a member's certificate; relay: a relay's; "

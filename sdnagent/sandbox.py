@@ -208,8 +208,10 @@ class Host(Ovs):
                 raise CommandError(f"{self.name}: underlay ul0 not connected after {timeout:g} s")
             time.sleep(0.02)
 
-    def start_agent(self, tapdb: str, encap: str = "vxlan", **options: str) -> Path:
-        """Run ``sdnagent`` for this host in the background; returns its config file.
+    def start_agent(self, tapdb: str, encap: str = "vxlan", binary: Optional[str] = None,
+                    **options: str) -> Path:
+        """Run ``sdnagent`` (``binary``, else this venv's) for this host in the background;
+        returns its config file.
 
         ``options``: more settings, ``group__name=value`` (``name=value`` for DEFAULT)."""
         sections = {
@@ -227,7 +229,8 @@ class Host(Ovs):
                                 for g, opts in sections.items()))
         log = open(self.dir / "sdnagent.log", "ab")
         wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
-        proc = subprocess.Popen([*wrap, _agent_binary(), "--config-file", str(conf)], stdout=log,
+        proc = subprocess.Popen([*wrap, binary or _agent_binary(), "--config-file", str(conf)],
+                                stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         (self.dir / "sdnagent.pid").write_text(f"{proc.pid}\n")
@@ -263,8 +266,11 @@ class Lab:
 
     def __init__(self, hosts: Sequence[str] = ("host-a", "host-b"),
                  directory: Optional[os.PathLike | str] = None, tapdb: bool = True,
-                 tls: bool = False, ipv6: bool = False):
+                 tls: bool = False, ipv6: bool = False, bindir: Optional[Path] = None):
         self.ipv6 = ipv6  # agents' tunnels on the underlay's IPv6 addresses
+        # where the commands the lab runs live (an installed package's), else this venv's
+        assert not (tls and bindir), "a lab of installed commands is a plain one"
+        self.bindir = bindir
         # unix socket paths must stay short (108 bytes), so not under pytest's tmp_path
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sdn-"))
         self.tapdb = TapdbServer(self.dir / "tapdb") if tapdb else None
@@ -288,6 +294,9 @@ class Lab:
                                      tls=pki.issue(self.dir / "pki", "tapdb", "tapdb"),
                                      chassis_remotes=[f"pssl:{self._chassis_port}:127.0.0.1"],
                                      chassis_ca=str(pki.chassis_ca(self.dir / "pki")))
+                elif self.bindir is not None:
+                    _run([str(self.bindir / "sdnagent-tapdb"), "start", "--dir",
+                          str(self.tapdb.dir)], timeout=60)
                 else:
                     self.tapdb.start()
             self.fabric.start()
@@ -352,7 +361,8 @@ class Lab:
                        "tapdb__ssl_ca_cert_file": creds.ca_cert, **options}
         if self.ipv6:
             options = {"tunnel__local_ip": self.hosts[host].ip6, **options}
-        return self.hosts[host].start_agent(self.chassis_remote, encap, **options)
+        binary = str(self.bindir / "sdnagent") if self.bindir is not None else None
+        return self.hosts[host].start_agent(self.chassis_remote, encap, binary, **options)
 
     def __enter__(self) -> "Lab":
         return self.start()

@@ -210,7 +210,7 @@ def unit_start(directory: Path, options: str,
     unit = (Path(__file__).resolve().parents[2] / "etc/systemd" / unit_name).read_text()
     settings = dict(line.split("=", 1) for line in unit.splitlines()
                     if "=" in line and not line.startswith("#"))
-    command = (settings["ExecStart"].replace("/opt/sdnagent/.venv/bin", str(BIN))
+    command = (settings["ExecStart"].replace("/usr/bin/sdnagent", f"{BIN}/sdnagent")
                .replace("/var/lib/sdnagent/tapdb", str(directory)))
     timeout = float(settings["TimeoutStartSec"].rstrip("s"))
     variable = "$" + settings["Environment"].rstrip("=")

@@ -18,12 +18,13 @@ def test_the_units_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed (package systemd)")
     assert [u.name for u in UNITS] == ["sdnagent-api.service", "sdnagent-tapdb-relay.service",
                                        "sdnagent-tapdb.service", "sdnagent.service"]
-    # as installed from a clone in /opt/sdnagent, here pointing at this clone's venv
+    # as the package installs them, here pointing at this clone's venv
     bin_dir = str(Path(sys.executable).parent)
     for unit in UNITS:
         text = unit.read_text()
-        assert "/opt/sdnagent/.venv/bin/" in text
-        (tmp_path / unit.name).write_text(text.replace("/opt/sdnagent/.venv/bin", bin_dir))
+        assert "/usr/bin/sdnagent" in text
+        (tmp_path / unit.name).write_text(text.replace("/usr/bin/sdnagent",
+                                                       f"{bin_dir}/sdnagent"))
     proc = subprocess.run([analyze, "verify", "--man=no", *sorted(map(str, tmp_path.iterdir()))],
                           capture_output=True, text=True, timeout=60)
     # systemd-analyze exits 0 for a line it ignores: any word from it is a fault
