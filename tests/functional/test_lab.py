@@ -54,10 +54,12 @@ def test_vm_ports_switch_on_br_int(lab):
 def test_stop_ends_every_daemon():
     require_ovs()
     lab = sandbox.Lab(hosts=("h1",), tapdb=True).start()
-    pids = [int(p.read_text()) for p in lab.dir.glob("**/*.pid")]
+    try:
+        pids = [int(p.read_text()) for p in lab.dir.glob("**/*.pid")]
+    finally:  # whatever the count, nothing is left running
+        lab.stop()
+        shutil.rmtree(lab.dir)
     assert len(pids) == 6  # tapdb and its session clock, fabric (2), h1 (2)
-    lab.stop()
-    shutil.rmtree(lab.dir)
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
