@@ -48,6 +48,16 @@ def applied(tier: Tier, name: str) -> int:
         api.close()
 
 
+def beat_age(tier: Tier, name: str) -> float:
+    """Seconds since ``name``'s last heartbeat, as tapdb holds it."""
+    api = tier.operator()
+    try:
+        beat = api.everything().beats.get(name)
+        return time.time() - beat.heartbeat if beat is not None else float("inf")
+    finally:
+        api.close()
+
+
 def test_agents_behind_relays_ride_out_a_killed_leader():
     require_ovs()
     directory = tempfile.mkdtemp(prefix="sdn-leader-")
@@ -107,8 +117,10 @@ def test_agents_behind_relays_ride_out_a_killed_leader():
         generation, _ = commit(tier, lambda api: api.set_enabled("session", "session-02", True))
         wait_until(lambda: applied(tier, "host-a") >= generation, 30, "host-a to apply")
 
-        # an agent stopped while tapctl --wait waits for it is named, not dropped
+        # an agent stopped while tapctl --wait waits for it is named, not dropped; alive
+        # when the wait begins (its heartbeats may lag after its relay's member came back)
         creds = tier.operator_tls
+        wait_until(lambda: beat_age(tier, "host-a") < 1.0, 15, "a fresh heartbeat from host-a")
         os.kill(host._agent.pid, signal.SIGSTOP)
         try:
             late = subprocess.run(
