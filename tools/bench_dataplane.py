@@ -163,29 +163,26 @@ def run(seconds: float = 10) -> list[Row]:
         for name in names:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    (g0, c0) = results["none"]
-    rows = []
-    for key, what in (("all", f"every frame of vm2 mirrored (both directions, no filter; "
-                              f"{mirrored:,} copies received)"),
-                      ("filtered", "vm2 mirrored through a filter that takes nothing")):
-        g, c = results[key]
-        rows += [Row(f"iperf3 TCP vm1 -> vm2 through br-int (netdev datapath, {seconds:g} s): "
-                     f"{what} vs no mirroring, throughput", f"{g:.2f} Gbit/s", f"{g0:.2f} Gbit/s",
-                     g / g0),
-                 Row("the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c0:.2f} s",
-                     c / c0)]
-    (g1, c1) = results["all"]
-    for key, what in (("metered", "every frame of vm2 mirrored through a meter on brtap that "
-                                  "drops nothing (--max-pps 100000000)"),
-                      ("capped", f"every frame of vm2 mirrored, capped at 10,000 copies/s "
-                                 f"({capped_copies:,} copies received)")):
-        g, c = results[key]
-        rows += [Row(f"iperf3 TCP vm1 -> vm2 ({seconds:g} s): {what} vs the same mirroring "
-                     "without a meter, throughput", f"{g:.2f} Gbit/s", f"{g1:.2f} Gbit/s",
-                     g / g1),
-                 Row("the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c1:.2f} s",
-                     c / c1)]
-    return rows
+
+    def pair(label: str, key: str, base: str) -> list[Row]:
+        """Throughput and vswitchd's CPU per Gbit of run ``key`` against run ``base``."""
+        (g, c), (g0, c0) = results[key], results[base]
+        return [Row(f"{label}, throughput", f"{g:.2f} Gbit/s", f"{g0:.2f} Gbit/s", g / g0),
+                Row("the same: ovs-vswitchd CPU per Gbit moved", f"{c:.2f} s", f"{c0:.2f} s",
+                    c / c0)]
+    through = f"iperf3 TCP vm1 -> vm2 through br-int (netdev datapath, {seconds:g} s)"
+    return [
+        *pair(f"{through}: every frame of vm2 mirrored (both directions, no filter; "
+              f"{mirrored:,} copies received) vs no mirroring", "all", "none"),
+        *pair(f"{through}: vm2 mirrored through a filter that takes nothing vs no mirroring",
+              "filtered", "none"),
+        *pair(f"iperf3 TCP vm1 -> vm2 ({seconds:g} s): every frame of vm2 mirrored through a "
+              "meter on brtap that drops nothing (--max-pps 100000000) vs the same mirroring "
+              "without a meter", "metered", "all"),
+        *pair(f"iperf3 TCP vm1 -> vm2 ({seconds:g} s): every frame of vm2 mirrored, capped at "
+              f"10,000 copies/s ({capped_copies:,} copies received) vs the same mirroring "
+              "without a meter", "capped", "all"),
+    ]
 
 
 def main() -> int:
